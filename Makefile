@@ -1,0 +1,47 @@
+# The two commands a newcomer needs are `make demo` and `make test`; both set up what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+
+.PHONY: help bootstrap demo test lint typecheck buf-lint stubs-check proto pytest lock clean
+
+help:
+	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
+	@echo "make test   - lint, type check, buf lint, stub drift check and the whole test suite"
+	@echo "make proto  - regenerate sidecar/_proto from proto/"
+	@echo "make lock   - re-pin constraints.txt from the current .venv"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/bin/yibao-sidecar demo
+
+test: bootstrap lint typecheck buf-lint stubs-check pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+buf-lint:
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+stubs-check:
+	$(PY) scripts/gen_protos.py --check
+
+pytest:
+	$(VENV)/bin/pytest
+
+proto: bootstrap
+	$(PY) scripts/gen_protos.py
+
+lock:
+	$(VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine, idempotently:
+# Debian packages (only the missing ones), the virtual environment in .venv with the pinned
+# Python packages, and the Node-based build tools (buf) in node_modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "bootstrap: $*" >&2; }
+
+# --- Debian packages ------------------------------------------------------------------------
+DEBS=(openssl nodejs npm ca-certificates)
+missing=()
+for pkg in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# nodejs from another source (e.g. NodeSource) ships npm itself.
+if command -v npm >/dev/null 2>&1; then
+  missing=("${missing[@]/npm}"); missing=("${missing[@]/nodejs}")
+fi
+read -r -a missing <<<"${missing[*]:-}"
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python ---------------------------------------------------------------------------------
+PYTHON=${PYTHON:-}
+if [[ -z "$PYTHON" ]]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+[[ -n "$PYTHON" ]] || { log "Python >= 3.11 is required"; exit 1; }
+
+stamp=.venv/.bootstrap-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [[ ! -f "$stamp" ]]; then
+  log "creating .venv with $($PYTHON --version)"
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  rm -f .venv/.bootstrap-*
+  touch "$stamp"
+fi
+
+# --- Node tools (buf) -----------------------------------------------------------------------
+if [[ ! -x node_modules/.bin/buf ]] || [[ package-lock.json -nt node_modules/.bin/buf ]]; then
+  log "installing buf from the npm registry"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  touch node_modules/.bin/buf
+fi
+log "ready"

@@ -1,0 +1,114 @@
+"""The composition root: the one place that builds the components and wires them together.
+
+Everything else receives what it needs through its constructor. Start-up problems that a
+configuration can cause (unreadable certificate files, a bad key) become ``ConfigError`` naming
+the key, so that ``yibao-sidecar serve`` stops with one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar import config, logs
+from sidecar.config import ConfigError, Settings
+from sidecar.gateway.consent import ConsentService
+from sidecar.gateway.enrollment import EnrollmentQueries
+from sidecar.gateway.service import InsuranceGatewayService
+from sidecar.interceptors.access_log import AccessLog
+from sidecar.interceptors.caller import CallerIdentity
+from sidecar.interceptors.chain import FilterChain
+from sidecar.platform.client import Codes, Institution, PlatformClient
+from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.server import Listen, Server, serve_until_signalled
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sidecar:
+    """A wired sidecar: the server to run and what must be closed after it stops."""
+
+    server: Server
+    platform: PlatformClient
+
+    async def close(self) -> None:
+        await self.platform.close()
+
+
+def build(settings: Settings) -> Sidecar:
+    platform = _platform_client(settings)
+    gateway = InsuranceGatewayService(
+        enrollment=EnrollmentQueries(platform, settings.platform.transactions.person_info)
+    )
+    consent = ConsentService()
+    registrations = [gateway.registration(), consent.registration()]
+    chain = FilterChain(
+        [AccessLog(), CallerIdentity()],
+        services=[registration.name for registration in registrations],
+    )
+    server = Server(
+        registrations,
+        Listen(
+            socket_path=settings.server.socket_path,
+            socket_mode=settings.server.socket_mode,
+            tcp=settings.server.tcp_listen,
+        ),
+        interceptors=[chain],
+        max_message_bytes=settings.server.max_message_bytes,
+        max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
+        grace_period=settings.server.grace_period_seconds,
+    )
+    return Sidecar(server=server, platform=platform)
+
+
+def _platform_client(settings: Settings) -> PlatformClient:
+    p = settings.platform
+    for key, path in (
+        ("platform.ca_file", p.ca_file),
+        ("platform.client_cert_file", p.client_cert_file),
+        ("platform.client_key_file", p.client_key_file),
+    ):
+        if not path.is_file():
+            raise ConfigError(f"config: {key}: {path} is not a readable file")
+    try:
+        tls = client_tls_context(p.ca_file, ClientIdentity(p.client_cert_file, p.client_key_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
+        ) from None
+    transport = HttpsTransport(
+        p.url.rstrip("/") + p.path,
+        tls,
+        http2=p.http2,
+        max_connections=p.max_connections,
+        connect_timeout=p.connect_timeout_seconds,
+    )
+    i = settings.institution
+    return PlatformClient(
+        transport,
+        MsgIdGenerator(i.code),
+        Institution(
+            code=i.code,
+            name=i.name,
+            division=i.division,
+            receiver_system_code=i.receiver_system_code,
+            interface_version=i.interface_version,
+            operator_type=i.operator_type,
+        ),
+        Codes(sign_in=p.transactions.sign_in, sign_out=p.transactions.sign_out),
+        timeout=p.timeout_seconds,
+        sign_in_expired_markers=p.sign_in_expired_messages,
+    )
+
+
+async def serve(config_path: Path) -> int:
+    """``yibao-sidecar serve``: load, validate, build, run until SIGTERM, drain, close."""
+    settings = config.load(config_path)
+    logs.configure(settings.log.level)
+    sidecar = build(settings)
+    await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
+    return 0

@@ -1,0 +1,181 @@
+"""Configuration: one TOML file plus environment overrides, validated once at start-up.
+
+An override is an environment variable ``YIBAO_SIDECAR__<SECTION>__<KEY>``; for example
+``YIBAO_SIDECAR__SERVER__TCP_LISTEN=127.0.0.1:50051``. Validation uses pydantic, and every
+problem is reported as one line naming the key (``server.max_message_bytes``) and where the
+value came from.
+
+Secrets never live in the configuration: PINs and private keys are read from the files that the
+configuration names (``*_file`` keys). A key that looks like an inline secret is refused with a
+message that says which ``*_file`` key to use instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "YIBAO_SIDECAR__"
+_SECRET_KEY = re.compile(r"(pin|password|secret|private_key|passphrase|token)$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``str()`` is one line that names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError("host must be a loopback IP address (127.0.0.1 or [::1])") from None
+    if not address.is_loopback:
+        raise ValueError("host must be a loopback IP address: callers outside the pod need mTLS")
+    return value
+
+
+class ServerConfig(_Section):
+    """How IM services reach the sidecar."""
+
+    socket_path: Path = Path("/run/yibao/sidecar.sock")
+    socket_mode: int = Field(0o660, ge=0, le=0o777)
+    tcp_listen: Annotated[str | None, Field(description="loopback HOST:PORT, optional")] = None
+    max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
+    max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
+    grace_period_seconds: float = Field(10.0, ge=0, le=300)
+
+    @field_validator("tcp_listen")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_listen(value)
+
+
+class InstitutionConfig(_Section):
+    """Who the sidecar is to the platform (the envelope's institution fields)."""
+
+    code: str = Field(pattern=r"^[A-Za-z0-9]{12}$", description="fixmedins_code")
+    name: str = Field(min_length=1, max_length=200)
+    division: str = Field(pattern=r"^[0-9]{6}$", description="mdtrtarea_admvs")
+    receiver_system_code: str = Field("MBS_LOCAL", min_length=1, max_length=10)
+    interface_version: str = Field("V1.0", min_length=1, max_length=6)
+    operator_type: Literal["1", "2", "3"] = "3"
+
+
+class TransactionCodes(_Section):
+    """The platform's transaction codes, per region (a region's ``2501A`` is configuration)."""
+
+    sign_in: str = "9001"
+    sign_out: str = "9002"
+    person_info: str = "1101"
+
+    @field_validator("*")
+    @classmethod
+    def _shape(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9]{4}[A-Z]?", value):
+            raise ValueError("must be 4 digits, optionally followed by one capital letter")
+        return value
+
+
+class PlatformConfig(_Section):
+    """The platform gateway and the mutually authenticated TLS tunnel to it."""
+
+    url: str = Field(pattern=r"^https://", description="gateway base URL")
+    path: str = Field("/fsi/api/rsfComIfsService/callService", pattern=r"^/")
+    ca_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+    timeout_seconds: float = Field(20.0, gt=0, le=120)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    http2: bool = True
+    max_connections: int = Field(20, ge=1, le=1000)
+    sign_in_expired_messages: tuple[str, ...] = ("签到信息已失效",)
+    transactions: TransactionCodes = Field(default_factory=TransactionCodes)
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    """The whole validated configuration."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    institution: InstitutionConfig
+    platform: PlatformConfig
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (if given), apply environment overrides, validate, or raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    origins: dict[str, str] = {}
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+            _set_nested(data, keys, value)
+            origins[".".join(keys)] = f"environment {name}"
+    _refuse_inline_secrets(data, origins, path)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, origins, path)) from None
+
+
+def _set_nested(data: dict[str, Any], keys: list[str], value: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _refuse_inline_secrets(
+    data: Mapping[str, Any], origins: Mapping[str, str], path: Path | None, prefix: str = ""
+) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _refuse_inline_secrets(value, origins, path, dotted + ".")
+        elif _SECRET_KEY.search(key):
+            where = origins.get(dotted, str(path))
+            raise ConfigError(
+                f"config: {dotted} (from {where}): secrets are not accepted in the configuration; "
+                f"put the secret in a file and name it with {dotted}_file"
+            )
+
+
+def _one_line(exc: ValidationError, origins: Mapping[str, str], path: Path | None) -> str:
+    first = exc.errors()[0]
+    dotted = ".".join(str(part) for part in first["loc"])
+    where = origins.get(dotted, str(path) if path else "defaults")
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"config: {dotted} (from {where}): {message}{more}"

@@ -1,0 +1,193 @@
+"""The platform client: one ``call`` per transaction, with sign-in handled underneath.
+
+Business transactions need a ``sign_no`` from sign-in (9001). The client signs each operator in
+on first use, caches the ``sign_no``, signs in again once when the platform says the sign-in has
+expired, and signs everyone out (9002) when it closes. It raises ``PlatformRefusal`` for
+business refusals (``infcode -1``) and ``PlatformUnreachable`` when no valid answer arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.platform.envelope import (
+    INF_TIME_FORMAT,
+    EnvelopeError,
+    RequestEnvelope,
+    ResponseEnvelope,
+    beijing_now,
+)
+from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.transport import Transport, TransportError, TransportTimeout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Institution:
+    """The envelope fields that name the sending institution."""
+
+    code: str
+    name: str
+    division: str
+    receiver_system_code: str
+    interface_version: str
+    operator_type: str
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who acts: the envelope's ``opter`` and ``opter_name``."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Codes:
+    sign_in: str
+    sign_out: str
+
+
+class PlatformRefusal(Exception):
+    """The platform answered ``infcode -1`` (a business refusal) with its own message."""
+
+    def __init__(self, infno: str, infcode: int, err_msg: str) -> None:
+        super().__init__(f"transaction {infno} refused: {err_msg}")
+        self.infno = infno
+        self.infcode = infcode
+        self.err_msg = err_msg
+
+
+class PlatformUnreachable(Exception):
+    """No valid answer: the connection failed, timed out, or the answer was malformed.
+
+    ``sent`` tells whether the platform may have received (and acted on) the request.
+    """
+
+    def __init__(self, message: str, *, sent: bool, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.timed_out = timed_out
+
+
+class PlatformClient:
+    """Sends transactions to one platform gateway on behalf of operators."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        msgids: MsgIdGenerator,
+        institution: Institution,
+        codes: Codes,
+        *,
+        timeout: float,
+        sign_in_expired_markers: Sequence[str] = (),
+        clock: Callable[[], Any] = beijing_now,
+    ) -> None:
+        self._transport = transport
+        self._msgids = msgids
+        self._institution = institution
+        self._codes = codes
+        self._timeout = timeout
+        self._expired_markers = tuple(sign_in_expired_markers)
+        self._clock = clock
+        self._sign_nos: dict[str, str] = {}
+        self._sign_in_locks: dict[str, asyncio.Lock] = {}
+
+    async def call(
+        self,
+        infno: str,
+        data: Mapping[str, Any],
+        operator: Operator,
+        *,
+        insured_area: str = "",
+        timeout: float | None = None,
+    ) -> Any:
+        """Run one business transaction and return its ``output``."""
+        sign_no = await self._sign_no(operator)
+        try:
+            return await self._exchange(infno, data, operator, sign_no, insured_area, timeout)
+        except PlatformRefusal as refusal:
+            if not self._sign_in_expired(refusal):
+                raise
+        log.info("platform.sign_in_expired", extra={"infno": infno})
+        sign_no = await self._sign_no(operator, stale=sign_no)
+        return await self._exchange(infno, data, operator, sign_no, insured_area, timeout)
+
+    async def close(self) -> None:
+        """Sign every operator out (best effort), then close the tunnel."""
+        for operator_id, sign_no in list(self._sign_nos.items()):
+            operator = Operator(operator_id, operator_id)
+            data = {"signOut": {"sign_no": sign_no, "opter_no": operator_id}}
+            try:
+                await self._exchange(self._codes.sign_out, data, operator, sign_no, "", 5.0)
+            except (PlatformRefusal, PlatformUnreachable) as exc:
+                log.warning("platform.sign_out_failed", extra={"error": type(exc).__name__})
+        self._sign_nos.clear()
+        await self._transport.aclose()
+
+    def _sign_in_expired(self, refusal: PlatformRefusal) -> bool:
+        return any(marker in refusal.err_msg for marker in self._expired_markers)
+
+    async def _sign_no(self, operator: Operator, *, stale: str | None = None) -> str:
+        lock = self._sign_in_locks.setdefault(operator.id, asyncio.Lock())
+        async with lock:
+            current = self._sign_nos.get(operator.id)
+            if current is not None and current != stale:
+                return current
+            data = {"signIn": {"opter_no": operator.id, "mac": "", "ip": "127.0.0.1"}}
+            output = await self._exchange(self._codes.sign_in, data, operator, "", "", None)
+            try:
+                sign_no = str(output["signinoutb"]["sign_no"])
+            except (KeyError, TypeError):
+                raise PlatformUnreachable("sign-in answer has no sign_no", sent=True) from None
+            if not 0 < len(sign_no) <= 30:
+                raise PlatformUnreachable("sign-in answer has a malformed sign_no", sent=True)
+            self._sign_nos[operator.id] = sign_no
+            log.info("platform.signed_in", extra={"operator": operator.id})
+            return sign_no
+
+    async def _exchange(
+        self,
+        infno: str,
+        data: Mapping[str, Any],
+        operator: Operator,
+        sign_no: str,
+        insured_area: str,
+        timeout: float | None,
+    ) -> Any:
+        institution = self._institution
+        envelope = RequestEnvelope(
+            infno=infno,
+            msgid=await self._msgids.next(),
+            mdtrtarea_admvs=institution.division,
+            insuplc_admdvs=insured_area,
+            recer_sys_code=institution.receiver_system_code,
+            infver=institution.interface_version,
+            opter_type=institution.operator_type,
+            opter=operator.id,
+            opter_name=operator.name,
+            inf_time=self._clock().strftime(INF_TIME_FORMAT),
+            fixmedins_code=institution.code,
+            fixmedins_name=institution.name,
+            sign_no=sign_no,
+            input=dict(data),
+        )
+        try:
+            body = await self._transport.post(envelope.to_json(), timeout=timeout or self._timeout)
+        except TransportTimeout as exc:
+            raise PlatformUnreachable(str(exc), sent=exc.sent, timed_out=True) from None
+        except TransportError as exc:
+            raise PlatformUnreachable(str(exc), sent=exc.sent) from None
+        try:
+            answer = ResponseEnvelope.parse(body)
+        except EnvelopeError as exc:
+            raise PlatformUnreachable(f"malformed answer to {infno}: {exc}", sent=True) from None
+        if not answer.ok:
+            raise PlatformRefusal(infno, answer.infcode, answer.err_msg or "(no message)")
+        return answer.output

@@ -1,0 +1,112 @@
+"""The tunnel to the platform gateway: HTTPS with mutual TLS over a bounded HTTP/2 pool.
+
+``Transport`` is the seam: the client only needs "send these bytes, give me the answer's bytes".
+``HttpsTransport`` is the real one (httpx, HTTP/2, TLS 1.2 minimum, the server verified against
+the configured CA bundle, our certificate presented). Tests can put any other transport behind
+the client.
+
+The TLS client key is loaded by ``ClientIdentity``; keeping that key in the HSM as well is a
+matter of replacing that one class (see docs/architecture.md, "TLS key in the HSM").
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+
+class TransportError(Exception):
+    """The answer did not arrive; ``sent`` says whether the request may have been delivered."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class TransportTimeout(TransportError):
+    """No answer within the time allowed."""
+
+
+class Transport(Protocol):
+    async def post(self, body: bytes, *, timeout: float) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """The certificate and key the sidecar presents to the platform gateway."""
+
+    cert_file: Path
+    key_file: Path
+
+    def install(self, context: ssl.SSLContext) -> None:
+        context.load_cert_chain(certfile=self.cert_file, keyfile=self.key_file)
+
+
+def client_tls_context(ca_file: Path, identity: ClientIdentity) -> ssl.SSLContext:
+    """A TLS context that verifies the gateway against ``ca_file`` and presents ``identity``."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    identity.install(context)
+    return context
+
+
+class HttpsTransport:
+    """POSTs envelopes to one gateway URL over a pooled, mutually authenticated connection."""
+
+    def __init__(
+        self,
+        url: str,
+        tls: ssl.SSLContext,
+        *,
+        http2: bool = True,
+        max_connections: int = 20,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._client = httpx.AsyncClient(
+            verify=tls,
+            http2=http2,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=60,
+            ),
+            headers={"content-type": "application/json; charset=utf-8"},
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def post(self, body: bytes, *, timeout: float) -> bytes:
+        limits = httpx.Timeout(timeout, connect=min(self._connect_timeout, timeout))
+        try:
+            response = await self._client.post(self._url, content=body, timeout=limits)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise TransportTimeout("timed out connecting to the platform", sent=False) from None
+        except httpx.TimeoutException:
+            raise TransportTimeout("timed out waiting for the platform", sent=True) from None
+        except httpx.ConnectError as exc:
+            raise TransportError(
+                f"cannot connect to the platform: {_reason(exc)}", sent=False
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"connection to the platform failed: {_reason(exc)}", sent=True
+            ) from None
+        if response.status_code != 200:
+            raise TransportError(f"the platform answered HTTP {response.status_code}", sent=True)
+        return response.content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,140 @@
+"""The gRPC server: where it listens, what it always offers, and how it stops.
+
+It listens on a Unix domain socket (the IM container in the same pod) and optionally on a
+loopback TCP port; offers the standard health and reflection services next to the sidecar's own;
+bounds message sizes and concurrent RPCs; and on SIGTERM stops taking new calls, marks itself
+NOT_SERVING, and drains the calls in flight within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A service to serve: its full name and how to add it to a server."""
+
+    name: str
+    add_to: Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class Listen:
+    socket_path: Path | None
+    socket_mode: int
+    tcp: str | None
+
+
+class Server:
+    """A started gRPC server and its health state."""
+
+    def __init__(
+        self,
+        services: Sequence[Registration],
+        listen: Listen,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        max_message_bytes: int,
+        max_concurrent_rpcs: int,
+        grace_period: float,
+    ) -> None:
+        self._services = tuple(services)
+        self._listen = listen
+        self._grace = grace_period
+        self._server = grpc.aio.server(
+            interceptors=tuple(interceptors),
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        # grpc-stubs has no type for the asyncio health servicer.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.tcp_port: int | None = None
+
+    async def start(self) -> None:
+        for service in self._services:
+            service.add_to(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [s.name for s in self._services]
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
+        if self._listen.socket_path is not None:
+            _prepare_socket_path(self._listen.socket_path)
+            self._server.add_insecure_port(f"unix:{self._listen.socket_path}")
+        if self._listen.tcp:
+            self.tcp_port = self._server.add_insecure_port(self._listen.tcp)
+        await self._server.start()
+        if self._listen.socket_path is not None:
+            os.chmod(self._listen.socket_path, self._listen.socket_mode)
+        for name in ("", *names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "server.started",
+            extra={"socket": str(self._listen.socket_path or ""), "tcp_port": self.tcp_port},
+        )
+
+    async def stop(self) -> None:
+        """Refuse new calls, report NOT_SERVING, let calls in flight finish within the grace."""
+        await self.health.enter_graceful_shutdown()
+        log.info("server.draining", extra={"grace_seconds": self._grace})
+        await self._server.stop(self._grace)
+        if self._listen.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._listen.socket_path.unlink()
+        log.info("server.stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Remove a stale socket left by a killed predecessor; never remove anything else."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    path.unlink()
+
+
+async def serve_until_signalled(server: Server, on_stop: Callable[[], Any] | None = None) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, then drain it and call ``on_stop``."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("server.signal_received")
+    await server.stop()
+    if on_stop is not None:
+        result = on_stop()
+        if asyncio.iscoroutine(result):
+            await result

@@ -1,0 +1,120 @@
+"""Configuration: TOML plus environment overrides, one-line errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar import config
+from sidecar.config import ConfigError
+
+MINIMAL = """
+[institution]
+code = "H11010500001"
+name = "某某科技有限公司医保服务"
+division = "110105"
+
+[platform]
+url = "https://127.0.0.1:9443"
+ca_file = "/etc/yibao/platform-ca.pem"
+client_cert_file = "/etc/yibao/client.pem"
+client_key_file = "/etc/yibao/client.key"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sidecar.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    settings = config.load(write(tmp_path, MINIMAL), environ={})
+    assert settings.server.socket_path == Path("/run/yibao/sidecar.sock")
+    assert settings.server.tcp_listen is None
+    assert settings.server.max_message_bytes == 1 << 20
+    assert settings.platform.transactions.person_info == "1101"
+    assert settings.platform.http2 is True
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    environ = {
+        "YIBAO_SIDECAR__SERVER__TCP_LISTEN": "127.0.0.1:50051",
+        "YIBAO_SIDECAR__SERVER__GRACE_PERIOD_SECONDS": "2.5",
+        "YIBAO_SIDECAR__PLATFORM__TRANSACTIONS__PERSON_INFO": "1101A",
+        "UNRELATED": "x",
+    }
+    settings = config.load(write(tmp_path, MINIMAL), environ=environ)
+    assert settings.server.tcp_listen == "127.0.0.1:50051"
+    assert settings.server.grace_period_seconds == 2.5
+    assert settings.platform.transactions.person_info == "1101A"
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ", "expected"),
+    [
+        (
+            "[server]\nmax_message_bytes = 'big'\n",
+            {},
+            "config: server.max_message_bytes (from {path}): Input should be a valid integer, "
+            "unable to parse string as an integer",
+        ),
+        (
+            "[server]\nmax_mesage_bytes = 1\n",
+            {},
+            "config: server.max_mesage_bytes (from {path}): unknown key",
+        ),
+        (
+            "",
+            {"YIBAO_SIDECAR__SERVER__TCP_LISTEN": "0.0.0.0:50051"},
+            "config: server.tcp_listen (from environment YIBAO_SIDECAR__SERVER__TCP_LISTEN): "
+            "Value error, host must be a loopback IP address: callers outside the pod need mTLS",
+        ),
+        (
+            "",
+            {"YIBAO_SIDECAR__PLATFORM__TRANSACTIONS__SIGN_IN": "90011"},
+            "config: platform.transactions.sign_in (from environment "
+            "YIBAO_SIDECAR__PLATFORM__TRANSACTIONS__SIGN_IN): Value error, must be 4 digits, "
+            "optionally followed by one capital letter",
+        ),
+    ],
+)
+def test_bad_values_name_the_key(
+    tmp_path: Path, extra: str, environ: dict[str, str], expected: str
+) -> None:
+    path = write(tmp_path, MINIMAL + extra)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ=environ)
+    assert str(caught.value) == expected.format(path=path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('division = "110105"\n', ""))
+    with pytest.raises(
+        ConfigError, match=r"^config: institution.division \(from .*\): required key is missing$"
+    ):
+        config.load(path, environ={})
+
+
+def test_inline_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[hsm]\nuser_pin = "246810"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    message = str(caught.value)
+    assert "hsm.user_pin" in message and "hsm.user_pin_file" in message
+    assert "246810" not in message
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.toml", environ={})
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        config.load(write(tmp_path, "[server\n"), environ={})
+
+
+def test_error_count_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "[server]\nmax_message_bytes = 1\nmax_concurrent_rpcs = 0\n")
+    with pytest.raises(ConfigError, match=r"\(and 1 more\)$"):
+        config.load(path, environ={})
