@@ -27,14 +27,14 @@ _IMPORT = re.compile(r"^(from|import) (yibao\.)", re.MULTILINE)
 _HEADER = '"""Generated from proto/ by scripts/gen_protos.py. Do not edit."""\n'
 
 
-def generate(destination: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+def generate(destination: Path, proto_root: Path = PROTO_ROOT) -> None:
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
     bin_dir = Path(sys.executable).parent
     command = [
         sys.executable,
         "-m",
         "grpc_tools.protoc",
-        f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={proto_root}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={destination}",
@@ -43,12 +43,21 @@ def generate(destination: Path) -> None:
         f"--mypy_grpc_out={destination}",
         *protos,
     ]
-    subprocess.run(command, check=True, cwd=PROTO_ROOT)
+    subprocess.run(command, check=True, cwd=proto_root, stdout=subprocess.DEVNULL)  # noqa: S603
     for path in destination.rglob("*.py*"):
         text = path.read_text()
         path.write_text(_IMPORT.sub(lambda m: f"{m[1]} {PACKAGE_PREFIX}{m[2]}", text))
     for directory in [destination, *(p for p in destination.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").write_text(_HEADER)
+
+
+def drift(proto_root: Path = PROTO_ROOT, stubs: Path = OUTPUT) -> list[str]:
+    """The stub files that differ from what ``proto_root`` generates (empty: no drift)."""
+    if not stubs.exists():
+        return [f"({stubs.name} missing)"]
+    with tempfile.TemporaryDirectory() as scratch:
+        generate(Path(scratch), proto_root)
+        return _differences(Path(scratch), stubs)
 
 
 def _differences(left: Path, right: Path) -> list[str]:
@@ -68,16 +77,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the stubs drifted")
     args = parser.parse_args()
+    if args.check:
+        changed = drift()
+        if changed:
+            print("stubs drifted from proto/; run `make proto`: " + ", ".join(changed))
+            return 1
+        print("stubs match proto/")
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         fresh = Path(scratch)
         generate(fresh)
-        drift = _differences(fresh, OUTPUT) if OUTPUT.exists() else ["(sidecar/_proto missing)"]
-        if args.check:
-            if drift:
-                print("stubs drifted from proto/; run `make proto`: " + ", ".join(drift))
-                return 1
-            print("stubs match proto/")
-            return 0
         if OUTPUT.exists():
             shutil.rmtree(OUTPUT)
         shutil.copytree(fresh, OUTPUT)
