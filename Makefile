@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap demo test lint typecheck buf-lint stubs-check proto pytest lock clean
+.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
@@ -15,10 +15,14 @@ help:
 bootstrap:
 	@scripts/bootstrap.sh
 
-demo: bootstrap
+# SoftHSM 2.6.1 with our SM mechanisms, built once per machine and cached by the patch's hash.
+softhsm:
+	@hsm/softhsm/build.sh >/dev/null
+
+demo: bootstrap softhsm
 	$(VENV)/bin/yibao-sidecar demo
 
-test: bootstrap lint typecheck buf-lint stubs-check pytest
+test: bootstrap softhsm lint typecheck buf-lint stubs-check pytest
 
 lint:
 	$(VENV)/bin/ruff check .
