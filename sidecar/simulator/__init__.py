@@ -1,0 +1,35 @@
+"""A stand-in for the national medical-insurance platform, for tests, demos and integrators.
+
+It speaks the platform's envelope protocol over HTTPS with mutual TLS and answers from a
+deterministic synthetic population. Start with :func:`running_simulator` in tests or the
+``yibao-sidecar simulate`` command for demos.
+"""
+
+from sidecar.simulator.app import (
+    DEFAULT_DIVISION,
+    DEFAULT_INSTITUTION_CODE,
+    DEFAULT_INSTITUTION_NAME,
+    ENDPOINT_PATH,
+    PlatformSimulator,
+)
+from sidecar.simulator.errors import SIGN_IN_INVALID, Refusal
+from sidecar.simulator.population import Examples, Person, Population
+from sidecar.simulator.server import Listening, RunningSimulator, run, running_simulator, serve
+
+__all__ = [
+    "DEFAULT_DIVISION",
+    "DEFAULT_INSTITUTION_CODE",
+    "DEFAULT_INSTITUTION_NAME",
+    "ENDPOINT_PATH",
+    "SIGN_IN_INVALID",
+    "Examples",
+    "Listening",
+    "Person",
+    "PlatformSimulator",
+    "Population",
+    "Refusal",
+    "RunningSimulator",
+    "run",
+    "running_simulator",
+    "serve",
+]

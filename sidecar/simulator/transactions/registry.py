@@ -1,0 +1,65 @@
+"""How transactions plug into the simulator: one :class:`Transaction` per ``infno``.
+
+Adding a transaction means writing one handler and registering it. A handler gets the already
+validated envelope's ``input`` and a :class:`TransactionContext`; it returns the ``output``
+object, or raises :class:`~sidecar.simulator.errors.Refusal` for ``infcode`` -1. Cross-cutting
+behaviour (envelope checks, sign-in, counting, and later fault injection) stays in the app's single
+dispatch path, so handlers never repeat it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from sidecar.simulator.envelope import RequestEnvelope
+from sidecar.simulator.state import PlatformState
+from sidecar.simulator.wire import JsonObject
+
+
+@dataclass(frozen=True)
+class TransactionContext:
+    """What a handler may use besides its input: the envelope, the time, the platform's state."""
+
+    envelope: RequestEnvelope
+    now: dt.datetime  # Beijing time at which the platform received the request
+    state: PlatformState
+
+
+Handler: TypeAlias = Callable[[Mapping[str, Any], TransactionContext], JsonObject]
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A transaction code, its name for logs, its handler, and whether it needs a sign-in."""
+
+    infno: str
+    name: str
+    handler: Handler
+    requires_sign_in: bool = True
+
+
+class TransactionRegistry:
+    """The transactions one simulator answers, keyed by ``infno``."""
+
+    def __init__(self, transactions: Iterable[Transaction] = ()) -> None:
+        self._by_infno: dict[str, Transaction] = {}
+        for transaction in transactions:
+            self.register(transaction)
+
+    def register(self, transaction: Transaction) -> None:
+        """Add ``transaction``; a second one for the same ``infno`` is a programming error."""
+        if transaction.infno in self._by_infno:
+            raise ValueError(f"transaction {transaction.infno} is already registered")
+        self._by_infno[transaction.infno] = transaction
+
+    def get(self, infno: str) -> Transaction | None:
+        return self._by_infno.get(infno)
+
+    def __contains__(self, infno: object) -> bool:
+        return infno in self._by_infno
+
+    def __iter__(self) -> Iterator[Transaction]:
+        return iter(tuple(self._by_infno.values()))

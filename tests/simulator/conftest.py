@@ -1,0 +1,45 @@
+"""Fixtures for the platform simulator's tests: one development PKI per session, a simulator on a
+free port per test, an mTLS client, and an envelope builder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from sidecar import devcerts
+from sidecar.devcerts import DevPki
+from sidecar.simulator import PlatformSimulator, Population, RunningSimulator, running_simulator
+from tests.simulator.support import EnvelopeFactory, client_context, envelope_factory
+
+SEED = 42
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return devcerts.generate(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def population() -> Population:
+    return Population.generate(SEED)
+
+
+@pytest.fixture
+async def simulator(pki: DevPki, population: Population) -> AsyncIterator[RunningSimulator]:
+    async with running_simulator(PlatformSimulator(population), pki=pki) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(pki: DevPki) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP/2 client holding the sidecar's development client certificate."""
+    context = client_context(trust=pki.ca_cert, cert=pki.client_cert, key=pki.client_key)
+    async with httpx.AsyncClient(http2=True, verify=context, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture
+def envelope() -> EnvelopeFactory:
+    return envelope_factory()
