@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,11 +99,19 @@ def _platform_client(settings: Settings) -> PlatformClient:
             receiver_system_code=i.receiver_system_code,
             interface_version=i.interface_version,
             operator_type=i.operator_type,
+            mac=_mac_address(),
+            ip=i.sign_in_ip,
         ),
         Codes(sign_in=p.transactions.sign_in, sign_out=p.transactions.sign_out),
         timeout=p.timeout_seconds,
         sign_in_expired_markers=p.sign_in_expired_messages,
     )
+
+
+def _mac_address() -> str:
+    """This host's MAC address as sign-in reports it (``uuid.getnode``'s choice)."""
+    node = uuid.getnode()
+    return ":".join(f"{(node >> shift) & 0xFF:02X}" for shift in range(40, -1, -8))
 
 
 async def serve(config_path: Path) -> int:

@@ -72,6 +72,13 @@ class InstitutionConfig(_Section):
     receiver_system_code: str = Field("MBS_LOCAL", min_length=1, max_length=10)
     interface_version: str = Field("V1.0", min_length=1, max_length=6)
     operator_type: Literal["1", "2", "3"] = "3"
+    sign_in_ip: str = Field("127.0.0.1", description="the IP address sign-in (9001) reports")
+
+    @field_validator("sign_in_ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
 
 
 class TransactionCodes(_Section):

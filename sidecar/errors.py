@@ -89,8 +89,14 @@ def invalid_request(violations: Sequence[FieldViolation]) -> GatewayError:
     )
 
 
-def unauthenticated(message: str) -> GatewayError:
-    return GatewayError(grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED", message)
+def unauthenticated(message: str, header: str = "") -> GatewayError:
+    """The caller is not identified; ``header`` names the metadata key at fault."""
+    return GatewayError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CALLER_UNAUTHENTICATED",
+        message,
+        metadata={"header": header} if header else {},
+    )
 
 
 def platform_refused(platform_code: str, platform_message: str) -> GatewayError:

@@ -13,7 +13,8 @@ from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient, PlatformUnreachable
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now
 
-PERSON_NOT_FOUND_MARKERS = ("未查询到", "不存在", "不匹配")
+# Refusal texts that mean "no such person": the platform has no code for it, only words.
+PERSON_NOT_FOUND_MARKERS = ("未查询到", "姓名与证件号码不匹配")
 
 
 class EnrollmentQueries:

@@ -35,9 +35,7 @@ def translated(not_found_markers: Sequence[str] = (), not_found_reason: str = ""
         raise errors.platform_refused(str(refusal.infcode), refusal.err_msg) from None
     except PlatformUnreachable as failure:
         if failure.timed_out:
-            raise errors.platform_timeout(
-                f"the insurance platform did not answer in time"
-            ) from None
+            raise errors.platform_timeout("the insurance platform did not answer in time") from None
         raise errors.platform_unavailable(
             f"the insurance platform is unreachable: {failure}"
         ) from None

@@ -37,14 +37,17 @@ class CallerIdentity:
             key for key, value in ((TENANT_KEY, tenant), (OPERATOR_KEY, operator)) if not value
         ]
         if missing:
-            raise errors.unauthenticated(f"missing caller metadata: {', '.join(missing)}")
+            raise errors.unauthenticated(
+                f"missing caller metadata: {', '.join(missing)}", header=missing[0]
+            )
         if not _TENANT.fullmatch(tenant):
             raise errors.unauthenticated(
-                f"{TENANT_KEY} must be 1-64 characters of A-Z a-z 0-9 . _ -"
+                f"{TENANT_KEY} must be 1-64 characters of A-Z a-z 0-9 . _ -", header=TENANT_KEY
             )
         if not _OPERATOR.fullmatch(operator):
             raise errors.unauthenticated(
-                f"{OPERATOR_KEY} must be 1-30 characters of A-Z a-z 0-9 . _ @ -"
+                f"{OPERATOR_KEY} must be 1-30 characters of A-Z a-z 0-9 . _ @ -",
+                header=OPERATOR_KEY,
             )
         call.attributes["caller"] = Caller(tenant=tenant, operator=operator)
         return await proceed(request)

@@ -37,6 +37,8 @@ class Institution:
     receiver_system_code: str
     interface_version: str
     operator_type: str
+    mac: str = "00:00:00:00:00:00"  # reported at sign-in (9001)
+    ip: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ class PlatformClient:
             current = self._sign_nos.get(operator.id)
             if current is not None and current != stale:
                 return current
-            data = {"signIn": {"opter_no": operator.id, "mac": "", "ip": "127.0.0.1"}}
+            where = self._institution
+            data = {"signIn": {"opter_no": operator.id, "mac": where.mac, "ip": where.ip}}
             output = await self._exchange(self._codes.sign_in, data, operator, "", "", None)
             try:
                 sign_no = str(output["signinoutb"]["sign_no"])

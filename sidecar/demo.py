@@ -1,0 +1,279 @@
+"""``yibao-sidecar demo``: the whole path, end to end, with real processes.
+
+It makes throwaway development certificates, starts the platform simulator (HTTPS with client
+certificates) and the sidecar (gRPC on a Unix socket) as separate processes, plays a scripted IM
+service against the sidecar, prints a readable transcript, stops both with SIGTERM and exits 0
+only if every step answered as expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from sidecar import devcerts
+from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE
+from sidecar.simulator.population import Person, Population
+from sidecar.validation import check_resident_id
+
+SEED = 42
+METADATA = (("x-yibao-tenant", "acme-corp"), ("x-yibao-operator", "im-bot-01"))
+STARTUP_TIMEOUT = 30.0
+
+
+class DemoFailed(Exception):
+    """A step of the demo did not answer as expected."""
+
+
+@dataclass
+class Processes:
+    simulator: subprocess.Popen[str]
+    sidecar: subprocess.Popen[str] | None = None
+
+
+def run(workdir: Path | None) -> int:
+    """Run the demo in ``workdir`` (kept) or in a temporary directory (removed)."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _run_in(workdir.resolve())
+    with tempfile.TemporaryDirectory(prefix="yibao-demo-") as scratch:
+        return _run_in(Path(scratch))
+
+
+def _run_in(workdir: Path) -> int:
+    say = Transcript(sys.stdout)
+    say.title("yibao-sidecar demo: IM service -> sidecar (gRPC, Unix socket) -> platform (mTLS)")
+    pki = devcerts.generate(workdir / "pki")
+    say.step(
+        f"development PKI in {pki.ca_cert.parent} (CA, simulator server cert, sidecar client cert)"
+    )
+    with _started(workdir, pki, say) as processes:
+        try:
+            socket_path = workdir / "sidecar.sock"
+            asyncio.run(_script(socket_path, say))
+        finally:
+            _stop(processes, say)
+    say.title("demo finished: every step answered as expected")
+    return 0
+
+
+@contextlib.contextmanager
+def _started(workdir: Path, pki: devcerts.DevPki, say: Transcript) -> Iterator[Processes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    simulator_log = (workdir / "simulator.log").open("w")
+    simulator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "sidecar", "simulate", "--listen", "127.0.0.1:0",
+         "--seed", str(SEED), "--pki-dir", str(pki.ca_cert.parent)],
+        stdout=subprocess.PIPE, stderr=simulator_log, text=True, env=env,
+    )  # fmt: skip
+    processes = Processes(simulator)
+    try:
+        url = _read_url(simulator)
+        say.step(f"platform simulator listening on {url} (client certificate required)")
+        config = workdir / "sidecar.toml"
+        config.write_text(_sidecar_config(workdir, url, pki))
+        sidecar_log = (workdir / "sidecar.log").open("w")
+        processes.sidecar = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
+            stdout=sidecar_log, stderr=sidecar_log, text=True, env=env,
+        )  # fmt: skip
+        say.step(f"sidecar started with {config.name}; JSON logs in {workdir / 'sidecar.log'}")
+        yield processes
+    except BaseException:
+        _stop(processes, say)
+        raise
+
+
+def _read_url(simulator: subprocess.Popen[str]) -> str:
+    assert simulator.stdout is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        line = simulator.stdout.readline()
+        if not line:
+            raise DemoFailed(f"the simulator exited early (code {simulator.wait()})")
+        match = re.search(r"https://[0-9.:\[\]a-z]+", line)
+        if match:
+            return match.group(0)
+    raise DemoFailed("the simulator did not report its address in time")
+
+
+def _sidecar_config(workdir: Path, url: str, pki: devcerts.DevPki) -> str:
+    return f"""\
+# Written by `yibao-sidecar demo`.
+[server]
+socket_path = "{workdir / "sidecar.sock"}"
+grace_period_seconds = 5
+
+[institution]
+code = "{DEFAULT_INSTITUTION_CODE}"
+name = "演示企业医保服务"
+division = "{DEFAULT_DIVISION}"
+
+[platform]
+url = "{url}"
+ca_file = "{pki.ca_cert}"
+client_cert_file = "{pki.client_cert}"
+client_key_file = "{pki.client_key}"
+timeout_seconds = 10
+"""
+
+
+def _stop(processes: Processes, say: Transcript) -> None:
+    for name, process in (("sidecar", processes.sidecar), ("simulator", processes.simulator)):
+        if process is None or process.poll() is not None:
+            continue
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise DemoFailed(f"the {name} did not stop within 15 s of SIGTERM") from None
+        say.step(f"{name} stopped on SIGTERM (exit code {code})")
+        if code != 0:
+            raise DemoFailed(f"the {name} exited with code {code}")
+
+
+async def _script(socket_path: Path, say: Transcript) -> None:
+    examples = Population.generate(SEED).examples()
+    async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
+        await _wait_serving(channel, say)
+        stub = gateway_grpc.InsuranceGatewayStub(channel)
+
+        say.title("参保信息查询 GetEnrollment")
+        for label, person in (("employee", examples.employee), ("resident", examples.resident),
+                              ("suspended", examples.suspended)):  # fmt: skip
+            answer = await stub.GetEnrollment(_enrollment_request(person), metadata=METADATA)
+            say.enrollment(label, person, answer)
+
+        say.title("refusals the IM service must handle")
+        unknown = _enrollment_request(examples.unknown)
+        await _expect(say, "unknown person", grpc.StatusCode.NOT_FOUND,
+                      lambda: stub.GetEnrollment(unknown, metadata=METADATA))  # fmt: skip
+        broken = _enrollment_request(examples.employee)
+        broken.subject.certificate_number = _wrong_check_digit(
+            person_number=examples.employee.certno
+        )
+        broken.subject.name = ""
+        await _expect(say, "bad check digit and empty name", grpc.StatusCode.INVALID_ARGUMENT,
+                      lambda: stub.GetEnrollment(broken, metadata=METADATA))  # fmt: skip
+        anonymous = _enrollment_request(examples.employee)
+        await _expect(say, "no caller metadata", grpc.StatusCode.UNAUTHENTICATED,
+                      lambda: stub.GetEnrollment(anonymous))  # fmt: skip
+        account = gateway.GetAccountRequest()
+        await _expect(say, "GetAccount (not built yet)", grpc.StatusCode.UNIMPLEMENTED,
+                      lambda: stub.GetAccount(account, metadata=METADATA))  # fmt: skip
+
+
+async def _wait_serving(channel: grpc.aio.Channel, say: Transcript) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                say.step("sidecar health: SERVING (grpc.health.v1)")
+                return
+        await asyncio.sleep(0.2)
+    raise DemoFailed("the sidecar did not become healthy in time")
+
+
+def _enrollment_request(person: Person) -> gateway.GetEnrollmentRequest:
+    return gateway.GetEnrollmentRequest(
+        subject=common.DataSubject(
+            certificate_type=common.CERTIFICATE_TYPE_RESIDENT_ID_CARD,
+            certificate_number=person.certno,
+            name=person.psn_name,
+        )
+    )
+
+
+def _wrong_check_digit(person_number: str) -> str:
+    for other in "0123456789X":
+        candidate = person_number[:17] + other
+        if candidate != person_number and check_resident_id(candidate) is not None:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+async def _expect(
+    say: Transcript, label: str, code: grpc.StatusCode, call: Callable[[], Awaitable[Any]]
+) -> None:
+    try:
+        await call()
+    except grpc.aio.AioRpcError as error:
+        if error.code() != code:
+            raise DemoFailed(f"{label}: expected {code.name}, got {error.code().name}") from None
+        say.refusal(label, error)
+        return
+    raise DemoFailed(f"{label}: expected {code.name}, but the call succeeded")
+
+
+class Transcript:
+    """Prints the demo's story for a person to read; identity numbers are masked."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def title(self, text: str) -> None:
+        print(f"\n== {text}", file=self._out, flush=True)
+
+    def step(self, text: str) -> None:
+        print(f"   {text}", file=self._out, flush=True)
+
+    def enrollment(self, label: str, person: Person, answer: gateway.GetEnrollmentResponse) -> None:
+        p = answer.person
+        self.step(
+            f"{label}: {p.name} ({mask(p.certificate_number)}), born {p.birth_date}, age {p.age}"
+        )
+        if not answer.enrollments:
+            self.step("    no enrollments")
+        for e in answer.enrollments:
+            type_name = common.InsuranceType.Name(e.insurance_type).removeprefix("INSURANCE_TYPE_")
+            status = common.EnrollmentStatus.Name(e.status).removeprefix("ENROLLMENT_STATUS_")
+            since = f"since {e.enrollment_date}" + (
+                f", suspended {e.suspension_date}" if e.suspension_date else ""
+            )
+            employer = f", employer {e.employer_name}" if e.employer_name else ""
+            area = e.insured_area_division_code
+            self.step(
+                f"    {e.insurance_type_code} {type_name}: {status} {since}, area {area}{employer}"
+            )
+
+    def refusal(self, label: str, error: grpc.aio.AioRpcError) -> None:
+        self.step(f"{label}: {error.code().name} - {error.details()}")
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        for detail in status.details if status else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                extra = "".join(f", {k}={v}" for k, v in sorted(info.metadata.items()))
+                self.step(f"    ErrorInfo reason={info.reason}{extra}")
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                for violation in bad.field_violations:
+                    self.step(f"    BadRequest {violation.field}: {violation.description}")
+
+
+def mask(number: str) -> str:
+    """``110105********1234``: enough to recognise, not enough to identify."""
+    return number[:6] + "*" * (len(number) - 10) + number[-4:] if len(number) > 10 else "****"

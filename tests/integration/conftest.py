@@ -1,0 +1,85 @@
+"""Fixtures that run the real thing: the simulator over mTLS and the sidecar on a Unix socket."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from sidecar import app
+from sidecar.config import Settings
+from sidecar.simulator.population import Population
+from sidecar.simulator.server import RunningSimulator, running_simulator
+
+TENANT_METADATA = (("x-yibao-tenant", "acme-corp"), ("x-yibao-operator", "im-bot-01"))
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for Unix sockets (their paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ys-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    async with running_simulator(seed=42, population_size=50) as running:
+        yield running
+
+
+@pytest.fixture
+def population(simulator: RunningSimulator) -> Population:
+    return simulator.app.population
+
+
+def settings_for(simulator: RunningSimulator, socket_dir: Path, **server: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "server": {"socket_path": str(socket_dir / "sidecar.sock"), **server},
+            "institution": {
+                "code": simulator.app.institution_code,
+                "name": "测试机构",
+                "division": simulator.app.division,
+            },
+            "platform": {
+                "url": simulator.url.split("/fsi/")[0],
+                "ca_file": str(simulator.pki.ca_cert),
+                "client_cert_file": str(simulator.pki.client_cert),
+                "client_key_file": str(simulator.pki.client_key),
+                "timeout_seconds": 5,
+            },
+        }
+    )
+
+
+@dataclass
+class RunningSidecar:
+    sidecar: app.Sidecar
+    channel: grpc.aio.Channel
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(settings: Settings) -> AsyncIterator[RunningSidecar]:
+    sidecar = app.build(settings)
+    await sidecar.server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{settings.server.socket_path}") as channel:
+            yield RunningSidecar(sidecar, channel, settings)
+    finally:
+        await sidecar.server.stop()
+        await sidecar.close()
+
+
+@pytest.fixture
+async def sidecar(simulator: RunningSimulator, short_dir: Path) -> AsyncIterator[RunningSidecar]:
+    async with running_sidecar(settings_for(simulator, short_dir)) as running:
+        yield running

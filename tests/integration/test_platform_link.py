@@ -1,0 +1,108 @@
+"""The link to the platform: sign-in renewal, sign-out, and each way the tunnel can fail."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar.simulator.population import Population
+from sidecar.simulator.server import RunningSimulator, running_simulator
+from tests.integration.conftest import (
+    RunningSidecar,
+    running_sidecar,
+    settings_for,
+)
+from tests.integration.test_gateway import call_enrollment, details, subject_of
+from tests.integration.test_server import SlowSimulator
+
+
+async def test_expired_sign_in_is_renewed_once_and_the_call_succeeds(
+    sidecar: RunningSidecar, population: Population, simulator: RunningSimulator
+) -> None:
+    subject = subject_of(population.examples().employee)
+    await call_enrollment(sidecar, subject)
+    simulator.app.sign_ins.invalidate_all()
+    answer = await call_enrollment(sidecar, subject)
+    assert answer.person.name == subject.name
+    assert simulator.app.calls.count("9001") == 2
+    assert simulator.app.calls.count("1101") == 3  # one refused for the stale sign-in, retried once
+
+
+async def test_operators_sign_in_separately_and_sign_out_on_close(
+    simulator: RunningSimulator, population: Population, short_dir: Path
+) -> None:
+    subject = subject_of(population.examples().employee)
+    async with running_sidecar(settings_for(simulator, short_dir)) as running:
+        await call_enrollment(running, subject)
+        await call_enrollment(
+            running, subject, (("x-yibao-tenant", "t"), ("x-yibao-operator", "op-2"))
+        )
+        assert simulator.app.calls.count("9001") == 2
+        assert simulator.app.sign_ins.current("im-bot-01") is not None
+    assert simulator.app.calls.count("9002") == 2
+    assert simulator.app.sign_ins.current("im-bot-01") is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_platform_is_unavailable_with_a_retry_hint(
+    simulator: RunningSimulator, population: Population, short_dir: Path
+) -> None:
+    settings = settings_for(simulator, short_dir)
+    settings = settings.model_copy(
+        update={
+            "platform": settings.platform.model_copy(
+                update={"url": f"https://127.0.0.1:{free_port()}"}
+            )
+        }
+    )
+    async with running_sidecar(settings) as running:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call_enrollment(running, subject_of(population.examples().employee))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(caught.value)[0].reason == "PLATFORM_UNAVAILABLE"
+
+
+async def test_slow_platform_is_deadline_exceeded(short_dir: Path) -> None:
+    app = SlowSimulator(Population.generate(3, 10))
+    app.delay = 3.0
+    async with running_simulator(app) as simulator:
+        settings = settings_for(simulator, short_dir)
+        settings = settings.model_copy(
+            update={"platform": settings.platform.model_copy(update={"timeout_seconds": 0.5})}
+        )
+        async with running_sidecar(settings) as running:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call_enrollment(running, subject_of(app.population.examples().employee))
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert details(caught.value)[0].reason == "PLATFORM_TIMEOUT"
+
+
+@pytest.mark.parametrize("which", ["foreign client certificate", "untrusted server"])
+async def test_tls_that_is_not_mutually_trusted_never_reaches_the_platform(
+    simulator: RunningSimulator, population: Population, short_dir: Path, which: str
+) -> None:
+    settings = settings_for(simulator, short_dir)
+    pki = simulator.pki
+    if which == "foreign client certificate":
+        changes = {
+            "client_cert_file": pki.other_client_cert,
+            "client_key_file": pki.other_client_key,
+        }
+    else:
+        changes = {"ca_file": pki.other_ca_cert}
+    settings = settings.model_copy(
+        update={"platform": settings.platform.model_copy(update=changes)}
+    )
+    async with running_sidecar(settings) as running:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call_enrollment(running, subject_of(population.examples().employee))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert simulator.app.calls.total == 0
