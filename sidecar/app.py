@@ -119,5 +119,13 @@ async def serve(config_path: Path) -> int:
     settings = config.load(config_path)
     logs.configure(settings.log.level)
     sidecar = build(settings)
-    await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
+    try:
+        await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
+    except OSError as exc:  # the socket path or port cannot be used
+        await sidecar.close()
+        raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
     return 0
+
+
+class StartupError(Exception):
+    """The sidecar could not start for a reason outside its configuration's syntax."""

@@ -43,7 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from sidecar import app
 
-            return asyncio.run(app.serve(args.config))
+            try:
+                return asyncio.run(app.serve(args.config))
+            except app.StartupError as exc:
+                print(exc, file=sys.stderr)
+                return EXIT_FAILED
         if args.command == "simulate":
             from sidecar.simulator import server as simulator
 

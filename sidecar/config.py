@@ -82,11 +82,26 @@ class InstitutionConfig(_Section):
 
 
 class TransactionCodes(_Section):
-    """The platform's transaction codes, per region (a region's ``2501A`` is configuration)."""
+    """The platform's transaction codes, per region (a region's ``2501A`` is configuration).
+
+    Defaults are the national codes of platform-protocol.md §4.
+    """
 
     sign_in: str = "9001"
     sign_out: str = "9002"
     person_info: str = "1101"
+    benefit_check: str = "2001"
+    cumulative_info: str = "5206"
+    designated_info: str = "5302"
+    registration: str = "2501"
+    registration_cancel: str = "2502"
+    registration_query: str = "5304"
+    outpatient_registration: str = "2201"
+    fee_upload: str = "2204"
+    pre_settlement: str = "2206"
+    settlement: str = "2207"
+    settlement_cancel: str = "2208"
+    reversal: str = "2601"
 
     @field_validator("*")
     @classmethod

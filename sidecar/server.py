@@ -85,9 +85,9 @@ class Server:
         )
         if self._listen.socket_path is not None:
             _prepare_socket_path(self._listen.socket_path)
-            self._server.add_insecure_port(f"unix:{self._listen.socket_path}")
+            self._bind(f"unix:{self._listen.socket_path}")
         if self._listen.tcp:
-            self.tcp_port = self._server.add_insecure_port(self._listen.tcp)
+            self.tcp_port = self._bind(self._listen.tcp)
         await self._server.start()
         if self._listen.socket_path is not None:
             os.chmod(self._listen.socket_path, self._listen.socket_mode)
@@ -97,6 +97,12 @@ class Server:
             "server.started",
             extra={"socket": str(self._listen.socket_path or ""), "tcp_port": self.tcp_port},
         )
+
+    def _bind(self, address: str) -> int:
+        try:
+            return self._server.add_insecure_port(address)
+        except RuntimeError:  # grpc's only signal: "Failed to bind to address ..."
+            raise OSError(f"cannot listen on {address}") from None
 
     async def stop(self) -> None:
         """Refuse new calls, report NOT_SERVING, let calls in flight finish within the grace."""

@@ -274,3 +274,47 @@ async def test_missing_certificate_file_names_the_key(
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
     assert stderr.strip() == "config: platform.ca_file: /nonexistent/ca.pem is not a readable file"
+
+
+async def test_optional_loopback_tcp_listener(simulator: RunningSimulator, short_dir: Path) -> None:
+    settings = settings_for(simulator, short_dir, tcp_listen="127.0.0.1:0")
+    async with running_sidecar(settings) as running:
+        port = running.sidecar.server.tcp_port
+        assert port
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as tcp:
+            answer = await health_pb2_grpc.HealthStub(tcp).Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_stale_socket_is_replaced_but_a_regular_file_is_not(
+    simulator: RunningSimulator, short_dir: Path
+) -> None:
+    import socket as socket_module
+
+    path = short_dir / "sidecar.sock"
+    stale = socket_module.socket(socket_module.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    async with running_sidecar(settings_for(simulator, short_dir)) as running:
+        answer = await health_pb2_grpc.HealthStub(running.channel).Check(
+            health_pb2.HealthCheckRequest()
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    path.write_text("not a socket")
+    with pytest.raises(FileExistsError, match="is not a socket"):
+        async with running_sidecar(settings_for(simulator, short_dir)):
+            pass
+    assert path.read_text() == "not a socket"
+
+
+async def test_an_unusable_socket_path_stops_start_up_with_one_line(
+    simulator: RunningSimulator, short_dir: Path, tmp_path: Path
+) -> None:
+    (short_dir / "sidecar.sock").write_text("someone else's file")
+    config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+    process = sidecar_process(config)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert len(stderr.splitlines()) == 1
+    assert stderr.startswith("yibao-sidecar: cannot start:")
+    assert "is not a socket" in stderr.splitlines()[-1]

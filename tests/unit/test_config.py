@@ -49,6 +49,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.server.tcp_listen == "127.0.0.1:50051"
     assert settings.server.grace_period_seconds == 2.5
     assert settings.platform.transactions.person_info == "1101A"
+    assert settings.platform.transactions.registration == "2501"
+
+
+def test_a_regional_code_variant_is_configuration(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[platform.transactions]\nregistration = "2501A"\n'
+    settings = config.load(write(tmp_path, text), environ={})
+    assert settings.platform.transactions.registration == "2501A"
+    assert settings.platform.transactions.settlement == "2207"
 
 
 @pytest.mark.parametrize(
