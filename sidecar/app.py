@@ -13,7 +13,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar import config, logs
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
+
+from sidecar import config, logs, telemetry
 from sidecar.config import ConfigError, Settings
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.enrollment import EnrollmentQueries
@@ -21,6 +24,7 @@ from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
+from sidecar.interceptors.tracing import Tracing
 from sidecar.platform.client import Codes, Institution, PlatformClient
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
@@ -35,20 +39,25 @@ class Sidecar:
 
     server: Server
     platform: PlatformClient
+    telemetry: telemetry.Telemetry
 
     async def close(self) -> None:
         await self.platform.close()
+        self.telemetry.shutdown()
 
 
-def build(settings: Settings) -> Sidecar:
-    platform = _platform_client(settings)
+def build(settings: Settings, observability: telemetry.Telemetry | None = None) -> Sidecar:
+    """Wire a sidecar; ``observability`` defaults to providers without exporters."""
+    observability = observability or telemetry.build()
+    meter = observability.meter_provider.get_meter(telemetry.INSTRUMENTATION)
+    platform = _platform_client(settings, observability.tracer, meter)
     gateway = InsuranceGatewayService(
         enrollment=EnrollmentQueries(platform, settings.platform.transactions.person_info)
     )
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]
     chain = FilterChain(
-        [AccessLog(), CallerIdentity()],
+        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity()],
         services=[registration.name for registration in registrations],
     )
     server = Server(
@@ -63,10 +72,10 @@ def build(settings: Settings) -> Sidecar:
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
-    return Sidecar(server=server, platform=platform)
+    return Sidecar(server=server, platform=platform, telemetry=observability)
 
 
-def _platform_client(settings: Settings) -> PlatformClient:
+def _platform_client(settings: Settings, tracer: Tracer, meter: Meter) -> PlatformClient:
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -105,6 +114,8 @@ def _platform_client(settings: Settings) -> PlatformClient:
         Codes(sign_in=p.transactions.sign_in, sign_out=p.transactions.sign_out),
         timeout=p.timeout_seconds,
         sign_in_expired_markers=p.sign_in_expired_messages,
+        tracer=tracer,
+        meter=meter,
     )
 
 

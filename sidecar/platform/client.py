@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from sidecar.platform.envelope import (
     INF_TIME_FORMAT,
@@ -90,6 +94,8 @@ class PlatformClient:
         timeout: float,
         sign_in_expired_markers: Sequence[str] = (),
         clock: Callable[[], Any] = beijing_now,
+        tracer: trace.Tracer | None = None,
+        meter: metrics.Meter | None = None,
     ) -> None:
         self._transport = transport
         self._msgids = msgids
@@ -100,6 +106,11 @@ class PlatformClient:
         self._clock = clock
         self._sign_nos: dict[str, str] = {}
         self._sign_in_locks: dict[str, asyncio.Lock] = {}
+        self._tracer = tracer or trace.NoOpTracer()
+        meter = meter or metrics.NoOpMeter("yibao-sidecar")
+        self._duration = meter.create_histogram(
+            "yibao.platform.duration", unit="ms", description="platform transaction latency"
+        )
 
     async def call(
         self,
@@ -119,7 +130,9 @@ class PlatformClient:
                 raise
         log.info("platform.sign_in_expired", extra={"infno": infno})
         sign_no = await self._sign_no(operator, stale=sign_no)
-        return await self._exchange(infno, data, operator, sign_no, insured_area, timeout)
+        return await self._exchange(
+            infno, data, operator, sign_no, insured_area, timeout, attempt=2
+        )
 
     async def close(self) -> None:
         """Sign every operator out (best effort), then close the tunnel."""
@@ -163,11 +176,56 @@ class PlatformClient:
         sign_no: str,
         insured_area: str,
         timeout: float | None,
+        *,
+        attempt: int = 1,
     ) -> Any:
+        """One request and its answer, in a client span named for the transaction."""
+        msgid = await self._msgids.next()
+        with self._tracer.start_as_current_span(
+            f"platform {infno}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "yibao.platform.infno": infno,
+                "yibao.platform.msgid": msgid,
+                "yibao.platform.attempt": attempt,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            started = time.perf_counter()
+            infcode = "none"
+            try:
+                output, infcode = await self._send(
+                    infno, msgid, data, operator, sign_no, insured_area, timeout
+                )
+                return output
+            except PlatformRefusal as refusal:
+                infcode = str(refusal.infcode)
+                span.set_status(Status(StatusCode.ERROR, "refused"))
+                raise
+            except PlatformUnreachable as failure:
+                span.set_attribute("yibao.platform.sent", failure.sent)
+                span.set_status(Status(StatusCode.ERROR, "unreachable"))
+                raise
+            finally:
+                span.set_attribute("yibao.platform.infcode", infcode)
+                elapsed = (time.perf_counter() - started) * 1000
+                self._duration.record(elapsed, {"infno": infno, "infcode": infcode})
+
+    async def _send(
+        self,
+        infno: str,
+        msgid: str,
+        data: Mapping[str, Any],
+        operator: Operator,
+        sign_no: str,
+        insured_area: str,
+        timeout: float | None,
+    ) -> tuple[Any, str]:
         institution = self._institution
         envelope = RequestEnvelope(
             infno=infno,
-            msgid=await self._msgids.next(),
+            msgid=msgid,
             mdtrtarea_admvs=institution.division,
             insuplc_admdvs=insured_area,
             recer_sys_code=institution.receiver_system_code,
@@ -193,4 +251,4 @@ class PlatformClient:
             raise PlatformUnreachable(f"malformed answer to {infno}: {exc}", sent=True) from None
         if not answer.ok:
             raise PlatformRefusal(infno, answer.infcode, answer.err_msg or "(no message)")
-        return answer.output
+        return answer.output, str(answer.infcode)

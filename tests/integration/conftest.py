@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from sidecar import app
+from sidecar import app, telemetry
 from sidecar.config import Settings
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator, running_simulator
@@ -68,8 +68,10 @@ class RunningSidecar:
 
 
 @contextlib.asynccontextmanager
-async def running_sidecar(settings: Settings) -> AsyncIterator[RunningSidecar]:
-    sidecar = app.build(settings)
+async def running_sidecar(
+    settings: Settings, observability: telemetry.Telemetry | None = None
+) -> AsyncIterator[RunningSidecar]:
+    sidecar = app.build(settings, observability)
     await sidecar.server.start()
     try:
         async with grpc.aio.insecure_channel(f"unix:{settings.server.socket_path}") as channel:
