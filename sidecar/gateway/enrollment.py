@@ -30,7 +30,10 @@ class EnrollmentQueries:
         self._infno = infno
         self._not_found = tuple(not_found_markers)
 
-    async def get(self, subject: Subject, operator: Operator) -> gateway.GetEnrollmentResponse:
+    async def get(
+        self, subject: Subject, operator: Operator, budget: float | None = None
+    ) -> gateway.GetEnrollmentResponse:
+        """The person's enrollment; ``budget`` is the caller's remaining deadline in seconds."""
         data = {
             "data": {
                 "mdtrt_cert_type": "02",  # identity document (the e-voucher is "01")
@@ -43,7 +46,7 @@ class EnrollmentQueries:
             }
         }
         with translated(self._not_found, "PERSON_NOT_FOUND"):
-            output = await self._platform.call(self._infno, data, operator)
+            output = await self._platform.call(self._infno, data, operator, budget=budget)
             return _response(output)
 
 

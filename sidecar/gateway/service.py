@@ -41,7 +41,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         if subject is None:
             raise errors.invalid_request(violations)
-        return await self._enrollment.get(subject, _operator())
+        return await self._enrollment.get(subject, _operator(), context.time_remaining())
 
     # Built by the functions issue; until then the filter chain answers UNIMPLEMENTED.
 

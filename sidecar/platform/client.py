@@ -119,20 +119,35 @@ class PlatformClient:
         operator: Operator,
         *,
         insured_area: str = "",
-        timeout: float | None = None,
+        budget: float | None = None,
     ) -> Any:
-        """Run one business transaction and return its ``output``."""
+        """Run one business transaction and return its ``output``.
+
+        ``budget`` is the caller's remaining deadline in seconds: sign-in, the transaction and a
+        renewed attempt all fit inside it, so no platform call outlives the gRPC call that asked.
+        """
+        try:
+            async with asyncio.timeout(budget):
+                return await self._call(infno, data, operator, insured_area)
+        except TimeoutError:
+            raise PlatformUnreachable(
+                "the caller's deadline passed before the platform answered",
+                sent=True,
+                timed_out=True,
+            ) from None
+
+    async def _call(
+        self, infno: str, data: Mapping[str, Any], operator: Operator, insured_area: str
+    ) -> Any:
         sign_no = await self._sign_no(operator)
         try:
-            return await self._exchange(infno, data, operator, sign_no, insured_area, timeout)
+            return await self._exchange(infno, data, operator, sign_no, insured_area, None)
         except PlatformRefusal as refusal:
             if not self._sign_in_expired(refusal):
                 raise
         log.info("platform.sign_in_expired", extra={"infno": infno})
         sign_no = await self._sign_no(operator, stale=sign_no)
-        return await self._exchange(
-            infno, data, operator, sign_no, insured_area, timeout, attempt=2
-        )
+        return await self._exchange(infno, data, operator, sign_no, insured_area, None, attempt=2)
 
     async def close(self) -> None:
         """Sign every operator out (best effort), then close the tunnel."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from sidecar import telemetry
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import (
+    TENANT_METADATA,
     RunningSidecar,
     running_sidecar,
     settings_for,
@@ -106,3 +112,28 @@ async def test_tls_that_is_not_mutually_trusted_never_reaches_the_platform(
             await call_enrollment(running, subject_of(population.examples().employee))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert simulator.app.calls.total == 0
+
+
+async def test_the_callers_deadline_bounds_the_platform_call(short_dir: Path) -> None:
+    exporter = InMemorySpanExporter()
+    observability = telemetry.build(exporter, synchronous=True)
+    app = SlowSimulator(Population.generate(3, 10))
+    subject = subject_of(app.population.examples().employee)
+    async with (
+        running_simulator(app) as simulator,
+        running_sidecar(settings_for(simulator, short_dir), observability) as running,
+    ):
+        app.delay = 0.0
+        await call_enrollment(running, subject)  # signs in
+        app.delay = 3.0  # well inside the 5 s platform timeout, far beyond the caller's deadline
+        stub = gateway_grpc.InsuranceGatewayStub(running.channel)
+        request = gateway_pb2.GetEnrollmentRequest(subject=subject)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetEnrollment(request, metadata=TENANT_METADATA, timeout=0.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(0.2)
+    platform_calls = [s for s in exporter.get_finished_spans() if s.name == "platform 1101"]
+    assert len(platform_calls) == 2
+    slow = platform_calls[-1]
+    assert slow.end_time is not None and slow.start_time is not None
+    assert (slow.end_time - slow.start_time) / 1e9 < 1.0  # abandoned at the deadline, not at 3 s
