@@ -27,6 +27,7 @@ from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
 from sidecar.platform.client import Codes, Institution, PlatformClient
 from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.server import Listen, Server, serve_until_signalled
 
@@ -97,6 +98,15 @@ def _platform_client(settings: Settings, tracer: Tracer, meter: Meter) -> Platfo
         max_connections=p.max_connections,
         connect_timeout=p.connect_timeout_seconds,
     )
+    r = p.resilience
+    policy = ResiliencePolicy(
+        retry_attempts=r.retry_attempts,
+        retry_initial_backoff=r.retry_initial_backoff_seconds,
+        retry_max_backoff=r.retry_max_backoff_seconds,
+        breaker_failure_threshold=r.breaker_failure_threshold,
+        breaker_open_seconds=r.breaker_open_seconds,
+        max_in_flight=r.max_in_flight,
+    )
     i = settings.institution
     return PlatformClient(
         transport,
@@ -114,6 +124,7 @@ def _platform_client(settings: Settings, tracer: Tracer, meter: Meter) -> Platfo
         Codes(sign_in=p.transactions.sign_in, sign_out=p.transactions.sign_out),
         timeout=p.timeout_seconds,
         sign_in_expired_markers=p.sign_in_expired_messages,
+        guard=Guard(p.url, policy, meter),
         tracer=tracer,
         meter=meter,
     )

@@ -111,6 +111,17 @@ class TransactionCodes(_Section):
         return value
 
 
+class ResilienceConfig(_Section):
+    """Retries for queries, the circuit breaker, and the bound on requests in flight."""
+
+    retry_attempts: int = Field(3, ge=1, le=10)
+    retry_initial_backoff_seconds: float = Field(0.1, gt=0, le=10)
+    retry_max_backoff_seconds: float = Field(1.0, gt=0, le=60)
+    breaker_failure_threshold: int = Field(5, ge=1, le=1000)
+    breaker_open_seconds: float = Field(30.0, gt=0, le=3600)
+    max_in_flight: int = Field(64, ge=1, le=10_000)
+
+
 class PlatformConfig(_Section):
     """The platform gateway and the mutually authenticated TLS tunnel to it."""
 
@@ -125,6 +136,7 @@ class PlatformConfig(_Section):
     max_connections: int = Field(20, ge=1, le=1000)
     sign_in_expired_messages: tuple[str, ...] = ("签到信息已失效",)
     transactions: TransactionCodes = Field(default_factory=TransactionCodes)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
 
 
 class LogConfig(_Section):

@@ -10,7 +10,8 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.gateway import codes
 from sidecar.gateway.platform_errors import translated
 from sidecar.gateway.subjects import Subject
-from sidecar.platform.client import Operator, PlatformClient, PlatformUnreachable
+from sidecar.platform.client import Operator, PlatformClient
+from sidecar.platform.errors import PlatformUnreachable
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now
 
 # Refusal texts that mean "no such person": the platform has no code for it, only words.
@@ -46,7 +47,9 @@ class EnrollmentQueries:
             }
         }
         with translated(self._not_found, "PERSON_NOT_FOUND"):
-            output = await self._platform.call(self._infno, data, operator, budget=budget)
+            output = await self._platform.call(
+                self._infno, data, operator, budget=budget, retry_safe=True
+            )
             return _response(output)
 
 

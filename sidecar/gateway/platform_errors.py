@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import grpc
 
 from sidecar import errors
-from sidecar.platform.client import PlatformRefusal, PlatformUnreachable
+from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 
 
 @contextmanager
@@ -37,5 +37,6 @@ def translated(not_found_markers: Sequence[str] = (), not_found_reason: str = ""
         if failure.timed_out:
             raise errors.platform_timeout("the insurance platform did not answer in time") from None
         raise errors.platform_unavailable(
-            f"the insurance platform is unreachable: {failure}"
+            f"the insurance platform is unreachable: {failure}",
+            retry_after_seconds=failure.retry_after if failure.retry_after is not None else 1.0,
         ) from None

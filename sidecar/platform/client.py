@@ -4,6 +4,8 @@ Business transactions need a ``sign_no`` from sign-in (9001). The client signs e
 on first use, caches the ``sign_no``, signs in again once when the platform says the sign-in has
 expired, and signs everyone out (9002) when it closes. It raises ``PlatformRefusal`` for
 business refusals (``infcode -1``) and ``PlatformUnreachable`` when no valid answer arrived.
+Every request passes the ``Guard`` (circuit breaker, bound on requests in flight); queries may
+be retried by it, mutating transactions never are.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from sidecar.platform.envelope import (
     ResponseEnvelope,
     beijing_now,
 )
+from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.resilience import Guard
 from sidecar.platform.transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
@@ -59,28 +63,6 @@ class Codes:
     sign_out: str
 
 
-class PlatformRefusal(Exception):
-    """The platform answered ``infcode -1`` (a business refusal) with its own message."""
-
-    def __init__(self, infno: str, infcode: int, err_msg: str) -> None:
-        super().__init__(f"transaction {infno} refused: {err_msg}")
-        self.infno = infno
-        self.infcode = infcode
-        self.err_msg = err_msg
-
-
-class PlatformUnreachable(Exception):
-    """No valid answer: the connection failed, timed out, or the answer was malformed.
-
-    ``sent`` tells whether the platform may have received (and acted on) the request.
-    """
-
-    def __init__(self, message: str, *, sent: bool, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.sent = sent
-        self.timed_out = timed_out
-
-
 class PlatformClient:
     """Sends transactions to one platform gateway on behalf of operators."""
 
@@ -94,10 +76,12 @@ class PlatformClient:
         timeout: float,
         sign_in_expired_markers: Sequence[str] = (),
         clock: Callable[[], Any] = beijing_now,
+        guard: Guard | None = None,
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
     ) -> None:
         self._transport = transport
+        self._guard = guard or Guard("platform")
         self._msgids = msgids
         self._institution = institution
         self._codes = codes
@@ -120,15 +104,23 @@ class PlatformClient:
         *,
         insured_area: str = "",
         budget: float | None = None,
+        retry_safe: bool = False,
     ) -> Any:
         """Run one business transaction and return its ``output``.
 
-        ``budget`` is the caller's remaining deadline in seconds: sign-in, the transaction and a
-        renewed attempt all fit inside it, so no platform call outlives the gRPC call that asked.
+        ``budget`` is the caller's remaining deadline in seconds: sign-in, the transaction,
+        retries and a renewed attempt all fit inside it, so no platform call outlives the gRPC call
+        that asked. ``retry_safe`` (queries only) lets the guard retry when no valid answer came.
         """
         try:
             async with asyncio.timeout(budget):
-                return await self._call(infno, data, operator, insured_area)
+                if not retry_safe:
+                    return await self._call(infno, data, operator, insured_area, 1)
+                async for attempt in self._guard.retrying():
+                    with attempt:
+                        number = attempt.retry_state.attempt_number
+                        return await self._call(infno, data, operator, insured_area, number)
+                raise AssertionError("unreachable: retrying re-raises the last failure")
         except TimeoutError:
             raise PlatformUnreachable(
                 "the caller's deadline passed before the platform answered",
@@ -137,17 +129,26 @@ class PlatformClient:
             ) from None
 
     async def _call(
-        self, infno: str, data: Mapping[str, Any], operator: Operator, insured_area: str
+        self,
+        infno: str,
+        data: Mapping[str, Any],
+        operator: Operator,
+        insured_area: str,
+        attempt: int,
     ) -> Any:
         sign_no = await self._sign_no(operator)
         try:
-            return await self._exchange(infno, data, operator, sign_no, insured_area, None)
+            return await self._exchange(
+                infno, data, operator, sign_no, insured_area, None, attempt=attempt
+            )
         except PlatformRefusal as refusal:
             if not self._sign_in_expired(refusal):
                 raise
         log.info("platform.sign_in_expired", extra={"infno": infno})
         sign_no = await self._sign_no(operator, stale=sign_no)
-        return await self._exchange(infno, data, operator, sign_no, insured_area, None, attempt=2)
+        return await self._exchange(
+            infno, data, operator, sign_no, insured_area, None, attempt=attempt + 1
+        )
 
     async def close(self) -> None:
         """Sign every operator out (best effort), then close the tunnel."""
@@ -254,8 +255,11 @@ class PlatformClient:
             sign_no=sign_no,
             input=dict(data),
         )
+        body_out = envelope.to_json()
         try:
-            body = await self._transport.post(envelope.to_json(), timeout=timeout or self._timeout)
+            body = await self._guard.guarded(
+                lambda: self._transport.post(body_out, timeout=timeout or self._timeout)
+            )
         except TransportTimeout as exc:
             raise PlatformUnreachable(str(exc), sent=exc.sent, timed_out=True) from None
         except TransportError as exc:

@@ -1,0 +1,128 @@
+"""Resilience of the platform link: a circuit breaker, a bound on requests in flight, and
+retries for queries.
+
+The breaker (purgatory) counts transport failures of one gateway; business refusals are
+answers, not failures, and reset the count. While it is open, requests fail at once with
+``PlatformUnreachable(sent=False, retry_after=...)``, so callers get a fast UNAVAILABLE with a
+retry hint instead of waiting on a gateway that is down. Retries (tenacity) use exponential
+backoff with jitter, only for transactions the caller marks retry-safe (queries), and never
+while the breaker is open; the caller's deadline bounds them from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ResiliencePolicy:
+    retry_attempts: int = 3
+    retry_initial_backoff: float = 0.1
+    retry_max_backoff: float = 1.0
+    breaker_failure_threshold: int = 5
+    breaker_open_seconds: float = 30.0
+    max_in_flight: int = 64
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, PlatformUnreachable) and error.retry_after is None
+
+
+class Guard:
+    """Protects one platform gateway; one instance per gateway, shared by all calls."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: ResiliencePolicy | None = None,
+        meter: metrics.Meter | None = None,
+    ) -> None:
+        self._name = name
+        self._policy = policy or ResiliencePolicy()
+        self._slots = asyncio.Semaphore(self._policy.max_in_flight)
+        self._breakers = AsyncCircuitBreakerFactory(
+            default_threshold=self._policy.breaker_failure_threshold,
+            default_ttl=self._policy.breaker_open_seconds,
+            exclude=[PlatformRefusal],
+        )
+        self._breakers.add_listener(self._on_event)
+        self._open = False
+        meter = meter or metrics.NoOpMeter("yibao-sidecar")
+        self._retries = meter.create_counter(
+            "yibao.platform.retries", description="query retries after no valid answer"
+        )
+        meter.create_observable_gauge(
+            "yibao.platform.breaker_open",
+            callbacks=[self._observe_breaker],
+            description="1 while the gateway's circuit breaker is open",
+        )
+
+    @property
+    def breaker_open(self) -> bool:
+        return self._open
+
+    async def guarded(self, send: Callable[[], Awaitable[T]]) -> T:
+        """Run ``send`` through the breaker, within the bound on requests in flight."""
+        async with self._slots:
+            try:
+                async with await self._breakers.get_breaker(self._name):
+                    return await send()
+            except OpenedState as opened:
+                retry_after = max(
+                    0.0, opened.opened_at + self._policy.breaker_open_seconds - time.time()
+                )
+                raise PlatformUnreachable(
+                    "the platform gateway is failing; the circuit breaker is open",
+                    sent=False,
+                    retry_after=retry_after,
+                ) from None
+
+    def retrying(self) -> AsyncRetrying:
+        """A retry loop for queries: ``async for attempt in guard.retrying(): with attempt: ...``."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self._policy.retry_attempts),
+            wait=wait_exponential_jitter(
+                multiplier=self._policy.retry_initial_backoff,
+                jitter=self._policy.retry_initial_backoff,
+                max=self._policy.retry_max_backoff,
+            ),
+            retry=retry_if_exception(_retryable),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self._retries.add(1, {"gateway": self._name})
+        log.info("platform.retry", extra={"attempt": state.attempt_number})
+
+    def _on_event(self, name: str, event_type: str, event: Any) -> None:
+        if event_type == "state_changed":
+            self._open = getattr(event, "state", "") == "opened"
+            log.warning(
+                "platform.breaker", extra={"gateway": name, "state": getattr(event, "state", "")}
+            )
+
+    def _observe_breaker(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(1 if self._open else 0, {"gateway": self._name})]
