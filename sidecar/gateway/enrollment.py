@@ -11,8 +11,8 @@ from sidecar.gateway import codes
 from sidecar.gateway.platform_errors import translated
 from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
-from sidecar.platform.errors import PlatformUnreachable
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now
+from sidecar.platform.errors import PlatformUnreachable
 
 # Refusal texts that mean "no such person": the platform has no code for it, only words.
 PERSON_NOT_FOUND_MARKERS = ("未查询到", "姓名与证件号码不匹配")

@@ -100,7 +100,7 @@ class Guard:
                 ) from None
 
     def retrying(self) -> AsyncRetrying:
-        """A retry loop for queries: ``async for attempt in guard.retrying(): with attempt: ...``."""
+        """Retry loop for queries: ``async for attempt in guard.retrying(): with attempt: ...``."""
         return AsyncRetrying(
             stop=stop_after_attempt(self._policy.retry_attempts),
             wait=wait_exponential_jitter(
