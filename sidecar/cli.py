@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--pki-dir", type=Path, default=Path("dev-pki"), help="where development certificates go"
     )
+    simulate.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="INFNO:KIND[=VALUE][:TIMES]",
+        help="inject a platform fault, e.g. 2207:commit-then-drop:1 (repeatable)",
+    )
 
     demo = commands.add_parser("demo", help="run simulator + sidecar + a scripted IM client")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: temp)")
@@ -51,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             from sidecar.simulator import server as simulator
 
-            return simulator.run(args.listen, args.seed, args.pki_dir, args.population)
+            return simulator.run(
+                args.listen, args.seed, args.pki_dir, args.population, faults=args.fault
+            )
         from sidecar import demo
 
         return demo.run(args.workdir)

@@ -1,8 +1,9 @@
 """A stand-in for the national medical-insurance platform, for tests, demos and integrators.
 
 It speaks the platform's envelope protocol over HTTPS with mutual TLS and answers from a
-deterministic synthetic population. Start with :func:`running_simulator` in tests or the
-``yibao-sidecar simulate`` command for demos.
+deterministic synthetic population, keeps the state of visits, settlements, accounts and
+registrations, and can misbehave on purpose (:mod:`~sidecar.simulator.faults`). Start with
+:func:`running_simulator` in tests or the ``yibao-sidecar simulate`` command for demos.
 """
 
 from sidecar.simulator.app import (
@@ -12,7 +13,10 @@ from sidecar.simulator.app import (
     ENDPOINT_PATH,
     PlatformSimulator,
 )
+from sidecar.simulator.cards import card_sn
 from sidecar.simulator.errors import SIGN_IN_INVALID, Refusal
+from sidecar.simulator.faults import Fault, FaultKind, Faults
+from sidecar.simulator.ledger import EntryKind, Ledger, LedgerEntry
 from sidecar.simulator.population import Examples, Person, Population
 from sidecar.simulator.server import Listening, RunningSimulator, run, running_simulator, serve
 
@@ -22,13 +26,20 @@ __all__ = [
     "DEFAULT_INSTITUTION_NAME",
     "ENDPOINT_PATH",
     "SIGN_IN_INVALID",
+    "EntryKind",
     "Examples",
+    "Fault",
+    "FaultKind",
+    "Faults",
+    "Ledger",
+    "LedgerEntry",
     "Listening",
     "Person",
     "PlatformSimulator",
     "Population",
     "Refusal",
     "RunningSimulator",
+    "card_sn",
     "run",
     "running_simulator",
     "serve",

@@ -10,26 +10,49 @@ one. HTTP status codes report transport problems only; business outcomes travel 
   ``infno``, sign-in problems and business refusals alike);
 * other paths answer 404, other methods on the endpoint 405, bodies over 1 MiB 413.
 
-All checks that apply to every transaction (envelope, institution, area, sign-in, counting) run
-in :meth:`PlatformSimulator.handle`, the single dispatch path; per-transaction fault switches will
-hook in there too.
+Every request takes one path, :meth:`PlatformSimulator.respond`:
+
+1. **decode** the body (exact decimals) and count it;
+2. **fault** switches for its ``infno`` act (see :mod:`~sidecar.simulator.faults`);
+3. **open**: verify the signature and decrypt ``input`` (:mod:`~sidecar.simulator.security`;
+   plain JSON until the SM2/SM4 schemes are implemented there);
+4. check the envelope, **replay** an identical resend of an accepted msgid or refuse a different
+   body under it (:mod:`~sidecar.simulator.messages`), check institution, area and sign-in;
+5. **dispatch** to the transaction's handler;
+6. **seal**: encrypt and sign the answer (same module as step 3), remember it under the msgid;
+7. **encode**, or drop the connection when a fault says so.
+
+:meth:`PlatformSimulator.handle` runs steps 1 and 3 to 6 without faults, synchronously, for
+tests that need no network.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import decimal
 import itertools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from sidecar.simulator import envelope, errors, times
+from sidecar.simulator import envelope, errors, messages, times
+from sidecar.simulator.confirmation import SecondConfirmation
 from sidecar.simulator.counters import CallCounter
+from sidecar.simulator.faults import Fault, FaultKind, Faults, parse
+from sidecar.simulator.ledger import Ledger
+from sidecar.simulator.messages import MessageLog
 from sidecar.simulator.population import Population
+from sidecar.simulator.security import MessageSecurity, PlainText
 from sidecar.simulator.signin import SignInBook
 from sidecar.simulator.state import PlatformState
-from sidecar.simulator.transactions import TransactionContext, TransactionRegistry, default_registry
+from sidecar.simulator.transactions import (
+    Transaction,
+    TransactionContext,
+    TransactionRegistry,
+    default_registry,
+)
 from sidecar.simulator.wire import Json, JsonObject, dumps
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -42,9 +65,26 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 DEFAULT_INSTITUTION_CODE: Final = "H44030500001"  # H + county division (深圳市南山区) + serial
 DEFAULT_INSTITUTION_NAME: Final = "深圳市南山区模拟医院"
 DEFAULT_DIVISION: Final = "440300"  # 深圳市, the treatment-area division this platform serves
+# An ASGI extension (see hosting.py): sending an event of this type asks the server to abort the
+# connection the request came on, without an answer.
+DROP_CONNECTION: Final = "yibao.simulator.drop_connection"
+SIGNATURE_FIELDS: Final = ("cainfo", "signData")  # left out of the msgid replay fingerprint
 
 _JSON_HEADERS: Final = [(b"content-type", b"application/json;charset=UTF-8")]
 _TEXT_HEADERS: Final = [(b"content-type", b"text/plain;charset=UTF-8")]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send back: an HTTP status, body and headers; ``drop`` aborts the connection."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = tuple(_JSON_HEADERS)
+    drop: bool = False
+
+
+DROP: Final = Reply(0, b"", (), drop=True)
 
 
 class PlatformSimulator:
@@ -55,27 +95,68 @@ class PlatformSimulator:
         population: Population,
         *,
         institution_code: str = DEFAULT_INSTITUTION_CODE,
+        institution_name: str = DEFAULT_INSTITUTION_NAME,
         division: str = DEFAULT_DIVISION,
         transactions: TransactionRegistry | None = None,
         clock: times.Clock = times.beijing_now,
+        security: MessageSecurity | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.population = population
         self.institution_code = institution_code
         self.division = division
         self.transactions = transactions if transactions is not None else default_registry()
-        self.state = PlatformState(population=population, sign_ins=SignInBook(division))
+        self.state = PlatformState.fresh(
+            population,
+            division=division,
+            institution_code=institution_code,
+            institution_name=institution_name,
+            opened=clock().date(),
+        )
         self.calls = CallCounter()
+        self.faults = faults if faults is not None else Faults()
+        self.messages = MessageLog()
+        self.security: MessageSecurity = security if security is not None else PlainText()
         self._clock = clock
         self._serial = itertools.count(1)
+        # Set while the server shuts down, so that requests held by a fault stop waiting.
+        self._closing = asyncio.Event()
 
     @property
     def sign_ins(self) -> SignInBook:
         """The sign-in sessions, for tests that need to inspect or drop them."""
         return self.state.sign_ins
 
+    @property
+    def ledger(self) -> Ledger:
+        """Every charge, cancellation and reversal, for tests to audit."""
+        return self.state.ledger
+
+    @property
+    def confirmation(self) -> SecondConfirmation:
+        """The regional second-confirmation switch of settlements and its expected codes."""
+        return self.state.confirmation
+
+    def issue_ec_token(self, certno: str) -> str:
+        """An e-voucher token for the enrolled person with resident ID ``certno``.
+
+        Stands in for the person showing their medical-insurance QR code; the token is valid for
+        a few minutes (see :mod:`~sidecar.simulator.ectokens`). ValueError for anyone the
+        platform has no record of.
+        """
+        person = self.population.find(certno)
+        if person is None or not person.enrolled:
+            raise ValueError("the platform has no record of this person")
+        return self.state.ec_tokens.issue(certno, self._clock())
+
+    def set_fault(self, spec: str) -> None:
+        """Switch a fault on from its command-line form, e.g. ``2207:commit-then-drop:1``."""
+        infno, fault = parse(spec)
+        self.faults.set(infno, fault)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "websocket":
@@ -94,26 +175,123 @@ class PlatformSimulator:
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT_HEADERS)
             return
-        status, answer = self.handle(body)
-        await _respond(send, status, dumps(answer).encode("utf-8"), _JSON_HEADERS)
+        reply = await self.respond(body)
+        if reply.drop:
+            await _drop(scope, send)
+            return
+        await _respond(send, reply.status, reply.body, list(reply.headers))
+
+    async def respond(self, body: bytes) -> Reply:
+        """Answer one request body along the single request path, faults included."""
+        received = self._clock()
+        decoded, infno = self._decode(body)
+        if decoded is None:
+            return self._encoded(400, self._refused(received, errors.MALFORMED_BODY))
+        fault = self.faults.take(infno) if infno is not None else None
+        if fault is not None:
+            early = await self._before(fault, received)
+            if early is not None:
+                return early
+        status, answer = self._exchange(decoded, received)
+        if fault is None:
+            return self._encoded(status, answer)
+        if fault.kind is FaultKind.BAD_SIGNATURE:
+            answer = self.security.corrupt_signature(answer)
+        reply = self._encoded(status, answer)
+        if fault.kind is FaultKind.MALFORMED_JSON:
+            return Reply(status, reply.body[: len(reply.body) // 2])
+        if fault.kind is FaultKind.COMMIT_THEN_DROP:
+            return DROP
+        return reply
 
     def handle(self, body: bytes) -> tuple[int, JsonObject]:
-        """Answer one request body: the HTTP status and the response envelope."""
+        """Answer one request body without faults: the HTTP status and the response envelope."""
         received = self._clock()
-        decoded = _decode(body)
+        decoded, _ = self._decode(body)
         if decoded is None:
-            self.calls.record(None)
-            return 400, self._answer(received, err_msg=errors.MALFORMED_BODY)
-        infno = decoded.get("infno")
-        self.calls.record(infno if isinstance(infno, str) else None)
-        try:
-            output = self._dispatch(decoded, received)
-        except errors.Refusal as refusal:
-            return 200, self._answer(received, err_msg=refusal.err_msg)
-        return 200, self._answer(received, output=output)
+            return 400, self._refused(received, errors.MALFORMED_BODY)
+        return self._exchange(decoded, received)
 
-    def _dispatch(self, body: MutableMapping[str, Any], received: dt.datetime) -> JsonObject:
-        request = envelope.parse_request(body)
+    def _decode(self, body: bytes) -> tuple[MutableMapping[str, Any] | None, str | None]:
+        """The decoded body and its ``infno`` if readable; counts the request either way."""
+        decoded = _decode(body)
+        infno = decoded.get("infno") if decoded is not None else None
+        readable = infno if isinstance(infno, str) else None
+        self.calls.record(readable)
+        return decoded, readable
+
+    async def _before(self, fault: Fault, received: dt.datetime) -> Reply | None:
+        """Apply the part of ``fault`` that acts before the transaction; a reply ends it there."""
+        kind = fault.kind
+        if kind in (FaultKind.LATENCY, FaultKind.TIMEOUT) and await self._held(fault.delay):
+            return DROP  # shutting down: give up the held request, as a dying server does
+        if kind in (FaultKind.TIMEOUT, FaultKind.RESET):
+            return DROP
+        if kind is FaultKind.HTTP_5XX:
+            return Reply(fault.status, b"Service Unavailable", tuple(_TEXT_HEADERS))
+        if kind is FaultKind.REFUSE:
+            return self._encoded(200, self._refused(received, fault.err_msg))
+        if kind is FaultKind.EXPIRED_SIGN_IN:
+            self.sign_ins.invalidate_all()
+        return None
+
+    def release_held(self) -> None:
+        """Stop waiting on requests held by ``latency``/``timeout`` faults: they are dropped.
+
+        The hosting calls this as soon as shutdown begins, so that a 30-second hold cannot
+        delay stopping the simulator.
+        """
+        self._closing.set()
+
+    async def _held(self, seconds: float) -> bool:
+        """Wait ``seconds``; whether the server began shutting down meanwhile."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Acknowledge start-up and shutdown; shutdown releases requests held by faults."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._closing.clear()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._closing.set()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _exchange(
+        self, decoded: MutableMapping[str, Any], received: dt.datetime
+    ) -> tuple[int, JsonObject]:
+        """Open, check, replay or dispatch, and seal one decoded request."""
+        try:
+            opened = self.security.open(decoded)
+            request = envelope.parse_request(opened)
+            fingerprint = messages.fingerprint(
+                {key: value for key, value in opened.items() if key not in SIGNATURE_FIELDS}
+            )
+            accepted = self.messages.get(request.msgid)
+            if accepted is not None:
+                if accepted.fingerprint == fingerprint:
+                    return 200, accepted.answer
+                raise errors.Refusal(errors.MSGID_DUPLICATE.format(msgid=request.msgid))
+            transaction = self._admit(request)
+        except errors.Refusal as refusal:
+            return 200, self._refused(received, refusal.err_msg)
+        context = TransactionContext(envelope=request, now=received, state=self.state)
+        try:
+            answer = self._answer(received, output=transaction.handler(request.input, context))
+        except errors.Refusal as refusal:
+            answer = self._answer(received, err_msg=refusal.err_msg)
+        sealed = self.security.seal(answer)
+        self.messages.remember(request.msgid, messages.Accepted(fingerprint, sealed))
+        return 200, sealed
+
+    def _admit(self, request: envelope.RequestEnvelope) -> Transaction:
+        """The transaction to run, once the checks common to all of them pass."""
         transaction = self.transactions.get(request.infno)
         if transaction is None:
             raise errors.Refusal(errors.UNKNOWN_INFNO.format(infno=request.infno))
@@ -125,8 +303,13 @@ class PlatformSimulator:
             request.opter, request.sign_no
         ):
             raise errors.Refusal(errors.SIGN_IN_INVALID)
-        context = TransactionContext(envelope=request, now=received, state=self.state)
-        return transaction.handler(request.input, context)
+        return transaction
+
+    def _refused(self, received: dt.datetime, err_msg: str) -> JsonObject:
+        return self.security.seal(self._answer(received, err_msg=err_msg))
+
+    def _encoded(self, status: int, answer: JsonObject) -> Reply:
+        return Reply(status, dumps(answer).encode("utf-8"))
 
     def _answer(
         self, received: dt.datetime, *, err_msg: str | None = None, output: Json = None
@@ -140,6 +323,13 @@ class PlatformSimulator:
             err_msg=err_msg,
             output=output if err_msg is None else None,
         )
+
+
+async def _drop(scope: Scope, send: Send) -> None:
+    """Abort the request's connection without answering, through the hosting's extension."""
+    if DROP_CONNECTION not in (scope.get("extensions") or {}):
+        raise ConnectionAbortedError("this server cannot drop connections on request")
+    await send({"type": DROP_CONNECTION})
 
 
 def _decode(body: bytes) -> MutableMapping[str, Any] | None:
@@ -194,14 +384,3 @@ async def _respond(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Acknowledge start-up and shutdown; the simulator needs no resources of its own."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar.simulator import server
+from sidecar.simulator.faults import FaultKind
 
 DEFAULT_PKI_DIR = Path.home() / ".cache" / "yibao-sidecar" / "dev-pki"
 
@@ -26,7 +27,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="where the development certificates are created or reused",
     )
     parser.add_argument("--population-size", type=int, default=200)
+    add_fault_option(parser)
+    parser.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="CODE=CANONICAL",
+        help="answer a regional transaction code like another, e.g. 2501A=2501 (repeatable)",
+    )
+    parser.add_argument(
+        "--second-confirmation",
+        metavar="FIELD",
+        help="make 2207 require a confirmation code in data[FIELD] (e.g. sms_code)",
+    )
     parser.set_defaults(handler=command)
+
+
+def add_fault_option(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable ``--fault INFNO:KIND[=VALUE][:TIMES]`` option (into ``args.fault``)."""
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="INFNO:KIND[=VALUE][:TIMES]",
+        help=(
+            "inject a fault, e.g. 2207:commit-then-drop:1 or 1101:latency=0.5; kinds: "
+            + ", ".join(kind.value for kind in FaultKind)
+            + " (repeatable; INFNO * means every transaction)"
+        ),
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -35,7 +64,18 @@ def command(args: argparse.Namespace) -> int:
     seed: int = args.seed
     pki_dir: Path = args.pki_dir
     population_size: int = args.population_size
-    return server.run(listen, seed, pki_dir, population_size)
+    faults: list[str] = args.fault
+    aliases: list[str] = args.alias
+    second_confirmation: str | None = args.second_confirmation
+    return server.run(
+        listen,
+        seed,
+        pki_dir,
+        population_size,
+        faults=faults,
+        aliases=aliases,
+        second_confirmation=second_confirmation,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

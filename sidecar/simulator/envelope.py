@@ -94,7 +94,9 @@ def parse_request(body: Mapping[str, Any]) -> RequestEnvelope:
         raise errors.Refusal(errors.FIELD_MISSING.format(field="input"))
     if not isinstance(payload, Mapping):
         raise errors.Refusal(errors.INPUT_NOT_OBJECT)
-    if len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"))) > INPUT_MAX_CHARS:
+    # default=str: amounts arrive as Decimal; their text is what counts towards the limit.
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    if len(text) > INPUT_MAX_CHARS:
         raise errors.Refusal(errors.FIELD_TOO_LONG.format(field="input", limit=INPUT_MAX_CHARS))
     return RequestEnvelope(**values, input=payload)
 

@@ -7,6 +7,11 @@ timeout, and Hypercorn swallows the cancellation meant to cut that short. Tests 
 stop and start the simulator while the sidecar's client is alive, so this module runs Hypercorn's
 connection handler (``TCPServer``) itself: it keeps hold of every transport, lets in-flight
 requests finish for ``graceful_timeout``, then aborts whatever is left.
+
+Holding every transport also lets fault drills drop a connection on purpose: the app asks for it
+by sending the ASGI extension event :data:`~sidecar.simulator.app.DROP_CONNECTION`, and
+:func:`_with_drop` aborts the transport the request arrived on (found by the peer address that
+Hypercorn puts in the scope's ``client``), so the client sees the connection reset with no answer.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.statsd import StatsdLogger
@@ -24,9 +29,9 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework, LifespanState
-from hypercorn.utils import wrap_app
+from hypercorn.utils import parse_socket_addr, wrap_app
 
-from sidecar.simulator.app import PlatformSimulator
+from sidecar.simulator.app import DROP_CONNECTION, Message, PlatformSimulator, Receive, Scope, Send
 
 TLS_SHUTDOWN_TIMEOUT = 1.0  # seconds to wait for a peer's close_notify before dropping it
 
@@ -40,7 +45,9 @@ async def host(
     """Serve ``app`` on the bound, listening ``sockets`` until ``shutdown_trigger`` returns."""
     loop = asyncio.get_running_loop()
     config.set_statsd_logger_class(StatsdLogger)
-    wrapped = wrap_app(cast(ASGIFramework, app), config.wsgi_max_body_size, "asgi")
+    by_peer: dict[Any, asyncio.StreamWriter] = {}
+    droppable = _with_drop(app, by_peer)
+    wrapped = wrap_app(cast(ASGIFramework, droppable), config.wsgi_max_body_size, "asgi")
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, loop, state)
     lifespan_task = loop.create_task(lifespan.handle_lifespan())
@@ -55,11 +62,15 @@ async def host(
         task = cast("asyncio.Task[None]", asyncio.current_task())
         connections.add(task)
         writers.add(writer)
+        peer = _peer(writer)
+        by_peer[peer] = writer
         try:
             await TCPServer(wrapped, loop, config, context, state, reader, writer)
         finally:
             connections.discard(task)
             writers.discard(writer)
+            if by_peer.get(peer) is writer:
+                del by_peer[peer]
 
     servers = [
         await asyncio.start_server(
@@ -75,6 +86,7 @@ async def host(
     try:
         await shutdown_trigger()
     finally:
+        app.release_held()
         await context.terminated.set()  # tells idle connections to close
         for server in servers:
             server.close()
@@ -88,6 +100,41 @@ async def host(
         lifespan_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lifespan_task
+
+
+def _peer(writer: asyncio.StreamWriter) -> Any:
+    """The peer address in the form Hypercorn gives the scope's ``client``."""
+    sock = writer.get_extra_info("socket")
+    try:
+        return parse_socket_addr(sock.family, sock.getpeername())
+    except OSError:
+        return None
+
+
+def _with_drop(
+    app: PlatformSimulator, by_peer: dict[Any, asyncio.StreamWriter]
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """``app`` with the drop-connection extension: the event aborts the request's transport."""
+
+    async def droppable(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        writer = by_peer.get(scope.get("client"))
+        extensions = dict(scope.get("extensions") or {})
+        if writer is not None:
+            extensions[DROP_CONNECTION] = {}
+
+        async def send_or_drop(message: Message) -> None:
+            if message["type"] == DROP_CONNECTION:
+                assert writer is not None
+                writer.transport.abort()
+            else:
+                await send(message)
+
+        await app({**scope, "extensions": extensions}, receive, send_or_drop)
+
+    return droppable
 
 
 def mutual_tls_config(

@@ -27,7 +27,9 @@ from sidecar import devcerts
 from sidecar.devcerts import DevPki
 from sidecar.simulator import hosting
 from sidecar.simulator.app import ENDPOINT_PATH, PlatformSimulator
+from sidecar.simulator.faults import parse as parse_fault
 from sidecar.simulator.population import Population
+from sidecar.simulator.transactions import default_registry
 
 LOG = logging.getLogger(__name__)
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognised, not bound by default
@@ -203,8 +205,22 @@ def server_names_for(host: str) -> Sequence[str]:
     return names
 
 
-def run(listen: str, seed: int, pki_dir: Path, population_size: int) -> int:
+def run(
+    listen: str,
+    seed: int,
+    pki_dir: Path,
+    population_size: int,
+    *,
+    faults: Sequence[str] = (),
+    aliases: Sequence[str] = (),
+    second_confirmation: str | None = None,
+) -> int:
     """The ``yibao-sidecar simulate`` command: serve until SIGINT or SIGTERM; the exit status.
+
+    ``faults`` are switches in their command-line form (``2207:commit-then-drop:1``, see
+    :func:`sidecar.simulator.faults.parse`); ``aliases`` map a region's code variant to a
+    transaction (``2501A=2501``); ``second_confirmation`` names the 2207 input field that must
+    carry the settlement's confirmation code (off when ``None``).
 
     Prints one line each: the endpoint URL, then the CA certificate and the client certificate
     and key that an integrator's client should use.
@@ -214,8 +230,18 @@ def run(listen: str, seed: int, pki_dir: Path, population_size: int) -> int:
     except ValueError as problem:
         print(f"error: --listen: {problem}", file=sys.stderr)
         return 2
+    try:
+        switches = [parse_fault(spec) for spec in faults]
+        registry = default_registry(dict(_alias(text) for text in aliases))
+    except (ValueError, KeyError) as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     pki = devcerts.generate(pki_dir, server_names=server_names_for(host))
-    app = PlatformSimulator(Population.generate(seed, population_size))
+    app = PlatformSimulator(Population.generate(seed, population_size), transactions=registry)
+    for infno, fault in switches:
+        app.faults.set(infno, fault)
+    if second_confirmation:
+        app.confirmation.require(second_confirmation)
 
     def announce(listening: Listening) -> None:
         print(f"url: {listening.endpoint}", flush=True)
@@ -229,3 +255,11 @@ def run(listen: str, seed: int, pki_dir: Path, population_size: int) -> int:
         print(f"error: cannot listen on {listen}: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _alias(text: str) -> tuple[str, str]:
+    """``CODE=CANONICAL`` (e.g. ``2501A=2501``) as a pair."""
+    code, sep, canonical = text.partition("=")
+    if not sep or not code or not canonical:
+        raise ValueError(f"--alias: expected CODE=CANONICAL, got {text!r}")
+    return code, canonical

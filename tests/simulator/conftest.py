@@ -11,7 +11,7 @@ import pytest
 from sidecar import devcerts
 from sidecar.devcerts import DevPki
 from sidecar.simulator import PlatformSimulator, Population, RunningSimulator, running_simulator
-from tests.simulator.support import EnvelopeFactory, client_context, envelope_factory
+from tests.simulator.support import EnvelopeFactory, Session, client_context, envelope_factory
 
 SEED = 42
 
@@ -43,3 +43,13 @@ async def client(pki: DevPki) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def envelope() -> EnvelopeFactory:
     return envelope_factory()
+
+
+@pytest.fixture
+async def session(
+    client: httpx.AsyncClient, simulator: RunningSimulator, envelope: EnvelopeFactory
+) -> Session:
+    """A signed-in operator on a fresh simulator."""
+    signed_in = Session(client, simulator, envelope)
+    await signed_in.sign_in()
+    return signed_in

@@ -6,10 +6,12 @@ import datetime as dt
 import itertools
 import ssl
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sidecar.simulator import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE, DEFAULT_INSTITUTION_NAME
+from sidecar.simulator.wire import dumps
 
 OPERATOR = "op0001"
 
@@ -74,5 +76,116 @@ def person_input(certno: str, name: str, *, cert_type: str = "02") -> dict[str, 
             "psn_cert_type": "01",
             "certno": certno,
             "psn_name": name,
+        }
+    }
+
+
+class Session:
+    """One signed-in operator talking to a running simulator over mTLS: ``call`` and ``ok``."""
+
+    def __init__(self, client: Any, simulator: Any, envelope: EnvelopeFactory) -> None:
+        self.client = client
+        self.simulator = simulator
+        self.envelope = envelope
+        self.sign_no = ""
+
+    async def sign_in(self) -> str:
+        answer = await self.call("9001", sign_in_input())
+        assert answer["infcode"] == 0, answer["err_msg"]
+        self.sign_no = str(answer["output"]["signinoutb"]["sign_no"])
+        return self.sign_no
+
+    def body(self, infno: str, payload: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+        return self.envelope(infno, payload, self.sign_no, **overrides)
+
+    async def post(self, body: Mapping[str, Any]) -> Any:
+        return await self.client.post(
+            self.simulator.endpoint,
+            content=dumps(body).encode("utf-8"),
+            headers={"content-type": "application/json"},
+        )
+
+    async def call(self, infno: str, payload: Mapping[str, Any], **overrides: Any) -> Any:
+        response = await self.post(self.body(infno, payload, **overrides))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def ok(self, infno: str, payload: Mapping[str, Any], **overrides: Any) -> Any:
+        """The output of a transaction that must succeed."""
+        answer = await self.call(infno, payload, **overrides)
+        assert answer["infcode"] == 0, (infno, answer["err_msg"])
+        return answer["output"]
+
+    async def refused(self, infno: str, payload: Mapping[str, Any], **overrides: Any) -> str:
+        """The err_msg of a transaction that must be refused."""
+        answer = await self.call(infno, payload, **overrides)
+        assert answer["infcode"] == -1, (infno, answer["output"])
+        assert answer["output"] is None
+        return str(answer["err_msg"])
+
+
+_visit_numbers = itertools.count(1)
+
+
+def now_text(delta: dt.timedelta = dt.timedelta()) -> str:
+    return f"{dt.datetime.now() + delta:%Y-%m-%d %H:%M:%S}"
+
+
+def register_input(
+    psn_no: str, certno: str, *, insutype: str = "310", cert_type: str = "02"
+) -> dict[str, Any]:
+    return {
+        "data": {
+            "psn_no": psn_no,
+            "insutype": insutype,
+            "begntime": now_text(),
+            "mdtrt_cert_type": cert_type,
+            "mdtrt_cert_no": certno,
+            "ipt_otp_no": f"MZ{next(_visit_numbers):08d}",
+            "atddr_no": "D0001",
+            "dr_name": "李医生",
+            "dept_code": "A03",
+            "dept_name": "内科",
+            "caty": "A03",
+        }
+    }
+
+
+def fee_item(
+    mdtrt_id: str, psn_no: str, sn: str, *, pric: str, cnt: str = "1", code: str = "XA01",
+    amount: str | None = None, batch: str = "B0001",
+) -> dict[str, Any]:  # fmt: skip
+    total = amount if amount is not None else str(Decimal(pric) * Decimal(cnt))
+    return {
+        "feedetl_sn": sn,
+        "mdtrt_id": mdtrt_id,
+        "psn_no": psn_no,
+        "chrg_bchno": batch,
+        "med_list_codg": code,
+        "medins_list_codg": "H-" + code,
+        "det_item_fee_sumamt": Decimal(total),
+        "cnt": Decimal(cnt),
+        "pric": Decimal(pric),
+        "fee_ocur_time": now_text(),
+    }
+
+
+def settle_input(
+    psn_no: str, certno: str, mdtrt_id: str, medfee: str, *, acct: str = "1",
+    insutype: str = "310", cert_type: str = "02", **extra: Any,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "data": {
+            "psn_no": psn_no,
+            "mdtrt_cert_type": cert_type,
+            "mdtrt_cert_no": certno,
+            "med_type": "11",
+            "medfee_sumamt": Decimal(medfee),
+            "psn_setlway": "01",
+            "mdtrt_id": mdtrt_id,
+            "chrg_bchno": "B0001",
+            "insutype": insutype,
+            "acct_used_flag": acct,
+            **extra,
         }
     }

@@ -143,7 +143,8 @@ async def test_person_refusals(
         ({"psn_name": "王某某"}, errors.NAME_MISMATCH),
         ({"psn_cert_type": "99"}, errors.PSN_CERT_TYPE_INVALID.format(value="99")),
         ({"mdtrt_cert_type": "09"}, errors.MDTRT_CERT_TYPE_INVALID.format(value="09")),
-        ({"mdtrt_cert_type": "03"}, errors.MDTRT_CERT_TYPE_UNSUPPORTED.format(value="03")),
+        ({"mdtrt_cert_type": "03"}, errors.CARD_SN_MISSING),
+        ({"mdtrt_cert_type": "01"}, errors.E_VOUCHER_INVALID),
         ({"certno": "110105199001011237"}, errors.CERT_NO_MISMATCH),
         (
             {"mdtrt_cert_no": person.certno[:17] + ("0" if person.certno[17] != "0" else "1"),

@@ -1,7 +1,8 @@
 """1101 person information (人员信息获取): who the person is and how they are insured.
 
-Only the resident ID card voucher (``mdtrt_cert_type`` 02) is simulated for now; the e-voucher
-token (01) and the social-security card (03) are refused as unsupported until their issues land.
+All three vouchers are accepted (see :mod:`~sidecar.simulator.transactions.people`): the
+e-voucher token (01), the resident ID card (02) and the social-security card with its ``card_sn``
+(03). The account balance answered is the live one, after the settlements made so far.
 """
 
 from __future__ import annotations
@@ -11,39 +12,38 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.simulator import errors, times
-from sidecar.simulator.population import CERT_TYPE_RESIDENT_ID, Enrollment, Identity, Person
+from sidecar.simulator.population import (
+    CERT_TYPE_RESIDENT_ID,
+    INSUTYPE_EMPLOYEE,
+    Enrollment,
+    Identity,
+    Person,
+)
+from sidecar.simulator.state import PlatformState
+from sidecar.simulator.transactions import people
 from sidecar.simulator.transactions.inputs import section, text
 from sidecar.simulator.transactions.registry import Transaction, TransactionContext
 from sidecar.simulator.wire import Json, JsonObject, Money
-from sidecar.validation import check_resident_id
-
-MDTRT_CERT_TYPES = frozenset(
-    {"01", "02", "03"}
-)  # e-voucher, resident ID card, social-security card
-MDTRT_CERT_TYPE_ID_CARD = "02"
 
 
 def person_info(payload: Mapping[str, Any], ctx: TransactionContext) -> JsonObject:
-    """Look the person up by resident ID and confirm the name when one is given."""
+    """Find the person by voucher and confirm the resident ID and name when they are given."""
     data = section(payload, "data")
     mdtrt_cert_type = text(data, "mdtrt_cert_type", 3)
     mdtrt_cert_no = text(data, "mdtrt_cert_no", 50)
-    text(data, "card_sn", 32, required=False)
+    card_sn = text(data, "card_sn", 32, required=False)
     begntime = text(data, "begntime", 19, required=False)
     psn_cert_type = text(data, "psn_cert_type", 6, required=False)
     certno = text(data, "certno", 50, required=False)
     psn_name = text(data, "psn_name", 50, required=False)
 
-    if mdtrt_cert_type not in MDTRT_CERT_TYPES:
+    if mdtrt_cert_type not in people.CERT_TYPES:
         raise errors.Refusal(errors.MDTRT_CERT_TYPE_INVALID.format(value=mdtrt_cert_type))
-    if mdtrt_cert_type != MDTRT_CERT_TYPE_ID_CARD:
-        raise errors.Refusal(errors.MDTRT_CERT_TYPE_UNSUPPORTED.format(value=mdtrt_cert_type))
     if psn_cert_type and psn_cert_type != CERT_TYPE_RESIDENT_ID:
         raise errors.Refusal(errors.PSN_CERT_TYPE_INVALID.format(value=psn_cert_type))
-    if certno and certno != mdtrt_cert_no:
+    card_numbered = mdtrt_cert_type != people.CERT_EC_TOKEN  # ID card and SSC carry the ID
+    if card_numbered and certno and certno != mdtrt_cert_no:
         raise errors.Refusal(errors.CERT_NO_MISMATCH)
-    if check_resident_id(mdtrt_cert_no, today=ctx.now.date()) is not None:
-        raise errors.Refusal(errors.CERT_NO_INVALID)
     as_of = ctx.now.date()
     if begntime:
         parsed = times.parse_datetime(begntime)
@@ -51,14 +51,15 @@ def person_info(payload: Mapping[str, Any], ctx: TransactionContext) -> JsonObje
             raise errors.Refusal(errors.BEGNTIME_INVALID)
         as_of = parsed.date()
 
-    person = ctx.state.population.find(mdtrt_cert_no)
-    if person is None or person.psn_no is None:
-        raise errors.Refusal(errors.PERSON_NOT_FOUND)
+    person = people.by_voucher(ctx, mdtrt_cert_type, mdtrt_cert_no, card_sn)
+    assert person.psn_no is not None  # by_voucher answers enrolled people only
+    if certno and certno != person.certno:
+        raise errors.Refusal(errors.CERT_NO_MISMATCH)
     if psn_name and psn_name != person.psn_name:
         raise errors.Refusal(errors.NAME_MISMATCH)
     return {
         "baseinfo": _baseinfo(person, person.psn_no, as_of),
-        "insuinfo": [_insuinfo(row) for row in person.insuinfo],
+        "insuinfo": [_insuinfo(row, person.psn_no, ctx.state) for row in person.insuinfo],
         "idetinfo": [_idetinfo(row) for row in person.idetinfo],
     }
 
@@ -76,9 +77,10 @@ def _baseinfo(person: Person, psn_no: str, as_of: dt.date) -> JsonObject:
     }
 
 
-def _insuinfo(row: Enrollment) -> JsonObject:
+def _insuinfo(row: Enrollment, psn_no: str, state: PlatformState) -> JsonObject:
+    balc = state.accounts.balance(psn_no) if row.insutype == INSUTYPE_EMPLOYEE else row.balc
     return {
-        "balc": Money(row.balc),
+        "balc": Money(balc),
         "insutype": row.insutype,
         "psn_type": row.psn_type,
         "psn_insu_stas": row.psn_insu_stas,

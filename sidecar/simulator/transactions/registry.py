@@ -3,15 +3,18 @@
 Adding a transaction means writing one handler and registering it. A handler gets the already
 validated envelope's ``input`` and a :class:`TransactionContext`; it returns the ``output``
 object, or raises :class:`~sidecar.simulator.errors.Refusal` for ``infcode`` -1. Cross-cutting
-behaviour (envelope checks, sign-in, counting, and later fault injection) stays in the app's single
-dispatch path, so handlers never repeat it.
+behaviour (envelope checks, sign-in, counting, msgid replay, fault injection) stays in the app's
+single request path, so handlers never repeat it.
+
+Transaction codes are configuration: a region's variant of a code (``2501A``) is an alias that
+maps to the same handler (:meth:`TransactionRegistry.alias`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 from sidecar.simulator.envelope import RequestEnvelope
@@ -54,6 +57,17 @@ class TransactionRegistry:
         if transaction.infno in self._by_infno:
             raise ValueError(f"transaction {transaction.infno} is already registered")
         self._by_infno[transaction.infno] = transaction
+
+    def alias(self, code: str, canonical: str) -> None:
+        """Answer ``code`` (a region's variant, e.g. ``2501A``) with ``canonical``'s handler.
+
+        The handler sees the code as received in ``ctx.envelope.infno``; the ledger and 2601
+        therefore name a settlement by the code its sender used.
+        """
+        transaction = self._by_infno.get(canonical)
+        if transaction is None:
+            raise KeyError(f"transaction {canonical} is not registered")
+        self.register(replace(transaction, infno=code))
 
     def get(self, infno: str) -> Transaction | None:
         return self._by_infno.get(infno)
