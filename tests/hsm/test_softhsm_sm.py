@@ -232,14 +232,8 @@ def test_vendor_numbers_are_enum_members(sm):
     assert KeyType(0x80000006) is KeyType.SM4 is sm.key_type("SM4")
     assert isinstance(Mechanism.SM2_RAW, Mechanism) and isinstance(KeyType.SM2, KeyType)
     assert Mechanism["SM4_CBC_PAD"] is Mechanism.SM4_CBC_PAD
-    # idempotent, and refuses to rebind names or numbers
+    # idempotent (refusing to rebind is tested with the production module, tests/hsmpkg)
     assert vendor_mech.register(vendor_mech.SANSEC_SW).mech("SM2_RAW") is Mechanism.SM2_RAW
-    with pytest.raises(ValueError, match="already means"):
-        vendor_mech.extend_int_enum(Mechanism, "SM2_RAW", 0x80000999)
-    with pytest.raises(ValueError, match=r"is already Mechanism\.SM2_RAW"):
-        vendor_mech.extend_int_enum(Mechanism, "NOT_SM2_RAW", 0x80008200)
-    with pytest.raises(ValueError, match=r"is already Mechanism\.AES_ECB"):
-        vendor_mech.extend_int_enum(Mechanism, "AES_ECB_AGAIN", int(Mechanism.AES_ECB))
     # standard members untouched
     assert Mechanism(0x1081) is Mechanism.AES_ECB
 

@@ -31,9 +31,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pkcs11 import KeyType, Mechanism
+
+# The production way in (hsm.mechanisms); this module only adds the raw vendor numbers that the
+# patch implements but no production profile uses (CKM_SM2_RAW's alias, the *_PAD variants).
+from hsm.mechanisms import extend_int_enum
 
 CKM_VENDOR_DEFINED = 0x80000000
 CKK_VENDOR_DEFINED = 0x80000000
@@ -80,39 +84,6 @@ SANSEC_SW = VendorProfile(
 
 
 E = TypeVar("E", bound=IntEnum)
-
-
-def extend_int_enum(enum_cls: type[E], name: str, value: int) -> E:
-    """Add ``name = value`` to an existing IntEnum (idempotent, no rebinding)."""
-    value = int(value)
-    # Enum bookkeeping is private API of the enum module (stable 3.11-3.13); typed as Any here.
-    cls: Any = enum_cls
-    by_value: E | None = cls._value2member_map_.get(value)
-    by_name: E | None = cls._member_map_.get(name)
-    if by_value is not None and by_value is by_name:
-        return by_value  # already registered, same binding
-    if by_name is not None:
-        raise ValueError(f"{cls.__name__}.{name} already means {int(by_name):#x}, not {value:#x}")
-    if by_value is not None:
-        raise ValueError(
-            f"{value:#x} is already {cls.__name__}.{by_value.name}, cannot also be {name}"
-        )
-    if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
-        raise ValueError(f"{value:#x} does not fit a CK_ULONG")
-
-    member: Any = int.__new__(cls, value)
-    member._name_ = name
-    member._value_ = value
-    # attributes the enum machinery sets on ordinary members (_sort_order_: Python >= 3.12)
-    member.__objclass__ = cls
-    member._sort_order_ = len(cls._member_names_)
-    # Class attribute first: EnumType.__setattr__ refuses names already in _member_map_.
-    type.__setattr__(cls, name, member)
-    cls._member_map_[name] = member
-    cls._value2member_map_[value] = member
-    cls._member_names_.append(name)
-    result: E = member
-    return result
 
 
 @dataclass(frozen=True)

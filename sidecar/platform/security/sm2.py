@@ -15,28 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
+from hsm.sm2 import DEFAULT_USER_ID as DEFAULT_USER_ID
 
+# The curve (sm2p256v1, GB/T 32918.5), the GM/T 0009 default ID and SM3 have one home: hsm.sm2.
+from hsm.sm2 import GX, GY, A, B, N, P, sm3
 from sidecar.platform.security.encoding import b64decode
 from sidecar.platform.security.errors import KeyMaterialInvalid, MalformedSecuredMessage
 
-# sm2p256v1 (GB/T 32918.5)
-P = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF
-A = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC
-B = 0x28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93
-N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
-GX = 0x32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7
-GY = 0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0
-
-DEFAULT_USER_ID = b"1234567812345678"  # GM/T 0009 default
 MAX_USER_ID_BYTES = 0xFFFF // 8  # ENTL is a 16-bit bit count
 
-
-def sm3(data: bytes) -> bytes:
-    """SM3 digest (OpenSSL through pyca cryptography)."""
-    digest = hashes.Hash(hashes.SM3())
-    digest.update(data)
-    return digest.finalize()
+__all__ = ["DEFAULT_USER_ID", "GX", "GY", "MAX_USER_ID_BYTES", "N", "P", "Sm2PublicKey", "sm3"]
 
 
 @dataclass(frozen=True)
