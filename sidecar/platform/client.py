@@ -30,6 +30,8 @@ from sidecar.platform.envelope import (
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard
+from sidecar.platform.sealing import Plain, Sealing
+from sidecar.platform.security.errors import SecurityError
 from sidecar.platform.transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
@@ -77,11 +79,13 @@ class PlatformClient:
         sign_in_expired_markers: Sequence[str] = (),
         clock: Callable[[], Any] = beijing_now,
         guard: Guard | None = None,
+        sealing: Sealing | None = None,
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
     ) -> None:
         self._transport = transport
         self._guard = guard or Guard("platform")
+        self._sealing = sealing or Plain()
         self._msgids = msgids
         self._institution = institution
         self._codes = codes
@@ -255,7 +259,7 @@ class PlatformClient:
             sign_no=sign_no,
             input=dict(data),
         )
-        body_out = envelope.to_json()
+        body_out = await self._sealing.seal(envelope.to_dict())
         try:
             body = await self._guard.guarded(
                 lambda: self._transport.post(body_out, timeout=timeout or self._timeout)
@@ -265,9 +269,13 @@ class PlatformClient:
         except TransportError as exc:
             raise PlatformUnreachable(str(exc), sent=exc.sent) from None
         try:
-            answer = ResponseEnvelope.parse(body)
+            answer = ResponseEnvelope.from_dict(self._sealing.open(body))
         except EnvelopeError as exc:
             raise PlatformUnreachable(f"malformed answer to {infno}: {exc}", sent=True) from None
+        except SecurityError as exc:
+            # Never use an answer whose signature did not verify: for the caller it is as if no
+            # answer came (a settlement must then be confirmed or reversed, not assumed).
+            raise PlatformUnreachable(f"untrusted answer to {infno}: {exc}", sent=True) from None
         if not answer.ok:
             raise PlatformRefusal(infno, answer.infcode, answer.err_msg or "(no message)")
         return answer.output, str(answer.infcode)

@@ -104,13 +104,39 @@ class RequestEnvelope:
         if not _INF_TIME.fullmatch(self.inf_time):
             raise EnvelopeError("inf_time must be written yyyy-MM-dd HH:mm:ss")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope's fields in the interface's order (``input`` still in clear)."""
+        return asdict(self)
+
     def to_json(self) -> bytes:
         """The envelope as UTF-8 JSON, fields in the interface's order."""
-        body = asdict(self)
-        encoded_input = json.dumps(self.input, ensure_ascii=False, separators=(",", ":"))
-        if len(encoded_input) > INPUT_LIMIT:
-            raise EnvelopeError(f"input is longer than {INPUT_LIMIT} characters")
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        return encode_request(self.to_dict())
+
+
+def encode_request(body: dict[str, Any]) -> bytes:
+    """A request body as UTF-8 JSON, refusing an ``input`` longer than the interface allows.
+
+    The limit applies to ``input`` as it travels: plain JSON, or the Base64 text of scheme A.
+    """
+    travelling = body.get("input")
+    text = travelling if isinstance(travelling, str) else _compact(travelling)
+    if len(text) > INPUT_LIMIT:
+        raise EnvelopeError(f"input is longer than {INPUT_LIMIT} characters")
+    return _compact(body).encode()
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def decode_json(body: bytes) -> Any:
+    """JSON as the platform writes it, with exact ``Decimal`` numbers; EnvelopeError if not."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise EnvelopeError("the answer is not JSON") from None
+    except RecursionError:
+        raise EnvelopeError("the answer is nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -131,12 +157,11 @@ class ResponseEnvelope:
     @classmethod
     def parse(cls, body: bytes) -> ResponseEnvelope:
         """Parse and check an answer; raise EnvelopeError naming what is wrong."""
-        try:
-            data = json.loads(body, parse_float=Decimal)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise EnvelopeError("the answer is not JSON") from None
-        except RecursionError:
-            raise EnvelopeError("the answer is nested too deeply") from None
+        return cls.from_dict(decode_json(body))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ResponseEnvelope:
+        """Check an answer already parsed (and, under message security, opened)."""
         if not isinstance(data, dict):
             raise EnvelopeError("the answer is not a JSON object")
         infcode = data.get("infcode")
