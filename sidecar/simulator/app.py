@@ -215,8 +215,8 @@ class PlatformSimulator:
     def _decode(self, body: bytes) -> tuple[MutableMapping[str, Any] | None, str | None]:
         """The decoded body and its ``infno`` if readable; counts the request either way."""
         decoded = _decode(body)
-        infno = decoded.get("infno") if decoded is not None else None
-        readable = infno if isinstance(infno, str) else None
+        # Under scheme B the infno travels encrypted: the security step reads it (unverified).
+        readable = self.security.routing_infno(decoded) if decoded is not None else None
         self.calls.record(readable)
         return decoded, readable
 

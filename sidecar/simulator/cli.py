@@ -7,11 +7,19 @@ sub-command; ``main`` runs it stand-alone (``python -m sidecar.simulator``).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar.simulator import server
+from sidecar.simulator.crypto import DEFAULT_USER_ID, PrivateKey, PublicKey
 from sidecar.simulator.faults import FaultKind
+from sidecar.simulator.security import (
+    MessageSecurity,
+    PlainText,
+    SchemeAPlatform,
+    SchemeBPlatform,
+)
 
 DEFAULT_PKI_DIR = Path.home() / ".cache" / "yibao-sidecar" / "dev-pki"
 
@@ -40,7 +48,78 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FIELD",
         help="make 2207 require a confirmation code in data[FIELD] (e.g. sms_code)",
     )
+    add_security_options(parser)
     parser.set_defaults(handler=command)
+
+
+def add_security_options(parser: argparse.ArgumentParser) -> None:
+    """``--security plain|a|b`` and the key material of schemes A and B."""
+    group = parser.add_argument_group("message security (platform-protocol.md §5)")
+    group.add_argument(
+        "--security",
+        choices=("plain", "a", "b"),
+        default="plain",
+        help="plain JSON, scheme A (envelope cainfo) or scheme B (mobile payment 2.0.1)",
+    )
+    group.add_argument(
+        "--client-public-key",
+        metavar="FILE",
+        type=Path,
+        help="the institution's SM2 public key: PEM, or hex/Base64 of 04||X||Y (a and b)",
+    )
+    group.add_argument(
+        "--platform-key",
+        metavar="FILE",
+        type=Path,
+        help="the platform's SM2 private key: PEM, or hex/Base64 of d (default: from --seed)",
+    )
+    group.add_argument("--sm4-key", help="scheme A: the SM4 key, 32 hex digits")
+    group.add_argument("--app-id", help="scheme B: appId (16+ ASCII characters)")
+    group.add_argument("--app-secret", help="scheme B: appSecret")
+    group.add_argument(
+        "--user-id",
+        default=DEFAULT_USER_ID.decode(),
+        help="SM2 user ID of both signatures (default 1234567812345678)",
+    )
+    group.add_argument(
+        "--user-id-from-app-secret",
+        action="store_true",
+        help="scheme B: use the appSecret as the SM2 user ID",
+    )
+
+
+def build_security(args: argparse.Namespace) -> MessageSecurity:
+    """The message security ``args`` ask for; ValueError (CryptoError) names what is wrong."""
+    scheme: str = args.security
+    if scheme == "plain":
+        return PlainText()
+    if args.client_public_key is None:
+        raise ValueError("--client-public-key is required with --security a or b")
+    client = PublicKey.parse(Path(args.client_public_key).read_text(encoding="ascii"))
+    platform = (
+        PrivateKey.parse(Path(args.platform_key).read_text(encoding="ascii"))
+        if args.platform_key is not None
+        else PrivateKey.for_seed(args.seed)
+    )
+    user_id = str(args.user_id).encode("utf-8")
+    if scheme == "a":
+        if not args.sm4_key:
+            raise ValueError("--sm4-key is required with --security a")
+        try:
+            sm4_key = bytes.fromhex(args.sm4_key)
+        except ValueError:
+            raise ValueError("--sm4-key: expected 32 hex digits") from None
+        return SchemeAPlatform(sm4_key, client, platform, user_id=user_id)
+    if not args.app_id or not args.app_secret:
+        raise ValueError("--app-id and --app-secret are required with --security b")
+    return SchemeBPlatform(
+        args.app_id,
+        args.app_secret,
+        client,
+        platform,
+        user_id=user_id,
+        user_id_from_app_secret=bool(args.user_id_from_app_secret),
+    )
 
 
 def add_fault_option(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +146,11 @@ def command(args: argparse.Namespace) -> int:
     faults: list[str] = args.fault
     aliases: list[str] = args.alias
     second_confirmation: str | None = args.second_confirmation
+    try:
+        security = build_security(args)
+    except (OSError, ValueError) as problem:  # CryptoError is a ValueError
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     return server.run(
         listen,
         seed,
@@ -75,6 +159,7 @@ def command(args: argparse.Namespace) -> int:
         faults=faults,
         aliases=aliases,
         second_confirmation=second_confirmation,
+        security=security,
     )
 
 

@@ -13,6 +13,7 @@ client that connects right after ``ready`` is queued rather than refused.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import signal
@@ -29,6 +30,7 @@ from sidecar.simulator import hosting
 from sidecar.simulator.app import ENDPOINT_PATH, PlatformSimulator
 from sidecar.simulator.faults import parse as parse_fault
 from sidecar.simulator.population import Population
+from sidecar.simulator.security import MessageSecurity
 from sidecar.simulator.transactions import default_registry
 
 LOG = logging.getLogger(__name__)
@@ -214,16 +216,19 @@ def run(
     faults: Sequence[str] = (),
     aliases: Sequence[str] = (),
     second_confirmation: str | None = None,
+    security: MessageSecurity | None = None,
 ) -> int:
     """The ``yibao-sidecar simulate`` command: serve until SIGINT or SIGTERM; the exit status.
 
     ``faults`` are switches in their command-line form (``2207:commit-then-drop:1``, see
     :func:`sidecar.simulator.faults.parse`); ``aliases`` map a region's code variant to a
     transaction (``2501A=2501``); ``second_confirmation`` names the 2207 input field that must
-    carry the settlement's confirmation code (off when ``None``).
+    carry the settlement's confirmation code (off when ``None``); ``security`` is the message
+    security (plain JSON when ``None``).
 
     Prints one line each: the endpoint URL, then the CA certificate and the client certificate
-    and key that an integrator's client should use.
+    and key that an integrator's client should use; with scheme A or B also the platform's SM2
+    public key (hex of 04||X||Y, its Base64, and the path of a PEM copy in ``pki_dir``).
     """
     try:
         host, port = parse_listen(listen)
@@ -237,7 +242,13 @@ def run(
         print(f"error: {problem}", file=sys.stderr)
         return 2
     pki = devcerts.generate(pki_dir, server_names=server_names_for(host))
-    app = PlatformSimulator(Population.generate(seed, population_size), transactions=registry)
+    app = PlatformSimulator(
+        Population.generate(seed, population_size), transactions=registry, security=security
+    )
+    platform_key = getattr(security, "platform_public_key", None)
+    pem_path = pki_dir / "platform-sm2-public.pem"
+    if platform_key is not None:
+        pem_path.write_text(platform_key.pem(), encoding="ascii")
     for infno, fault in switches:
         app.faults.set(infno, fault)
     if second_confirmation:
@@ -248,6 +259,11 @@ def run(
         print(f"ca_cert: {pki.ca_cert}", flush=True)
         print(f"client_cert: {pki.client_cert}", flush=True)
         print(f"client_key: {pki.client_key}", flush=True)
+        if platform_key is not None:
+            point = platform_key.point()
+            print(f"platform_public_key: {point.hex().upper()}", flush=True)
+            print(f"platform_public_key_base64: {base64.b64encode(point).decode()}", flush=True)
+            print(f"platform_public_key_pem: {pem_path}", flush=True)
 
     try:
         asyncio.run(serve(app, host=host, port=port, pki=pki, on_listening=announce))
