@@ -21,7 +21,7 @@ softhsm:
 	@hsm/softhsm/build.sh >/dev/null
 
 demo: bootstrap softhsm
-	$(VENV)/bin/yibao-sidecar demo
+	YIBAO_PKCS11_MODULE="$$(hsm/softhsm/build.sh)" $(VENV)/bin/yibao-sidecar demo
 
 test: bootstrap softhsm lint typecheck buf-lint stubs-check pytest
 

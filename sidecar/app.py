@@ -21,6 +21,7 @@ from sidecar.config import ConfigError, Settings
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.service import InsuranceGatewayService
+from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
@@ -41,9 +42,12 @@ class Sidecar:
     server: Server
     platform: PlatformClient
     telemetry: telemetry.Telemetry
+    hsm: HsmLink | None = None
 
     async def close(self) -> None:
         await self.platform.close()
+        if self.hsm is not None:
+            self.hsm.close()
         self.telemetry.shutdown()
 
 
@@ -73,7 +77,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
-    return Sidecar(server=server, platform=platform, telemetry=observability)
+    hsm = open_hsm(settings.hsm) if settings.hsm is not None else None
+    return Sidecar(server=server, platform=platform, telemetry=observability, hsm=hsm)
 
 
 def _platform_client(settings: Settings, tracer: Tracer, meter: Meter) -> PlatformClient:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run simulator + sidecar + a scripted IM client")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: temp)")
+    demo.add_argument(
+        "--pkcs11-module",
+        type=Path,
+        default=os.environ.get("YIBAO_PKCS11_MODULE") or None,
+        help="the patched SoftHSM library (default: $YIBAO_PKCS11_MODULE)",
+    )
     return parser
 
 
@@ -51,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_FAILED
         from sidecar import demo
 
-        return demo.run(args.workdir)
+        return demo.run(args.workdir, args.pkcs11_module)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE

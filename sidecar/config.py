@@ -139,6 +139,17 @@ class PlatformConfig(_Section):
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
 
 
+class HsmConfig(_Section):
+    """The PKCS#11 HSM holding the signing key (optional until message security is on)."""
+
+    module: Path = Field(description="the vendor's PKCS#11 library")
+    token_label: str = Field(min_length=1, max_length=32)
+    profile: str = Field("softhsm-sm", description="mechanism profile, hsm/profiles/*.toml")
+    user_pin_file: Path = Field(description="file holding the user PIN, mode 0600 or stricter")
+    pool_size: int = Field(2, ge=1, le=64)
+    signing_user_id: str = Field("1234567812345678", min_length=1, max_length=8191)
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -149,6 +160,7 @@ class Settings(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     institution: InstitutionConfig
     platform: PlatformConfig
+    hsm: HsmConfig | None = None
     log: LogConfig = Field(default_factory=LogConfig)
 
 

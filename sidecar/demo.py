@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,34 +52,97 @@ class Processes:
     sidecar: subprocess.Popen[str] | None = None
 
 
-def run(workdir: Path | None) -> int:
+def run(workdir: Path | None, pkcs11_module: Path | None) -> int:
     """Run the demo in ``workdir`` (kept) or in a temporary directory (removed)."""
+    if pkcs11_module is None or not pkcs11_module.is_file():
+        print(
+            "yibao-sidecar demo: no PKCS#11 module: run `make demo`, or pass --pkcs11-module "
+            "(or set YIBAO_PKCS11_MODULE) to the patched SoftHSM built by hsm/softhsm/build.sh",
+            file=sys.stderr,
+        )
+        return 2
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        return _run_in(workdir.resolve())
+        return _run_in(workdir.resolve(), pkcs11_module.resolve())
     with tempfile.TemporaryDirectory(prefix="yibao-demo-") as scratch:
-        return _run_in(Path(scratch))
+        return _run_in(Path(scratch), pkcs11_module.resolve())
 
 
-def _run_in(workdir: Path) -> int:
+def _run_in(workdir: Path, module: Path) -> int:
     say = Transcript(sys.stdout)
     say.title("yibao-sidecar demo: IM service -> sidecar (gRPC, Unix socket) -> platform (mTLS)")
     pki = devcerts.generate(workdir / "pki")
-    say.step(
-        f"development PKI in {pki.ca_cert.parent} (CA, simulator server cert, sidecar client cert)"
-    )
-    with _started(workdir, pki, say) as processes:
+    say.step(f"development PKI in {pki.ca_cert.parent} (CA, simulator server, sidecar client)")
+    hsm = _key_ceremony(workdir / "hsm", module, say)
+    with _started(workdir, pki, hsm, say) as processes:
         try:
             socket_path = workdir / "sidecar.sock"
             asyncio.run(_script(socket_path, say))
+            _show_hsm_login(workdir / "sidecar.log", say)
         finally:
             _stop(processes, say)
     say.title("demo finished: every step answered as expected")
     return 0
 
 
+@dataclass(frozen=True)
+class DemoHsm:
+    module: Path
+    conf: Path
+    user_pin_file: Path
+
+
+def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
+    """The security team's part: a token with two PINs held apart, a signing key and a KEK."""
+    say.title("HSM key ceremony (yibao-hsm on the patched SoftHSM)")
+    (directory / "tokens").mkdir(parents=True, exist_ok=True, mode=0o700)
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\nslots.removable = false\n")  # fmt: skip
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # inherited by the sidecar process too
+    so_pin = _secret_file(directory / "so.pin")  # the security officer's
+    user_pin = _secret_file(directory / "user.pin")  # the operators' (the sidecar's)
+    common = ["--module", str(module), "--token-label", "yibao-demo",
+              "--user-pin-file", str(user_pin)]  # fmt: skip
+    _hsm(say, "init-token", *common, "--so-pin-file", str(so_pin))
+    say.step("token 'yibao-demo' initialised; SO PIN and user PIN in separate 0600 files")
+    _hsm(say, "keygen", "--purpose", "sign", *common)
+    _hsm(say, "keygen", "--purpose", "kek", *common)
+    for line in _hsm(say, "list", *common).splitlines():
+        say.step(f"    {line}")
+    csr = directory / "sidecar.csr.pem"
+    _hsm(say, "csr", "--subject", "CN=yibao-sidecar-demo,O=Demo,C=CN", "--out", str(csr), *common)
+    verified = subprocess.run(  # noqa: S603 - fixed argv
+        [shutil.which("openssl") or "openssl", "req", "-verify", "-noout", "-in", str(csr),
+         "-vfyopt", "distid:1234567812345678"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if "verify OK" not in verified.stdout + verified.stderr:
+        raise DemoFailed("OpenSSL did not verify the token's SM2 certificate request")
+    say.step("PKCS#10 request signed SM2-with-SM3 inside the token; OpenSSL: verify OK")
+    return DemoHsm(module=module, conf=conf, user_pin_file=user_pin)
+
+
+def _secret_file(path: Path) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(8) + "\n")
+    return path
+
+
+def _hsm(say: Transcript, *args: str) -> str:
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "hsm.cli", *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise DemoFailed(f"yibao-hsm {args[0]} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
 @contextlib.contextmanager
-def _started(workdir: Path, pki: devcerts.DevPki, say: Transcript) -> Iterator[Processes]:
+def _started(
+    workdir: Path, pki: devcerts.DevPki, hsm: DemoHsm, say: Transcript
+) -> Iterator[Processes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     simulator_log = (workdir / "simulator.log").open("w")
     simulator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -90,7 +155,7 @@ def _started(workdir: Path, pki: devcerts.DevPki, say: Transcript) -> Iterator[P
         url = _read_url(simulator)
         say.step(f"platform simulator listening on {url} (client certificate required)")
         config = workdir / "sidecar.toml"
-        config.write_text(_sidecar_config(workdir, url, pki))
+        config.write_text(_sidecar_config(workdir, url, pki, hsm))
         sidecar_log = (workdir / "sidecar.log").open("w")
         processes.sidecar = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
@@ -116,7 +181,7 @@ def _read_url(simulator: subprocess.Popen[str]) -> str:
     raise DemoFailed("the simulator did not report its address in time")
 
 
-def _sidecar_config(workdir: Path, url: str, pki: devcerts.DevPki) -> str:
+def _sidecar_config(workdir: Path, url: str, pki: devcerts.DevPki, hsm: DemoHsm) -> str:
     return f"""\
 # Written by `yibao-sidecar demo`.
 [server]
@@ -134,6 +199,11 @@ ca_file = "{pki.ca_cert}"
 client_cert_file = "{pki.client_cert}"
 client_key_file = "{pki.client_key}"
 timeout_seconds = 10
+
+[hsm]
+module = "{hsm.module}"
+token_label = "yibao-demo"
+user_pin_file = "{hsm.user_pin_file}"
 """
 
 
@@ -181,6 +251,14 @@ async def _script(socket_path: Path, say: Transcript) -> None:
         account = gateway.GetAccountRequest()
         await _expect(say, "GetAccount (not built yet)", grpc.StatusCode.UNIMPLEMENTED,
                       lambda: stub.GetAccount(account, metadata=METADATA))  # fmt: skip
+
+
+def _show_hsm_login(log_file: Path, say: Transcript) -> None:
+    for line in log_file.read_text().splitlines():
+        if '"event": "hsm.ready"' in line:
+            say.step("sidecar logged in to the HSM once at start-up; its signing key stays there")
+            return
+    raise DemoFailed("the sidecar did not report its HSM login")
 
 
 async def _wait_serving(channel: grpc.aio.Channel, say: Transcript) -> None:
