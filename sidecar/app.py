@@ -29,7 +29,9 @@ from sidecar.interceptors.tracing import Tracing
 from sidecar.platform.client import Codes, Institution, PlatformClient
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard, ResiliencePolicy
+from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,15 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     """Wire a sidecar; ``observability`` defaults to providers without exporters."""
     observability = observability or telemetry.build()
     meter = observability.meter_provider.get_meter(telemetry.INSTRUMENTATION)
-    platform = _platform_client(settings, observability.tracer, meter)
+    user_id = settings.platform.security.user_id.encode()
+    hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+    try:
+        sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
+        platform = _platform_client(settings, observability.tracer, meter, sealing)
+    except BaseException:
+        if hsm is not None:
+            hsm.close()
+        raise
     gateway = InsuranceGatewayService(
         enrollment=EnrollmentQueries(platform, settings.platform.transactions.person_info)
     )
@@ -77,11 +87,12 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
-    hsm = open_hsm(settings.hsm) if settings.hsm is not None else None
     return Sidecar(server=server, platform=platform, telemetry=observability, hsm=hsm)
 
 
-def _platform_client(settings: Settings, tracer: Tracer, meter: Meter) -> PlatformClient:
+def _platform_client(
+    settings: Settings, tracer: Tracer, meter: Meter, sealing: Sealing
+) -> PlatformClient:
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -130,6 +141,7 @@ def _platform_client(settings: Settings, tracer: Tracer, meter: Meter) -> Platfo
         timeout=p.timeout_seconds,
         sign_in_expired_markers=p.sign_in_expired_messages,
         guard=Guard(p.url, policy, meter),
+        sealing=sealing,
         tracer=tracer,
         meter=meter,
     )

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "YIBAO_SIDECAR__"
 _SECRET_KEY = re.compile(r"(pin|password|secret|private_key|passphrase|token)$")
@@ -122,6 +122,37 @@ class ResilienceConfig(_Section):
     max_in_flight: int = Field(64, ge=1, le=10_000)
 
 
+class MessageSecurityConfig(_Section):
+    """Which of the platform's message-security schemes this gateway speaks, and its keys.
+
+    Our SM2 signatures are made in the HSM (``[hsm]``); the platform's are verified with its public
+    key. Secrets (the scheme-A SM4 key, the scheme-B appSecret) are read from files.
+    """
+
+    scheme: Literal["plain", "envelope-signature", "mobile-payment"] = "plain"
+    platform_public_key_file: Path | None = Field(
+        None, description="the platform's SM2 public key: PEM, or hex/Base64 of 04||X||Y"
+    )
+    user_id: str = Field("1234567812345678", min_length=1, max_length=8191)
+    signature_encoding: Literal["raw", "der"] = "raw"
+    sm4_key_file: Path | None = Field(None, description="scheme A: file with 32 hex digits")
+    app_id: str | None = Field(None, min_length=16, max_length=64, description="scheme B")
+    app_secret_file: Path | None = Field(None, description="scheme B: file with the appSecret")
+    user_id_from_app_secret: bool = False
+
+    @model_validator(mode="after")
+    def _keys_for_the_scheme(self) -> MessageSecurityConfig:
+        needed: dict[str, tuple[str, ...]] = {
+            "plain": (),
+            "envelope-signature": ("platform_public_key_file", "sm4_key_file"),
+            "mobile-payment": ("platform_public_key_file", "app_id", "app_secret_file"),
+        }
+        missing = [key for key in needed[self.scheme] if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"scheme {self.scheme} needs {', '.join(missing)}")
+        return self
+
+
 class PlatformConfig(_Section):
     """The platform gateway and the mutually authenticated TLS tunnel to it."""
 
@@ -137,6 +168,7 @@ class PlatformConfig(_Section):
     sign_in_expired_messages: tuple[str, ...] = ("签到信息已失效",)
     transactions: TransactionCodes = Field(default_factory=TransactionCodes)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    security: MessageSecurityConfig = Field(default_factory=MessageSecurityConfig)
 
 
 class HsmConfig(_Section):
@@ -147,7 +179,6 @@ class HsmConfig(_Section):
     profile: str = Field("softhsm-sm", description="mechanism profile, hsm/profiles/*.toml")
     user_pin_file: Path = Field(description="file holding the user PIN, mode 0600 or stricter")
     pool_size: int = Field(2, ge=1, le=64)
-    signing_user_id: str = Field("1234567812345678", min_length=1, max_length=8191)
 
 
 class LogConfig(_Section):
@@ -162,6 +193,15 @@ class Settings(_Section):
     platform: PlatformConfig
     hsm: HsmConfig | None = None
     log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _signing_needs_the_hsm(self) -> Settings:
+        if self.platform.security.scheme != "plain" and self.hsm is None:
+            raise ValueError(
+                f"platform.security.scheme {self.platform.security.scheme} signs with the HSM: "
+                "configure [hsm]"
+            )
+        return self
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -216,7 +256,7 @@ def _refuse_inline_secrets(
 
 def _one_line(exc: ValidationError, origins: Mapping[str, str], path: Path | None) -> str:
     first = exc.errors()[0]
-    dotted = ".".join(str(part) for part in first["loc"])
+    dotted = ".".join(str(part) for part in first["loc"]) or "(whole file)"
     where = origins.get(dotted, str(path) if path else "defaults")
     message = first["msg"]
     if first["type"] == "extra_forbidden":

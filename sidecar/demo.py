@@ -90,6 +90,8 @@ class DemoHsm:
     module: Path
     conf: Path
     user_pin_file: Path
+    public_key_file: Path
+    sm4_key_file: Path
 
 
 def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
@@ -120,7 +122,13 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     if "verify OK" not in verified.stdout + verified.stderr:
         raise DemoFailed("OpenSSL did not verify the token's SM2 certificate request")
     say.step("PKCS#10 request signed SM2-with-SM3 inside the token; OpenSSL: verify OK")
-    return DemoHsm(module=module, conf=conf, user_pin_file=user_pin)
+    public_key = directory / "sidecar-sign.pem"
+    _hsm(say, "export-public", "--out", str(public_key), *common)
+    sm4_key = directory / "scheme-a.sm4key"  # agreed with the platform out of band
+    fd = os.open(sm4_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(16) + "\n")
+    return DemoHsm(module, conf, user_pin, public_key, sm4_key)
 
 
 def _secret_file(path: Path) -> Path:
@@ -147,15 +155,20 @@ def _started(
     simulator_log = (workdir / "simulator.log").open("w")
     simulator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "sidecar", "simulate", "--listen", "127.0.0.1:0",
-         "--seed", str(SEED), "--pki-dir", str(pki.ca_cert.parent)],
+         "--seed", str(SEED), "--pki-dir", str(pki.ca_cert.parent),
+         "--security", "a", "--client-public-key", str(hsm.public_key_file),
+         "--sm4-key", hsm.sm4_key_file.read_text().strip()],
         stdout=subprocess.PIPE, stderr=simulator_log, text=True, env=env,
     )  # fmt: skip
     processes = Processes(simulator)
     try:
-        url = _read_url(simulator)
+        announced = _read_announcement(simulator)
+        url = announced["url"]
         say.step(f"platform simulator listening on {url} (client certificate required)")
+        say.step("message security: scheme A, SM4-encrypted input/output, SM2 signatures both ways")
         config = workdir / "sidecar.toml"
-        config.write_text(_sidecar_config(workdir, url, pki, hsm))
+        platform_key = Path(announced["platform_public_key_pem"])
+        config.write_text(_sidecar_config(workdir, url, pki, hsm, platform_key))
         sidecar_log = (workdir / "sidecar.log").open("w")
         processes.sidecar = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
@@ -168,20 +181,29 @@ def _started(
         raise
 
 
-def _read_url(simulator: subprocess.Popen[str]) -> str:
+def _read_announcement(simulator: subprocess.Popen[str]) -> dict[str, str]:
+    """The ``name: value`` lines the simulator prints at start-up, up to its platform key."""
     assert simulator.stdout is not None
+    announced: dict[str, str] = {}
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         line = simulator.stdout.readline()
         if not line:
             raise DemoFailed(f"the simulator exited early (code {simulator.wait()})")
-        match = re.search(r"https://[0-9.:\[\]a-z]+", line)
-        if match:
-            return match.group(0)
-    raise DemoFailed("the simulator did not report its address in time")
+        name, _, value = line.strip().partition(": ")
+        announced[name] = value
+        if name == "platform_public_key_pem":
+            match = re.search(r"https://[0-9.:\[\]a-z]+", announced.get("url", ""))
+            if match is None:
+                raise DemoFailed("the simulator did not report its address")
+            announced["url"] = match.group(0)
+            return announced
+    raise DemoFailed("the simulator did not report its address and key in time")
 
 
-def _sidecar_config(workdir: Path, url: str, pki: devcerts.DevPki, hsm: DemoHsm) -> str:
+def _sidecar_config(
+    workdir: Path, url: str, pki: devcerts.DevPki, hsm: DemoHsm, platform_key: Path
+) -> str:
     return f"""\
 # Written by `yibao-sidecar demo`.
 [server]
@@ -199,6 +221,11 @@ ca_file = "{pki.ca_cert}"
 client_cert_file = "{pki.client_cert}"
 client_key_file = "{pki.client_key}"
 timeout_seconds = 10
+
+[platform.security]
+scheme = "envelope-signature"
+platform_public_key_file = "{platform_key}"
+sm4_key_file = "{hsm.sm4_key_file}"
 
 [hsm]
 module = "{hsm.module}"

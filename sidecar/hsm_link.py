@@ -30,8 +30,11 @@ class HsmLink:
         self.token.close()
 
 
-def open_hsm(config: HsmConfig) -> HsmLink:
-    """Log in and find the active signing key, or raise ConfigError with the HSM's one line."""
+def open_hsm(config: HsmConfig, user_id: bytes = b"1234567812345678") -> HsmLink:
+    """Log in and find the active signing key, or raise ConfigError with the HSM's one line.
+
+    ``user_id`` is the SM2 user ID (GM/T 0009) of the signatures the platform will verify.
+    """
     try:
         token = HsmToken.open(
             TokenConfig(
@@ -48,7 +51,7 @@ def open_hsm(config: HsmConfig) -> HsmLink:
         key = KeyStore(token).active("sign")
         if key.public_key is None:
             raise ConfigError(f"hsm: key {key.label} has no public key object on the token")
-        signer = Sm2Signer(token, key.label, key.public_key, config.signing_user_id.encode())
+        signer = Sm2Signer(token, key.label, key.public_key, user_id)
     except HsmError as exc:
         token.close()
         raise ConfigError(f"hsm: {exc}") from None

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,6 +21,43 @@ from sidecar import app, telemetry
 from sidecar.config import Settings
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator, running_simulator
+from tests.conftest import TOKEN_ENV_SH, write_secret
+
+
+@dataclass(frozen=True)
+class Token:
+    module: Path
+    env: dict[str, str]
+    user_pin_file: Path
+    label: str = "yibao-it"
+
+
+@pytest.fixture(scope="session")
+def token(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Token:
+    run_dir = tmp_path_factory.mktemp("sidecar-hsm")
+    subprocess.run(["bash", str(TOKEN_ENV_SH), str(run_dir)], check=True, capture_output=True)
+    env = {**os.environ, "SOFTHSM2_CONF": str(run_dir / "softhsm2.conf")}
+    user_pin = write_secret(run_dir / "user.pin", secrets.token_hex(8))
+    so_pin = write_secret(run_dir / "so.pin", secrets.token_hex(8))
+    made = Token(softhsm_lib, env, user_pin)
+    common = [
+        "--module",
+        str(softhsm_lib),
+        "--token-label",
+        made.label,
+        "--user-pin-file",
+        str(user_pin),
+    ]
+    for args in (["init-token", "--so-pin-file", str(so_pin)], ["keygen", "--purpose", "sign"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "hsm.cli", *args, *common],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+    return made
+
 
 TENANT_METADATA = (("x-yibao-tenant", "acme-corp"), ("x-yibao-operator", "im-bot-01"))
 

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import signal
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,43 +16,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar.simulator.server import RunningSimulator
-from tests.conftest import TOKEN_ENV_SH, write_secret
+from tests.conftest import write_secret
+from tests.integration.conftest import Token
 from tests.integration.test_server import sidecar_process, write_config
-
-
-@dataclass(frozen=True)
-class Token:
-    module: Path
-    env: dict[str, str]
-    user_pin_file: Path
-    label: str = "yibao-it"
-
-
-@pytest.fixture(scope="module")
-def token(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Token:
-    run_dir = tmp_path_factory.mktemp("sidecar-hsm")
-    subprocess.run(["bash", str(TOKEN_ENV_SH), str(run_dir)], check=True, capture_output=True)
-    env = {**os.environ, "SOFTHSM2_CONF": str(run_dir / "softhsm2.conf")}
-    user_pin = write_secret(run_dir / "user.pin", secrets.token_hex(8))
-    so_pin = write_secret(run_dir / "so.pin", secrets.token_hex(8))
-    made = Token(softhsm_lib, env, user_pin)
-    common = [
-        "--module",
-        str(softhsm_lib),
-        "--token-label",
-        made.label,
-        "--user-pin-file",
-        str(user_pin),
-    ]
-    for args in (["init-token", "--so-pin-file", str(so_pin)], ["keygen", "--purpose", "sign"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "hsm.cli", *args, *common],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr
-    return made
 
 
 def hsm_section(token: Token, **changes: str) -> str:

@@ -1,0 +1,99 @@
+"""Builds the configured message security: our signer in the HSM, the platform's key on the host.
+
+``[platform.security]`` names the scheme and where its key material lives; this module reads the
+files, checks them (a wrong key fails at start-up with the key's name, never at the first
+request), and returns the ``Sealing`` the platform client uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hsm.errors import HsmError
+from hsm.sm2 import Sm2Signer as HsmSigner
+from sidecar.config import ConfigError, MessageSecurityConfig
+from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
+from sidecar.platform.security.encoding import SignatureEncoding
+from sidecar.platform.security.errors import SecurityError
+from sidecar.platform.security.scheme_a import SchemeA, SchemeAConfig
+from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
+from sidecar.platform.security.sm2 import Sm2PublicKey
+from sidecar.platform.security.software_sm2 import HostSm2Verifier
+
+KEY = "platform.security"
+
+
+class HsmSm2Signer:
+    """The ``Sm2Signer`` seam of the security layer, signing in the HSM (raw r || s)."""
+
+    def __init__(self, signer: HsmSigner) -> None:
+        self._signer = signer
+
+    async def sign(self, message: bytes) -> bytes:
+        signature = await self._signer.sign(message)
+        return signature.to_raw()
+
+
+def build_sealing(config: MessageSecurityConfig, signer: HsmSigner | None) -> Sealing:
+    if config.scheme == "plain":
+        return Plain()
+    if signer is None:  # the settings validator already demands [hsm]
+        raise ConfigError(f"config: {KEY}.scheme {config.scheme} needs [hsm]")
+    try:
+        ours = HsmSm2Signer(signer)
+        user_id = config.user_id.encode()
+        encoding = SignatureEncoding(config.signature_encoding)
+        assert config.platform_public_key_file is not None
+        platform_key = _public_key(config.platform_public_key_file)
+        if config.scheme == "envelope-signature":
+            assert config.sm4_key_file is not None
+            sm4_key = _hex_key(config.sm4_key_file, "sm4_key_file")
+            peer = HostSm2Verifier(platform_key, user_id=user_id)
+            return EnvelopeSignature(
+                SchemeA(sm4_key, ours, peer, SchemeAConfig(signature_encoding=encoding))
+            )
+        assert config.app_id is not None
+        assert config.app_secret_file is not None
+        scheme_b = SchemeBConfig(
+            app_id=config.app_id,
+            app_secret=_secret(config.app_secret_file, "app_secret_file"),
+            user_id=user_id,
+            user_id_from_app_secret=config.user_id_from_app_secret,
+            signature_encoding=encoding,
+        )
+        peer = HostSm2Verifier(platform_key, user_id=scheme_b.sm2_user_id())
+        return MobilePayment(SchemeB(scheme_b, ours, peer))
+    except (SecurityError, HsmError, ValueError) as exc:
+        raise ConfigError(f"config: {KEY}: {exc}") from None
+
+
+def _public_key(path: Path) -> Sm2PublicKey:
+    text = _secret(path, "platform_public_key_file")
+    if "BEGIN PUBLIC KEY" in text:
+        from hsm.sm2 import Sm2PublicKey as HsmPublicKey
+
+        point = HsmPublicKey.from_pem(text).uncompressed()
+        return Sm2PublicKey.from_bytes(point)
+    compact = "".join(text.split())
+    try:
+        return Sm2PublicKey.from_bytes(bytes.fromhex(compact))
+    except ValueError:
+        return Sm2PublicKey.from_base64(compact)
+
+
+def _hex_key(path: Path, key: str) -> bytes:
+    try:
+        value = bytes.fromhex(_secret(path, key).strip())
+    except ValueError:
+        raise ConfigError(f"config: {KEY}.{key}: {path} does not hold hex digits") from None
+    if len(value) != 16:
+        raise ConfigError(f"config: {KEY}.{key}: {path} must hold 32 hex digits (16 bytes)")
+    return value
+
+
+def _secret(path: Path, key: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"config: {KEY}.{key}: cannot read {path}: {reason}") from None
