@@ -27,6 +27,7 @@ from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
 from sidecar.platform.client import Codes, Institution, PlatformClient
+from sidecar.platform.freshness import ReplayGuard
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
@@ -142,6 +143,7 @@ def _platform_client(
         sign_in_expired_markers=p.sign_in_expired_messages,
         guard=Guard(p.url, policy, meter),
         sealing=sealing,
+        replay_guard=ReplayGuard(p.freshness_window_seconds),
         tracer=tracer,
         meter=meter,
     )

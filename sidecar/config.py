@@ -166,6 +166,9 @@ class PlatformConfig(_Section):
     http2: bool = True
     max_connections: int = Field(20, ge=1, le=1000)
     sign_in_expired_messages: tuple[str, ...] = ("签到信息已失效",)
+    freshness_window_seconds: float = Field(
+        300.0, ge=1, le=86_400, description="answers with respond_time further off are refused"
+    )
     transactions: TransactionCodes = Field(default_factory=TransactionCodes)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     security: MessageSecurityConfig = Field(default_factory=MessageSecurityConfig)

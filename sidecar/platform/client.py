@@ -28,6 +28,7 @@ from sidecar.platform.envelope import (
     beijing_now,
 )
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
+from sidecar.platform.freshness import ReplayGuard, StaleAnswer
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard
 from sidecar.platform.sealing import Plain, Sealing
@@ -80,12 +81,14 @@ class PlatformClient:
         clock: Callable[[], Any] = beijing_now,
         guard: Guard | None = None,
         sealing: Sealing | None = None,
+        replay_guard: ReplayGuard | None = None,
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
     ) -> None:
         self._transport = transport
         self._guard = guard or Guard("platform")
         self._sealing = sealing or Plain()
+        self._replays = replay_guard or ReplayGuard()
         self._msgids = msgids
         self._institution = institution
         self._codes = codes
@@ -276,6 +279,10 @@ class PlatformClient:
             # Never use an answer whose signature did not verify: for the caller it is as if no
             # answer came (a settlement must then be confirmed or reversed, not assumed).
             raise PlatformUnreachable(f"untrusted answer to {infno}: {exc}", sent=True) from None
+        try:
+            self._replays.check(answer, msgid)
+        except StaleAnswer as exc:
+            raise PlatformUnreachable(f"stale answer to {infno}: {exc}", sent=True) from None
         if not answer.ok:
             raise PlatformRefusal(infno, answer.infcode, answer.err_msg or "(no message)")
         return answer.output, str(answer.infcode)

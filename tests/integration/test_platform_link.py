@@ -137,3 +137,24 @@ async def test_the_callers_deadline_bounds_the_platform_call(short_dir: Path) ->
     slow = platform_calls[-1]
     assert slow.end_time is not None and slow.start_time is not None
     assert (slow.end_time - slow.start_time) / 1e9 < 2.5  # abandoned at the deadline, not at 4.5 s
+
+
+async def test_answers_from_a_platform_clock_far_off_are_refused(short_dir: Path) -> None:
+    import datetime as dt
+
+    from sidecar.platform.envelope import beijing_now
+    from sidecar.simulator.app import PlatformSimulator
+
+    app = PlatformSimulator(
+        Population.generate(5, 10), clock=lambda: beijing_now() - dt.timedelta(hours=1)
+    )
+    async with (
+        running_simulator(app) as simulator,
+        running_sidecar(settings_for(simulator, short_dir)) as running,
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call_enrollment(running, subject_of(app.population.examples().employee))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "stale answer to 9001: respond_time is outside the freshness window" in (
+        caught.value.details() or ""
+    )

@@ -7,12 +7,14 @@ exactly; the real simulator over mTLS is exercised in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
 import pytest
 
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient
+from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard, ResiliencePolicy
@@ -25,6 +27,15 @@ EXPIRED = {"infcode": -1, "err_msg": "签到信息已失效，请重新签到"}
 Step = dict[str, Any] | Exception
 
 
+def stamp(serial: int) -> dict[str, str]:
+    """What the platform puts on every answer: its message ID and the time it answered."""
+    now = beijing_now()
+    return {
+        "inf_refmsgid": f"440300{now:%Y%m%d%H%M%S}{serial:010d}",
+        "respond_time": f"{now:%Y%m%d%H%M%S}{now.microsecond // 1000:03d}",
+    }
+
+
 class ScriptedTransport:
     """Answers sign-in automatically and each business request with the next scripted step."""
 
@@ -32,6 +43,7 @@ class ScriptedTransport:
         self.script = script
         self.delay = delay
         self.requests: list[dict[str, Any]] = []
+        self.serials = itertools.count(1)
         self.in_flight = 0
         self.most_in_flight = 0
 
@@ -45,7 +57,7 @@ class ScriptedTransport:
             step: Step = SIGNED_IN if request["infno"] == "9001" else self.script.pop(0)
             if isinstance(step, Exception):
                 raise step
-            return json.dumps(step, ensure_ascii=False).encode()
+            return json.dumps({**stamp(next(self.serials)), **step}, ensure_ascii=False).encode()
         finally:
             self.in_flight -= 1
 
@@ -166,3 +178,26 @@ async def test_the_budget_bounds_retries_and_sign_in() -> None:
         )
     assert caught.value.timed_out
     assert transport.count("1101") <= 3
+
+
+async def test_a_stale_answer_is_refused() -> None:
+    old = {**OK, "respond_time": "20200101000000000"}
+    transport = ScriptedTransport([old, old, old])
+    with pytest.raises(PlatformUnreachable, match="stale answer to 1101: respond_time is outside"):
+        await query(client(transport))
+
+
+async def test_a_replayed_answer_for_another_request_is_refused() -> None:
+    replayed = {**OK, "inf_refmsgid": "440300202611260930000000000001"}
+    transport = ScriptedTransport([OK, replayed, replayed])
+    platform = client(transport, retry_attempts=1)
+    await query(platform)
+    await query(platform)
+    with pytest.raises(PlatformUnreachable, match="already used for another request"):
+        await query(platform)
+
+
+async def test_an_answer_without_a_time_is_refused() -> None:
+    transport = ScriptedTransport([{**OK, "respond_time": ""}])
+    with pytest.raises(PlatformUnreachable, match="no respond_time"):
+        await client(transport).call("1101", {"data": {}}, OPERATOR)
