@@ -127,7 +127,7 @@ def _platform_client(
     i = settings.institution
     return PlatformClient(
         transport,
-        MsgIdGenerator(i.code),
+        MsgIdGenerator(i.code, slot=p.msgid.slot, slots=p.msgid.slots),
         Institution(
             code=i.code,
             name=i.name,

@@ -111,6 +111,19 @@ class TransactionCodes(_Section):
         return value
 
 
+class MsgIdConfig(_Section):
+    """This replica's share of the msgid sequence space (see sidecar/platform/msgid.py)."""
+
+    slots: int = Field(1, ge=1, le=100, description="how many replicas share the institution")
+    slot: int = Field(0, ge=0, le=99, description="this replica's slot, unique per replica")
+
+    @model_validator(mode="after")
+    def _slot_in_range(self) -> MsgIdConfig:
+        if self.slot >= self.slots:
+            raise ValueError(f"slot must be below slots ({self.slots})")
+        return self
+
+
 class ResilienceConfig(_Section):
     """Retries for queries, the circuit breaker, and the bound on requests in flight."""
 
@@ -171,6 +184,7 @@ class PlatformConfig(_Section):
     )
     transactions: TransactionCodes = Field(default_factory=TransactionCodes)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    msgid: MsgIdConfig = Field(default_factory=MsgIdConfig)
     security: MessageSecurityConfig = Field(default_factory=MessageSecurityConfig)
 
 

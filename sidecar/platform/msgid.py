@@ -1,8 +1,16 @@
 """Message IDs: institution code (12) + ``yyyyMMddHHmmss`` (14) + sequence (4).
 
-The format leaves 10,000 IDs per second per institution. This generator hands them out in order
-within one process and waits for the next second when a second's sequence is used up. Uniqueness
-across replicas comes from the sequence source (see issue "platform protocol").
+The format leaves 10,000 IDs per second per institution, shared by every sidecar replica of that
+institution. Uniqueness across replicas comes from a **replica-unique partition of the sequence
+space**: with ``slots`` replicas, replica ``slot`` owns the sequences
+``[slot * size, (slot + 1) * size)`` where ``size = 10000 // slots``, so two replicas can never
+produce the same ID, whatever their clocks do, without talking to each other per message. Within
+a replica, IDs are handed out in order, never step back when the wall clock does, and wait for
+the next second when the second's share is used up.
+
+Who gives each replica its slot is deployment's job: a StatefulSet ordinal or an environment
+variable per replica (``YIBAO_SIDECAR__PLATFORM__MSGID__SLOT``); replicas of a Deployment, which
+have no ordinals, will lease a slot from the shared store once it exists.
 """
 
 from __future__ import annotations
@@ -17,28 +25,41 @@ SEQUENCE_SPACE = 10_000
 
 
 class MsgIdGenerator:
-    """Unique, ordered message IDs for one institution within one process."""
+    """Unique, ordered message IDs for one institution within one replica's share."""
 
     def __init__(
         self,
         institution_code: str,
         clock: Callable[[], dt.datetime] = beijing_now,
+        *,
+        slot: int = 0,
+        slots: int = 1,
     ) -> None:
         if len(institution_code) != 12:
             raise ValueError("institution code must be 12 characters")
+        if not 1 <= slots <= SEQUENCE_SPACE or not 0 <= slot < slots:
+            raise ValueError("slot must be in [0, slots) and slots in [1, 10000]")
         self._institution = institution_code
         self._clock = clock
+        size = SEQUENCE_SPACE // slots
+        self._first = slot * size
+        self._end = self._first + size
         self._second = ""
-        self._next = 0
+        self._next = self._first
         self._lock = asyncio.Lock()
+
+    @property
+    def per_second(self) -> int:
+        """How many IDs this replica may send per second."""
+        return self._end - self._first
 
     async def next(self) -> str:
         async with self._lock:
             while True:
                 second = self._clock().strftime("%Y%m%d%H%M%S")
                 if second > self._second:  # never step back, even if the wall clock does
-                    self._second, self._next = second, 0
-                if self._next < SEQUENCE_SPACE:
+                    self._second, self._next = second, self._first
+                if self._next < self._end:
                     sequence = self._next
                     self._next += 1
                     return f"{self._institution}{self._second}{sequence:04d}"

@@ -126,3 +126,15 @@ def test_error_count_is_reported(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "[server]\nmax_message_bytes = 1\nmax_concurrent_rpcs = 0\n")
     with pytest.raises(ConfigError, match=r"\(and 1 more\)$"):
         config.load(path, environ={})
+
+
+def test_each_replica_names_its_msgid_slot(tmp_path: Path) -> None:
+    environ = {
+        "YIBAO_SIDECAR__PLATFORM__MSGID__SLOTS": "4",
+        "YIBAO_SIDECAR__PLATFORM__MSGID__SLOT": "3",
+    }
+    settings = config.load(write(tmp_path, MINIMAL), environ=environ)
+    assert (settings.platform.msgid.slot, settings.platform.msgid.slots) == (3, 4)
+    environ["YIBAO_SIDECAR__PLATFORM__MSGID__SLOT"] = "4"
+    with pytest.raises(ConfigError, match=r"^config: platform.msgid \(.*slot must be below slots"):
+        config.load(write(tmp_path, MINIMAL), environ=environ)

@@ -162,3 +162,42 @@ async def test_msgid_never_reuses_a_second_when_the_clock_steps_back() -> None:
     generator = MsgIdGenerator("H11010500001", clock=lambda: next(times))
     first, second = await generator.next(), await generator.next()
     assert first != second and second.endswith("202611260930050001")
+
+
+async def test_replicas_with_distinct_slots_never_collide_even_in_the_same_second() -> None:
+    same_second = dt.datetime(2026, 11, 26, 9, 30, 0, tzinfo=BEIJING)
+    later = dt.datetime(2026, 11, 26, 9, 30, 1, tzinfo=BEIJING)
+    replicas = 4
+    calls = {slot: 0 for slot in range(replicas)}
+
+    def clock_for(slot: int):  # type: ignore[no-untyped-def]
+        def clock() -> dt.datetime:
+            calls[slot] += 1
+            return same_second if calls[slot] <= 2500 else later
+
+        return clock
+
+    generators = [
+        MsgIdGenerator("H11010500001", clock=clock_for(slot), slot=slot, slots=replicas)
+        for slot in range(replicas)
+    ]
+    assert generators[0].per_second == 2500
+
+    async def run(generator: MsgIdGenerator) -> list[str]:
+        ids = []
+        for _ in range(2600):  # more than a second's share: the rest go to the next second
+            ids.append(await generator.next())
+            await asyncio.sleep(0)  # interleave the replicas
+        return ids
+
+    results = await asyncio.gather(*(run(g) for g in generators))
+    everything = [i for ids in results for i in ids]
+    assert len(everything) == len(set(everything)) == replicas * 2600
+    for slot, ids in enumerate(results):
+        sequences = {int(i[-4:]) for i in ids if i[12:26] == "20261126093000"}
+        assert sequences == set(range(slot * 2500, (slot + 1) * 2500))
+
+
+def test_a_slot_outside_the_partition_is_refused() -> None:
+    with pytest.raises(ValueError, match="slot must be in"):
+        MsgIdGenerator("H11010500001", slot=3, slots=3)
