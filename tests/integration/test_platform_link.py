@@ -158,3 +158,20 @@ async def test_answers_from_a_platform_clock_far_off_are_refused(short_dir: Path
     assert "stale answer to 9001: respond_time is outside the freshness window" in (
         caught.value.details() or ""
     )
+
+
+async def test_a_platform_certificate_for_another_name_is_refused(
+    short_dir: Path, tmp_path: Path
+) -> None:
+    from sidecar import devcerts
+
+    pki = devcerts.generate(tmp_path / "pki", server_names=("gateway.other-region.invalid",))
+    async with running_simulator(pki=pki, seed=5, population_size=10) as simulator:
+        async with running_sidecar(settings_for(simulator, short_dir)) as running:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call_enrollment(
+                    running, subject_of(simulator.app.population.examples().employee)
+                )
+        assert simulator.app.calls.total == 0
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "cannot connect to the platform" in (caught.value.details() or "")
