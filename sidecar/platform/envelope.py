@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+from sidecar.platform.security import json_text
+from sidecar.platform.security.errors import SecurityError
+
 # The platform keeps Beijing time; China has had no daylight saving since 1991.
 BEIJING = dt.timezone(dt.timedelta(hours=8), "CST")
 INF_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -119,14 +122,18 @@ def encode_request(body: dict[str, Any]) -> bytes:
     The limit applies to ``input`` as it travels: plain JSON, or the Base64 text of scheme A.
     """
     travelling = body.get("input")
-    text = travelling if isinstance(travelling, str) else _compact(travelling)
+    text = travelling if isinstance(travelling, str) else _compact(travelling).decode()
     if len(text) > INPUT_LIMIT:
         raise EnvelopeError(f"input is longer than {INPUT_LIMIT} characters")
-    return _compact(body).encode()
+    return _compact(body)
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+def _compact(value: Any) -> bytes:
+    """Compact UTF-8 JSON; amounts (``Decimal``) written as exact JSON numbers, never floats."""
+    try:
+        return json_text.dumps(value, field="envelope")
+    except SecurityError as exc:
+        raise EnvelopeError(str(exc)) from None
 
 
 def decode_json(body: bytes) -> Any:
