@@ -7,11 +7,13 @@ request), and returns the ``Sealing`` the platform client uses.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hsm.errors import HsmError
 from hsm.sm2 import Sm2Signer as HsmSigner
 from sidecar.config import ConfigError, MessageSecurityConfig
+from sidecar.platform.certificates import CertificateRefused, load_platform_key
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.encoding import SignatureEncoding
 from sidecar.platform.security.errors import SecurityError
@@ -43,8 +45,7 @@ def build_sealing(config: MessageSecurityConfig, signer: HsmSigner | None) -> Se
         ours = HsmSm2Signer(signer)
         user_id = config.user_id.encode()
         encoding = SignatureEncoding(config.signature_encoding)
-        assert config.platform_public_key_file is not None
-        platform_key = _public_key(config.platform_public_key_file)
+        platform_key = _platform_key(config)
         if config.scheme == "envelope-signature":
             assert config.sm4_key_file is not None
             sm4_key = _hex_key(config.sm4_key_file, "sm4_key_file")
@@ -65,6 +66,28 @@ def build_sealing(config: MessageSecurityConfig, signer: HsmSigner | None) -> Se
         return MobilePayment(SchemeB(scheme_b, ours, peer))
     except (SecurityError, HsmError, ValueError) as exc:
         raise ConfigError(f"config: {KEY}: {exc}") from None
+
+
+def _platform_key(config: MessageSecurityConfig) -> Sm2PublicKey:
+    """From the certificate checked against the CA (preferred), else from the raw key."""
+    if config.platform_certificate_file is None:
+        assert config.platform_public_key_file is not None
+        return _public_key(config.platform_public_key_file)
+    assert config.platform_ca_file is not None
+    key = "platform_certificate_file"
+    certificate = _read_bytes(config.platform_certificate_file, key)
+    trust_anchors = _read_bytes(config.platform_ca_file, "platform_ca_file")
+    try:
+        return load_platform_key(certificate, trust_anchors, now=datetime.now(UTC))
+    except CertificateRefused as exc:
+        raise ConfigError(f"config: {KEY}.{key}: {exc}") from None
+
+
+def _read_bytes(path: Path, key: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config: {KEY}.{key}: cannot read {path}: {exc.strerror}") from None
 
 
 def _public_key(path: Path) -> Sm2PublicKey:
