@@ -157,7 +157,7 @@ def _started(
         [sys.executable, "-m", "sidecar", "simulate", "--listen", "127.0.0.1:0",
          "--seed", str(SEED), "--pki-dir", str(pki.ca_cert.parent),
          "--security", "a", "--client-public-key", str(hsm.public_key_file),
-         "--sm4-key", hsm.sm4_key_file.read_text().strip()],
+         "--sm4-key-file", str(hsm.sm4_key_file)],
         stdout=subprocess.PIPE, stderr=simulator_log, text=True, env=env,
     )  # fmt: skip
     processes = Processes(simulator)

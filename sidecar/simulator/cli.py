@@ -73,9 +73,11 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="the platform's SM2 private key: PEM, or hex/Base64 of d (default: from --seed)",
     )
-    group.add_argument("--sm4-key", help="scheme A: the SM4 key, 32 hex digits")
+    group.add_argument(
+        "--sm4-key-file", type=Path, help="scheme A: file holding the SM4 key, 32 hex digits"
+    )
     group.add_argument("--app-id", help="scheme B: appId (16+ ASCII characters)")
-    group.add_argument("--app-secret", help="scheme B: appSecret")
+    group.add_argument("--app-secret-file", type=Path, help="scheme B: file holding the appSecret")
     group.add_argument(
         "--user-id",
         default=DEFAULT_USER_ID.decode(),
@@ -103,18 +105,22 @@ def build_security(args: argparse.Namespace) -> MessageSecurity:
     )
     user_id = str(args.user_id).encode("utf-8")
     if scheme == "a":
-        if not args.sm4_key:
-            raise ValueError("--sm4-key is required with --security a")
+        if not args.sm4_key_file:
+            raise ValueError("--sm4-key-file is required with --security a")
         try:
-            sm4_key = bytes.fromhex(args.sm4_key)
-        except ValueError:
-            raise ValueError("--sm4-key: expected 32 hex digits") from None
+            sm4_key = bytes.fromhex(Path(args.sm4_key_file).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            raise ValueError("--sm4-key-file: expected a file with 32 hex digits") from None
         return SchemeAPlatform(sm4_key, client, platform, user_id=user_id)
-    if not args.app_id or not args.app_secret:
-        raise ValueError("--app-id and --app-secret are required with --security b")
+    if not args.app_id or not args.app_secret_file:
+        raise ValueError("--app-id and --app-secret-file are required with --security b")
+    try:
+        app_secret = Path(args.app_secret_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise ValueError("--app-secret-file: cannot read the appSecret") from None
     return SchemeBPlatform(
         args.app_id,
-        args.app_secret,
+        app_secret,
         client,
         platform,
         user_id=user_id,

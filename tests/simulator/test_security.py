@@ -516,10 +516,12 @@ async def test_end_to_end_over_mutual_tls(
 def test_command_line_serves_scheme_a(tmp_path: Path) -> None:
     client_key = tmp_path / "client.pub"
     client_key.write_text(point_of(HOSPITAL).pem())
+    sm4_key_file = tmp_path / "sm4.key"
+    sm4_key_file.write_text(SM4_KEY.hex())
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0", "--seed", "7",
          "--pki-dir", str(tmp_path / "pki"), "--population-size", "20", "--security", "a",
-         "--client-public-key", str(client_key), "--sm4-key", SM4_KEY.hex()],
+         "--client-public-key", str(client_key), "--sm4-key-file", str(sm4_key_file)],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
