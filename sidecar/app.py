@@ -17,7 +17,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from sidecar import config, logs, telemetry
-from sidecar.config import ConfigError, Settings
+from sidecar.config import ConfigError, GatewayLoginConfig, Settings
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.service import InsuranceGatewayService
@@ -28,6 +28,7 @@ from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
 from sidecar.platform.client import Codes, Institution, PlatformClient
 from sidecar.platform.freshness import ReplayGuard
+from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
@@ -114,6 +115,7 @@ def _platform_client(
         http2=p.http2,
         max_connections=p.max_connections,
         connect_timeout=p.connect_timeout_seconds,
+        login=_gateway_login(p.gateway_login),
     )
     r = p.resilience
     policy = ResiliencePolicy(
@@ -146,6 +148,28 @@ def _platform_client(
         replay_guard=ReplayGuard(p.freshness_window_seconds),
         tracer=tracer,
         meter=meter,
+    )
+
+
+def _gateway_login(config: GatewayLoginConfig) -> GatewayLogin:
+    if config.scheme == "none":
+        return NoLogin()
+    secrets = {}
+    for key in ("client_secret_file", "password_file"):
+        path = getattr(config, key)
+        try:
+            secrets[key] = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"config: platform.gateway_login.{key}: cannot read {path}") from None
+    token_url, client_id, username = config.token_url, config.client_id, config.username
+    if token_url is None or client_id is None or username is None:  # the validator demands them
+        raise ConfigError("config: platform.gateway_login: incomplete")
+    return OAuth2PasswordLogin(
+        token_url,
+        client_id,
+        secrets["client_secret_file"],
+        username,
+        secrets["password_file"],
     )
 
 

@@ -189,6 +189,26 @@ class MessageSecurityConfig(_Section):
         return self
 
 
+class GatewayLoginConfig(_Section):
+    """An access gateway in front of the platform (platform-protocol.md §1), if there is one."""
+
+    scheme: Literal["none", "oauth2-password"] = "none"
+    token_url: str | None = Field(None, pattern=r"^https://")
+    client_id: str | None = Field(None, min_length=1, max_length=200)
+    client_secret_file: Path | None = None
+    username: str | None = Field(None, min_length=1, max_length=200)
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> GatewayLoginConfig:
+        if self.scheme == "oauth2-password":
+            keys = ("token_url", "client_id", "client_secret_file", "username", "password_file")
+            missing = [key for key in keys if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"oauth2-password needs {', '.join(missing)}")
+        return self
+
+
 class PlatformConfig(_Section):
     """The platform gateway and the mutually authenticated TLS tunnel to it."""
 
@@ -209,6 +229,7 @@ class PlatformConfig(_Section):
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     msgid: MsgIdConfig = Field(default_factory=MsgIdConfig)
     security: MessageSecurityConfig = Field(default_factory=MessageSecurityConfig)
+    gateway_login: GatewayLoginConfig = Field(default_factory=GatewayLoginConfig)
 
 
 class HsmConfig(_Section):

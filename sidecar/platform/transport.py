@@ -18,6 +18,8 @@ from typing import Protocol
 
 import httpx
 
+from sidecar.platform.gateway_login import GatewayLogin, GatewayLoginError, NoLogin
+
 
 class TransportError(Exception):
     """The answer did not arrive; ``sent`` says whether the request may have been delivered."""
@@ -67,8 +69,10 @@ class HttpsTransport:
         http2: bool = True,
         max_connections: int = 20,
         connect_timeout: float = 5.0,
+        login: GatewayLogin | None = None,
     ) -> None:
         self._url = url
+        self._login = login or NoLogin()
         self._connect_timeout = connect_timeout
         self._client = httpx.AsyncClient(
             verify=tls,
@@ -84,9 +88,22 @@ class HttpsTransport:
         )
 
     async def post(self, body: bytes, *, timeout: float) -> bytes:
+        response = await self._send(body, timeout)
+        if response.status_code == 401:  # refused at the gateway: log in again and resend once
+            self._login.invalidate()
+            response = await self._send(body, timeout)
+        if response.status_code != 200:
+            raise TransportError(f"the platform answered HTTP {response.status_code}", sent=True)
+        return response.content
+
+    async def _send(self, body: bytes, timeout: float) -> httpx.Response:
         limits = httpx.Timeout(timeout, connect=min(self._connect_timeout, timeout))
         try:
-            response = await self._client.post(self._url, content=body, timeout=limits)
+            headers = await self._login.headers(self._client, timeout)
+        except GatewayLoginError as exc:
+            raise TransportError(f"gateway login failed: {exc}", sent=False) from None
+        try:
+            return await self._client.post(self._url, content=body, headers=headers, timeout=limits)
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             raise TransportTimeout("timed out connecting to the platform", sent=False) from None
         except httpx.TimeoutException:
@@ -99,9 +116,6 @@ class HttpsTransport:
             raise TransportError(
                 f"connection to the platform failed: {_reason(exc)}", sent=True
             ) from None
-        if response.status_code != 200:
-            raise TransportError(f"the platform answered HTTP {response.status_code}", sent=True)
-        return response.content
 
     async def aclose(self) -> None:
         await self._client.aclose()

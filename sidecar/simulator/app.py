@@ -41,6 +41,7 @@ from sidecar.simulator import envelope, errors, messages, times
 from sidecar.simulator.confirmation import SecondConfirmation
 from sidecar.simulator.counters import CallCounter
 from sidecar.simulator.faults import Fault, FaultKind, Faults, parse
+from sidecar.simulator.gateway_login import TOKEN_PATH, OAuth2Gate
 from sidecar.simulator.ledger import Ledger
 from sidecar.simulator.messages import MessageLog
 from sidecar.simulator.population import Population
@@ -101,6 +102,7 @@ class PlatformSimulator:
         clock: times.Clock = times.beijing_now,
         security: MessageSecurity | None = None,
         faults: Faults | None = None,
+        gateway_login: OAuth2Gate | None = None,
     ) -> None:
         self.population = population
         self.institution_code = institution_code
@@ -117,6 +119,7 @@ class PlatformSimulator:
         self.faults = faults if faults is not None else Faults()
         self.messages = MessageLog()
         self.security: MessageSecurity = security if security is not None else PlainText()
+        self.gateway_login = gateway_login  # an OAuth2 access gateway in front, if any
         self._clock = clock
         self._serial = itertools.count(1)
         # Set while the server shuts down, so that requests held by a fault stop waiting.
@@ -166,6 +169,12 @@ class PlatformSimulator:
         # Read the whole body before answering anything: an HTTP/2 stream answered while its
         # DATA frames are still arriving makes Hypercorn drop the entire connection.
         body = await _read_body(receive)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        authorization = headers.get("authorization", "")
+        if self.gateway_login is not None and scope["path"] == TOKEN_PATH:
+            status, answer = self.gateway_login.grant(authorization, body or b"")
+            await _respond(send, status, answer, [(b"content-type", b"application/json")])
+            return
         if scope["path"] != ENDPOINT_PATH:
             await _respond(send, 404, b"Not Found", _TEXT_HEADERS)
             return
@@ -174,6 +183,12 @@ class PlatformSimulator:
             return
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT_HEADERS)
+            return
+        if self.gateway_login is not None and not self.gateway_login.allows(authorization):
+            self.calls.record(None)
+            await _respond(
+                send, 401, b"Unauthorized", [*_TEXT_HEADERS, (b"www-authenticate", b"Bearer")]
+            )
             return
         reply = await self.respond(body)
         if reply.drop:

@@ -175,3 +175,48 @@ async def test_a_platform_certificate_for_another_name_is_refused(
         assert simulator.app.calls.total == 0
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "cannot connect to the platform" in (caught.value.details() or "")
+
+
+async def test_an_oauth2_gateway_in_front_is_logged_in_to_and_again_after_401(
+    short_dir: Path, tmp_path: Path
+) -> None:
+    from sidecar.simulator.app import PlatformSimulator
+    from sidecar.simulator.gateway_login import OAuth2Gate
+    from tests.conftest import write_secret
+
+    gate = OAuth2Gate("im-gateway", "client-secret-1", "yibao", "password-1")
+    app = PlatformSimulator(Population.generate(5, 10), gateway_login=gate)
+    async with running_simulator(app) as simulator:
+        settings = settings_for(simulator, short_dir)
+        login = {
+            "scheme": "oauth2-password",
+            "token_url": simulator.url.split("/fsi/")[0] + "/oauth/token",
+            "client_id": "im-gateway",
+            "client_secret_file": write_secret(tmp_path / "client.secret", "client-secret-1"),
+            "username": "yibao",
+            "password_file": write_secret(tmp_path / "password", "password-1"),
+        }
+        platform = settings.platform.model_validate(
+            {**settings.platform.model_dump(), "gateway_login": login}
+        )
+        settings = settings.model_copy(update={"platform": platform})
+        async with running_sidecar(settings) as running:
+            subject = subject_of(app.population.examples().employee)
+            await call_enrollment(running, subject)
+            await call_enrollment(running, subject)
+            assert gate.issued == 1  # one token for both calls
+            gate.expire_all()
+            await call_enrollment(running, subject)
+            assert gate.issued == 2  # refused with 401, logged in again, resent once
+
+        wrong = {**login, "password_file": write_secret(tmp_path / "wrong", "nope")}
+        platform = settings.platform.model_validate(
+            {**settings.platform.model_dump(), "gateway_login": wrong}
+        )
+        async with running_sidecar(settings.model_copy(update={"platform": platform})) as running:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call_enrollment(running, subject)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "gateway login failed: the token endpoint answered HTTP 400" in (
+        caught.value.details() or ""
+    )
