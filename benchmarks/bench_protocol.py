@@ -19,8 +19,9 @@ key, then measures, in one run:
 
 Each phase uses a fresh ``PlatformClient`` (connection and sign-in) and calls 1101 with
 ``retry_safe=True`` as the sidecar does; the circuit breaker threshold is raised so that the
-burst of failures when the simulator closes an HTTP/2 connection (Hypercorn: after 1000
-requests, or 5 s idle) cannot stop a measurement. Failed posts are counted and reported.
+burst of failures when the simulator closes an HTTP/2 connection after 1000 requests (as nginx
+gateways do; Hypercorn fails the requests in flight on it) cannot stop a measurement. Failed
+posts are counted and reported.
 
 Both simulators get SIGTERM when the benchmark ends, also on errors and on SIGTERM/Ctrl-C.
 """
@@ -429,7 +430,7 @@ async def run(
         print(
             f"  {CountingTransport.failures} HTTP posts failed and were retried "
             f"(first: {CountingTransport.first}); the server closes an HTTP/2 connection "
-            "after 1000 requests or 5 s idle (Hypercorn defaults)"
+            "after 1000 requests, failing the requests in flight on it"
         )
 
     print()
