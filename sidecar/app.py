@@ -116,6 +116,7 @@ def _platform_client(
         max_connections=p.max_connections,
         connect_timeout=p.connect_timeout_seconds,
         login=_gateway_login(p.gateway_login),
+        pins=p.pinned_server_keys,
     )
     r = p.resilience
     policy = ResiliencePolicy(

@@ -221,6 +221,18 @@ class PlatformConfig(_Section):
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     http2: bool = True
     max_connections: int = Field(20, ge=1, le=1000)
+    pinned_server_keys: tuple[str, ...] = Field(
+        (), description="SHA-256 hex of the gateway's SubjectPublicKeyInfo; empty: no pinning"
+    )
+
+    @field_validator("pinned_server_keys")
+    @classmethod
+    def _pins_are_sha256(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pin in value:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", pin):
+                raise ValueError("each pin must be 64 hex digits (SHA-256 of the key's SPKI)")
+        return value
+
     sign_in_expired_messages: tuple[str, ...] = ("签到信息已失效",)
     freshness_window_seconds: float = Field(
         300.0, ge=1, le=86_400, description="answers with respond_time further off are refused"

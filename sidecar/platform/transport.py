@@ -19,6 +19,7 @@ from typing import Protocol
 import httpx
 
 from sidecar.platform.gateway_login import GatewayLogin, GatewayLoginError, NoLogin
+from sidecar.platform.pinning import pinned_transport
 
 
 class TransportError(Exception):
@@ -70,18 +71,21 @@ class HttpsTransport:
         max_connections: int = 20,
         connect_timeout: float = 5.0,
         login: GatewayLogin | None = None,
+        pins: tuple[str, ...] = (),
     ) -> None:
         self._url = url
         self._login = login or NoLogin()
         self._connect_timeout = connect_timeout
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=60,
+        )
         self._client = httpx.AsyncClient(
             verify=tls,
             http2=http2,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=60,
-            ),
+            limits=limits,
+            transport=pinned_transport(tls, pins, http2=http2, limits=limits) if pins else None,
             headers={"content-type": "application/json; charset=utf-8"},
             follow_redirects=False,
             trust_env=False,

@@ -220,3 +220,38 @@ async def test_an_oauth2_gateway_in_front_is_logged_in_to_and_again_after_401(
     assert "gateway login failed: the token endpoint answered HTTP 400" in (
         caught.value.details() or ""
     )
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+async def test_a_pinned_gateway_key_is_required_before_anything_is_sent(
+    simulator: RunningSimulator, population: Population, short_dir: Path, pinned: bool
+) -> None:
+    from cryptography import x509 as x509_module
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from sidecar.platform.pinning import spki_sha256
+
+    server_der = x509_module.load_pem_x509_certificate(
+        simulator.pki.server_cert.read_bytes()
+    ).public_bytes(Encoding.DER)
+    other = spki_sha256(
+        x509_module.load_pem_x509_certificate(simulator.pki.ca_cert.read_bytes()).public_bytes(
+            Encoding.DER
+        )
+    )
+    pins = (other, spki_sha256(server_der)) if pinned else (other,)
+    settings = settings_for(simulator, short_dir)
+    settings = settings.model_copy(
+        update={"platform": settings.platform.model_copy(update={"pinned_server_keys": pins})}
+    )
+    async with running_sidecar(settings) as running:
+        subject = subject_of(population.examples().employee)
+        if pinned:
+            answer = await call_enrollment(running, subject)
+            assert answer.person.name == subject.name
+            return
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call_enrollment(running, subject)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "not one of the pinned keys" in (caught.value.details() or "")
+    assert simulator.app.calls.total == 0

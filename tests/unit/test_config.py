@@ -138,3 +138,9 @@ def test_each_replica_names_its_msgid_slot(tmp_path: Path) -> None:
     environ["YIBAO_SIDECAR__PLATFORM__MSGID__SLOT"] = "4"
     with pytest.raises(ConfigError, match=r"^config: platform.msgid \(.*slot must be below slots"):
         config.load(write(tmp_path, MINIMAL), environ=environ)
+
+
+def test_a_pin_must_be_a_sha256(tmp_path: Path) -> None:
+    text = MINIMAL + 'pinned_server_keys = ["abc"]\n'
+    with pytest.raises(ConfigError, match=r"platform.pinned_server_keys.*64 hex digits"):
+        config.load(write(tmp_path, text), environ={})
