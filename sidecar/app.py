@@ -19,6 +19,7 @@ from opentelemetry.trace import Tracer
 from sidecar import config, logs, telemetry
 from sidecar.config import ConfigError, GatewayLoginConfig, Settings
 from sidecar.gateway.consent import ConsentService
+from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.hsm_link import HsmLink, open_hsm
@@ -68,8 +69,13 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         if hsm is not None:
             hsm.close()
         raise
+    codes = settings.platform.transactions
+    people = EnrollmentQueries(platform, codes.person_info)
     gateway = InsuranceGatewayService(
-        enrollment=EnrollmentQueries(platform, settings.platform.transactions.person_info)
+        enrollment=people,
+        eligibility=EligibilityChecks(
+            people, platform, codes.benefit_check, settings.institution.code
+        ),
     )
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]

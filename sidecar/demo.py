@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import re
 import secrets
@@ -260,6 +261,20 @@ async def _script(socket_path: Path, say: Transcript) -> None:
                               ("suspended", examples.suspended)):  # fmt: skip
             answer = await stub.GetEnrollment(_enrollment_request(person), metadata=METADATA)
             say.enrollment(label, person, answer)
+
+        say.title("待遇资格查询 CheckEligibility (general outpatient, today)")
+        for label, person in (("employee", examples.employee), ("suspended", examples.suspended)):
+            check = gateway.CheckEligibilityRequest(
+                subject=_enrollment_request(person).subject,
+                insurance_type=common.INSURANCE_TYPE_EMPLOYEE_BASIC,
+                medical_type_code="11",
+                begin_date=dt.date.today().isoformat(),
+            )
+            verdict_of = await stub.CheckEligibility(check, metadata=METADATA)
+            verdict = (
+                "eligible" if verdict_of.eligible else f"not eligible: {verdict_of.refusal_reason}"
+            )
+            say.step(f"{label} {mask(person.certno)}: {verdict}")
 
         say.title("refusals the IM service must handle")
         unknown = _enrollment_request(examples.unknown)

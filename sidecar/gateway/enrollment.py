@@ -35,6 +35,16 @@ class EnrollmentQueries:
         self, subject: Subject, operator: Operator, budget: float | None = None
     ) -> gateway.GetEnrollmentResponse:
         """The person's enrollment; ``budget`` is the caller's remaining deadline in seconds."""
+        with translated(self._not_found, "PERSON_NOT_FOUND"):
+            return _response(await self.person_info(subject, operator, budget))
+
+    async def person_info(
+        self, subject: Subject, operator: Operator, budget: float | None = None
+    ) -> Any:
+        """The raw 1101 output for ``subject`` (other functions need its ``psn_no``).
+
+        Platform failures surface as ``PlatformRefusal``/``PlatformUnreachable``; callers translate.
+        """
         data = {
             "data": {
                 "mdtrt_cert_type": "02",  # identity document (the e-voucher is "01")
@@ -46,11 +56,13 @@ class EnrollmentQueries:
                 "psn_name": subject.name,
             }
         }
-        with translated(self._not_found, "PERSON_NOT_FOUND"):
-            output = await self._platform.call(
-                self._infno, data, operator, budget=budget, retry_safe=True
-            )
-            return _response(output)
+        return await self._platform.call(
+            self._infno, data, operator, budget=budget, retry_safe=True
+        )
+
+    @property
+    def not_found_markers(self) -> tuple[str, ...]:
+        return self._not_found
 
 
 def _response(output: Any) -> gateway.GetEnrollmentResponse:
@@ -59,33 +71,33 @@ def _response(output: Any) -> gateway.GetEnrollmentResponse:
     base = output["baseinfo"]
     answer = gateway.GetEnrollmentResponse()
     person = answer.person
-    person.certificate_type_code = _text(base, "psn_cert_type")
+    person.certificate_type_code = text_of(base, "psn_cert_type")
     person.certificate_type = codes.certificate_type(person.certificate_type_code)
-    person.certificate_number = _text(base, "certno")
-    person.name = _text(base, "psn_name")
-    person.gender_code = _text(base, "gend")
-    person.ethnicity_code = _text(base, "naty")
+    person.certificate_number = text_of(base, "certno")
+    person.name = text_of(base, "psn_name")
+    person.gender_code = text_of(base, "gend")
+    person.ethnicity_code = text_of(base, "naty")
     person.birth_date = _date(base, "brdy")
     person.age = _int(base, "age")
     for item in _list(output, "insuinfo"):
         enrollment = answer.enrollments.add()
-        enrollment.insurance_type_code = _text(item, "insutype")
+        enrollment.insurance_type_code = text_of(item, "insutype")
         enrollment.insurance_type = codes.insurance_type(enrollment.insurance_type_code)
-        enrollment.status_code = _text(item, "psn_insu_stas")
+        enrollment.status_code = text_of(item, "psn_insu_stas")
         enrollment.status = codes.enrollment_status(enrollment.status_code)
         enrollment.enrollment_date = _date(item, "psn_insu_date")
         enrollment.suspension_date = _date(item, "paus_insu_date")
-        enrollment.employer_name = _text(item, "emp_name")
-        enrollment.insured_area_division_code = _text(item, "insuplc_admdvs")
-        enrollment.personnel_type_code = _text(item, "psn_type")
-        enrollment.civil_servant = _text(item, "cvlserv_flag") == "1"
+        enrollment.employer_name = text_of(item, "emp_name")
+        enrollment.insured_area_division_code = text_of(item, "insuplc_admdvs")
+        enrollment.personnel_type_code = text_of(item, "psn_type")
+        enrollment.civil_servant = text_of(item, "cvlserv_flag") == "1"
         base_amount = item.get("clct_base") if isinstance(item, Mapping) else None
         if base_amount not in (None, ""):
             enrollment.contribution_base_fen = yuan_to_fen(base_amount)
     for item in _list(output, "idetinfo"):
         identity = answer.identities.add()
-        identity.identity_type_code = _text(item, "psn_idet_type")
-        identity.level_code = _text(item, "psn_type_lv")
+        identity.identity_type_code = text_of(item, "psn_idet_type")
+        identity.level_code = text_of(item, "psn_type_lv")
         identity.begin_date = _date(item, "begntime")
         identity.end_date = _date(item, "endtime")
     return answer
@@ -103,13 +115,14 @@ def yuan_to_fen(value: object) -> int:
     return int(fen)
 
 
-def _text(item: Any, key: str) -> str:
+def text_of(item: Any, key: str) -> str:
+    """``item[key]`` as text; empty when the answer lacks it (the platform omits empty fields)."""
     value = item.get(key) if isinstance(item, Mapping) else None
     return "" if value is None else str(value)
 
 
 def _int(item: Any, key: str) -> int:
-    text = _text(item, key)
+    text = text_of(item, key)
     try:
         return int(Decimal(text)) if text else 0
     except InvalidOperation:
@@ -118,7 +131,7 @@ def _int(item: Any, key: str) -> int:
 
 def _date(item: Any, key: str) -> str:
     """``yyyy-MM-dd`` or ``yyyy-MM-dd HH:mm:ss`` from the platform -> ``YYYY-MM-DD``."""
-    return _text(item, key)[:10]
+    return text_of(item, key)[:10]
 
 
 def _list(output: Mapping[str, Any], key: str) -> list[Any]:

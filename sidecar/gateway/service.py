@@ -7,11 +7,15 @@ yet raise ``NotImplementedError``, which the filter chain answers with UNIMPLEME
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
-from sidecar import errors
+from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.errors import FieldViolation
+from sidecar.gateway.codes import INSURANCE_TYPE_CODES
+from sidecar.gateway.eligibility import EligibilityChecks, EligibilityQuestion
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.subjects import check_subject
 from sidecar.interceptors.caller import caller_of
@@ -24,8 +28,9 @@ SERVICE_NAME = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name
 
 
 class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
-    def __init__(self, *, enrollment: EnrollmentQueries) -> None:
+    def __init__(self, *, enrollment: EnrollmentQueries, eligibility: EligibilityChecks) -> None:
         self._enrollment = enrollment
+        self._eligibility = eligibility
 
     def registration(self) -> Registration:
         return Registration(
@@ -82,8 +87,46 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
 
     async def CheckEligibility(  # noqa: N802
         self, request: gateway.CheckEligibilityRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.CheckEligibilityResponse:
+        question = eligibility_question(request)
+        return await self._eligibility.check(question, _operator(), context.time_remaining())
+
+
+def eligibility_question(request: gateway.CheckEligibilityRequest) -> EligibilityQuestion:
+    """The validated question, or INVALID_ARGUMENT naming every bad field."""
+    subject, violations = check_subject(request.subject, request.HasField("subject"))
+    insurance = INSURANCE_TYPE_CODES.get(request.insurance_type)
+    if insurance is None:
+        violations.append(FieldViolation("insurance_type", "must be a known insurance type"))
+    if not re.fullmatch(r"[0-9A-Za-z]{1,6}", request.medical_type_code):
+        violations.append(FieldViolation("medical_type_code", "must be 1-6 letters or digits"))
+    begin_problem = validation.check_iso_date(request.begin_date)
+    if begin_problem:
+        violations.append(FieldViolation("begin_date", begin_problem))
+    if request.end_date:
+        end_problem = validation.check_iso_date(request.end_date)
+        if end_problem:
+            violations.append(FieldViolation("end_date", end_problem))
+        elif not begin_problem and request.end_date < request.begin_date:
+            violations.append(FieldViolation("end_date", "must not be before begin_date"))
+    if request.institution_code and not re.fullmatch(r"[0-9A-Za-z]{12}", request.institution_code):
+        violations.append(FieldViolation("institution_code", "must be 12 letters or digits"))
+    if len(request.diagnosis.code) > 30 or len(request.diagnosis.name) > 300:
+        violations.append(
+            FieldViolation("diagnosis", "code at most 30, name at most 300 characters")
+        )
+    if violations or subject is None or insurance is None:
+        raise errors.invalid_request(violations)
+    return EligibilityQuestion(
+        subject=subject,
+        insurance_type_code=insurance,
+        medical_type_code=request.medical_type_code,
+        begin_date=request.begin_date,
+        end_date=request.end_date,
+        institution_code=request.institution_code,
+        diagnosis_code=request.diagnosis.code,
+        diagnosis_name=request.diagnosis.name,
+    )
 
 
 def _operator() -> Operator:
