@@ -17,7 +17,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from sidecar import config, logs, telemetry
-from sidecar.config import ConfigError, GatewayLoginConfig, Settings
+from sidecar.config import ConfigError, GatewayLoginConfig, Settings, read_secret
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
@@ -161,13 +161,10 @@ def _platform_client(
 def _gateway_login(config: GatewayLoginConfig) -> GatewayLogin:
     if config.scheme == "none":
         return NoLogin()
-    secrets = {}
-    for key in ("client_secret_file", "password_file"):
-        path = getattr(config, key)
-        try:
-            secrets[key] = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            raise ConfigError(f"config: platform.gateway_login.{key}: cannot read {path}") from None
+    secrets = {
+        key: read_secret(getattr(config, key), f"platform.gateway_login.{key}")
+        for key in ("client_secret_file", "password_file")
+    }
     token_url, client_id, username = config.token_url, config.client_id, config.username
     if token_url is None or client_id is None or username is None:  # the validator demands them
         raise ConfigError("config: platform.gateway_login: incomplete")

@@ -302,6 +302,15 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Setting
         raise ConfigError(_one_line(exc, origins, path)) from None
 
 
+def read_secret(path: Path, key: str) -> str:
+    """The secret in the file that configuration key ``key`` names; ConfigError naming the key."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"config: {key}: cannot read {path}: {reason}") from None
+
+
 def _set_nested(data: dict[str, Any], keys: list[str], value: str) -> None:
     node = data
     for key in keys[:-1]:

@@ -125,17 +125,16 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     say.step("PKCS#10 request signed SM2-with-SM3 inside the token; OpenSSL: verify OK")
     public_key = directory / "sidecar-sign.pem"
     _hsm(say, "export-public", "--out", str(public_key), *common)
-    sm4_key = directory / "scheme-a.sm4key"  # agreed with the platform out of band
-    fd = os.open(sm4_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(16) + "\n")
+    # The scheme-A SM4 key, agreed with the platform out of band.
+    sm4_key = _secret_file(directory / "scheme-a.sm4key", secrets.token_hex(16))
     return DemoHsm(module, conf, user_pin, public_key, sm4_key)
 
 
-def _secret_file(path: Path) -> Path:
+def _secret_file(path: Path, value: str | None = None) -> Path:
+    """A new 0600 file holding ``value`` (default: a random PIN)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(8) + "\n")
+        handle.write((value or secrets.token_hex(8)) + "\n")
     return path
 
 

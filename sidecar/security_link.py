@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hsm.errors import HsmError
 from hsm.sm2 import Sm2Signer as HsmSigner
-from sidecar.config import ConfigError, MessageSecurityConfig
+from sidecar.config import ConfigError, MessageSecurityConfig, read_secret
 from sidecar.platform.certificates import CertificateRefused, load_platform_key
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.encoding import SignatureEncoding
@@ -115,8 +115,4 @@ def _hex_key(path: Path, key: str) -> bytes:
 
 
 def _secret(path: Path, key: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ConfigError(f"config: {KEY}.{key}: cannot read {path}: {reason}") from None
+    return read_secret(path, f"{KEY}.{key}")

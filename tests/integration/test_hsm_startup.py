@@ -6,19 +6,18 @@ is set up with the security team's tool (yibao-hsm), never with test shortcuts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from sidecar.simulator.server import RunningSimulator
 from tests.conftest import write_secret
 from tests.integration.conftest import Token
-from tests.integration.test_server import sidecar_process, write_config
+from tests.integration.test_server import sidecar_process, wait_serving, write_config
 
 
 def hsm_section(token: Token, **changes: str) -> str:
@@ -35,13 +34,7 @@ async def test_the_sidecar_logs_in_once_and_keeps_the_pin_to_itself(
     process = sidecar_process(config, token.env)
     try:
         async with grpc.aio.insecure_channel(f"unix:{short_dir / 'sidecar.sock'}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(100):
-                try:
-                    answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.1)
+            answer = await wait_serving(channel, process)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         process.send_signal(signal.SIGTERM)

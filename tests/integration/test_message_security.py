@@ -3,7 +3,6 @@ crypto, and the simulator's signed answers are verified before the sidecar uses 
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
@@ -25,7 +23,7 @@ from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
 from tests.integration.test_gateway import details, subject_of
 from tests.integration.test_hsm_startup import hsm_section
-from tests.integration.test_server import sidecar_process, write_config
+from tests.integration.test_server import sidecar_process, wait_serving, write_config
 
 SM4_KEY = "0123456789abcdeffedcba9876543210"
 APP_ID = "APPID0000000000000001"
@@ -73,15 +71,7 @@ async def test_signed_and_encrypted_round_trip_and_a_forged_answer_is_refused(
         process = sidecar_process(config, token.env)
         try:
             async with grpc.aio.insecure_channel(f"unix:{short_dir / 'sidecar.sock'}") as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                for _ in range(100):
-                    if process.poll() is not None:
-                        pytest.fail(f"the sidecar exited: {process.communicate()[1]}")
-                    try:
-                        await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                        break
-                    except grpc.aio.AioRpcError:
-                        await asyncio.sleep(0.1)
+                await wait_serving(channel, process)
                 stub = gateway_grpc.InsuranceGatewayStub(channel)
                 answer = await stub.GetEnrollment(request, metadata=TENANT_METADATA, timeout=10)
                 assert answer.person.name == person.psn_name

@@ -169,6 +169,21 @@ async def test_calls_beyond_the_grace_period_are_cancelled(short_dir: Path) -> N
             assert caught.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 
 
+async def wait_serving(
+    channel: grpc.aio.Channel, process: subprocess.Popen[str]
+) -> health_pb2.HealthCheckResponse:
+    """Poll a sidecar process's health until it answers; fail at once if the process exits."""
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(100):
+        if process.poll() is not None:
+            pytest.fail(f"the sidecar exited: {process.communicate()[1]}")
+        try:
+            return await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    pytest.fail("the sidecar did not answer its health check within 10 s")
+
+
 def sidecar_process(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
@@ -212,13 +227,7 @@ async def test_sigterm_stops_the_process_cleanly_and_logs_are_json_without_perso
     socket_path = short_dir / "sidecar.sock"
     try:
         async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(100):
-                try:
-                    await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.1)
+            await wait_serving(channel, process)
             stub = gateway_grpc.InsuranceGatewayStub(channel)
             request = enrollment_request(simulator.app.population)
             await stub.GetEnrollment(request, metadata=TENANT_METADATA)
