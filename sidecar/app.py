@@ -17,6 +17,10 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from sidecar import config, logs, telemetry
+from sidecar.audit.filter import AuditFilter
+from sidecar.audit.link import audit_keys, build_trail
+from sidecar.audit.schema import MIGRATIONS as AUDIT_MIGRATIONS
+from sidecar.audit.trail import AuditTrail
 from sidecar.config import ConfigError, GatewayLoginConfig, Settings, read_secret
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
@@ -27,7 +31,7 @@ from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
-from sidecar.platform.client import Codes, Institution, PlatformClient
+from sidecar.platform.client import Codes, Institution, PlatformClient, TransactionRecorder
 from sidecar.platform.freshness import ReplayGuard
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator
@@ -51,13 +55,18 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    audit: AuditTrail | None = None
 
     async def prepare(self) -> None:
         """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
         await self.store.migrate(self.migrations)
+        if self.audit is not None:
+            await self.audit.start()
 
     async def close(self) -> None:
         await self.platform.close()
+        if self.audit is not None:
+            await self.audit.close()  # after sign-out, whose transactions it records
         await self.store.close()
         if self.hsm is not None:
             self.hsm.close()
@@ -70,15 +79,19 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     meter = observability.meter_provider.get_meter(telemetry.INSTRUMENTATION)
     user_id = settings.platform.security.user_id.encode()
     hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+    store = open_store(settings.store)
+    migrations: tuple[Migration, ...] = ()
+    trail: AuditTrail | None = None
     try:
+        if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
+            trail = build_trail(settings.audit, store, audit_keys(hsm.token))
+            migrations += AUDIT_MIGRATIONS
         sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
-        platform = _platform_client(settings, observability.tracer, meter, sealing)
+        platform = _platform_client(settings, observability.tracer, meter, sealing, trail)
     except BaseException:
         if hsm is not None:
             hsm.close()
         raise
-    store = open_store(settings.store)
-    migrations: tuple[Migration, ...] = ()
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
     gateway = InsuranceGatewayService(
@@ -90,7 +103,12 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]
     chain = FilterChain(
-        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity()],
+        [
+            AccessLog(),
+            Tracing(observability.tracer, meter),
+            *([AuditFilter(trail)] if trail is not None else []),  # outside the refusing filters
+            CallerIdentity(),
+        ],
         services=[registration.name for registration in registrations],
     )
     server = Server(
@@ -112,11 +130,16 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         store=store,
         migrations=migrations,
         hsm=hsm,
+        audit=trail,
     )
 
 
 def _platform_client(
-    settings: Settings, tracer: Tracer, meter: Meter, sealing: Sealing
+    settings: Settings,
+    tracer: Tracer,
+    meter: Meter,
+    sealing: Sealing,
+    recorder: TransactionRecorder | None = None,
 ) -> PlatformClient:
     p = settings.platform
     for key, path in (
@@ -172,6 +195,7 @@ def _platform_client(
         replay_guard=ReplayGuard(p.freshness_window_seconds),
         tracer=tracer,
         meter=meter,
+        recorder=recorder,
     )
 
 
