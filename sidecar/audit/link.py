@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 
 from hsm.errors import HsmError
 from hsm.token import HsmToken
@@ -31,7 +32,12 @@ def audit_keys(token: HsmToken) -> AuditKeys:
 
 
 def build_trail(
-    config: AuditConfig, store: Store, keys: AuditKeys, *, instance: str | None = None
+    config: AuditConfig,
+    store: Store,
+    keys: AuditKeys,
+    *,
+    instance: str | None = None,
+    clock: Callable[[], int] = now_micros,
 ) -> AuditTrail:
     async def save_key(key_id: str, wrapped: bytes) -> None:
         async with store.transaction() as tx:
@@ -51,5 +57,6 @@ def build_trail(
         keys.signer,
         replay_interval=config.replay_interval_seconds,
         checkpoint_interval=config.checkpoint_interval_seconds,
+        clock=clock,
     )
     return AuditTrail(writer, keys.pseudonyms, instance or config.instance)
