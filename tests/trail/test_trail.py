@@ -13,7 +13,7 @@ from sidecar.audit.records import RPC_INTENT, RPC_OUTCOME, TX_INTENT, TX_OUTCOME
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import ChainReport, verify_store
 from sidecar.store import Store
-from tests.audit.conftest import AuditHsm
+from tests.audit_fixtures import AuditHsm
 
 ID_NUMBER = "11010519491231002X"
 

@@ -25,11 +25,12 @@ from sidecar.audit.schema import MIGRATIONS
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import verify_store
 from sidecar.audit.writer import AuditUnavailable
-from sidecar.store import Store
+from sidecar.store import Store, StoreUnavailable
 from sidecar.store.postgres import PostgresStore
 from sidecar.store.sqlite import SqliteStore
-from tests.audit.conftest import AuditHsm, audit_config
+from tests.audit_fixtures import AuditHsm
 from tests.store_fixtures import POSTGRES
+from tests.trail.conftest import audit_config
 
 
 @dataclass
@@ -112,6 +113,16 @@ async def rpc(trail: AuditTrail, n: int, gate: asyncio.Event) -> str:
     return "done"
 
 
+async def replayed(trail: AuditTrail) -> int:
+    """Replay once the store takes connections again (a pool reconnects with backoff)."""
+    for _ in range(100):
+        try:
+            return await trail.writer.replay()
+        except StoreUnavailable:
+            await asyncio.sleep(0.2)
+    raise AssertionError("the store did not come back within 20 s")
+
+
 async def test_outcomes_spool_while_the_store_is_down_and_replay_in_order(
     outage: Outage, audit_hsm: AuditHsm, tmp_path: Path
 ) -> None:
@@ -131,7 +142,7 @@ async def test_outcomes_spool_while_the_store_is_down_and_replay_in_order(
     assert set(during) == {"refused"}
     assert trail.writer.spool.pending > 0  # outcomes (and refused intents) are on disk
     await outage.restore()
-    assert await trail.writer.replay() > 0
+    assert await replayed(trail) > 0
     assert trail.writer.spool.pending == 0
     after = [await rpc(trail, 200 + n, closed) for n in range(3)]
     assert after == ["done"] * 3

@@ -14,8 +14,9 @@ from sidecar.audit.records import EXPORT
 from sidecar.audit.verify import verify_store
 from sidecar.store import Store
 from sidecar.store.base import now_micros
-from tests.audit.conftest import AuditHsm, audit_config
-from tests.audit.test_trail import ID_NUMBER, one_rpc
+from tests.audit_fixtures import AuditHsm
+from tests.trail.conftest import audit_config
+from tests.trail.test_trail import ID_NUMBER, one_rpc
 
 YEAR = 365 * DAY_MICROS
 
