@@ -21,6 +21,7 @@ from sidecar import app, telemetry
 from sidecar.config import Settings
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator, running_simulator
+from tests.audit_fixtures import AuditHsm
 from tests.conftest import TOKEN_ENV_SH, write_secret
 
 
@@ -81,9 +82,19 @@ def population(simulator: RunningSimulator) -> Population:
     return simulator.app.population
 
 
-def settings_for(simulator: RunningSimulator, socket_dir: Path, **server: Any) -> Settings:
+def settings_for(
+    simulator: RunningSimulator, socket_dir: Path, audit: AuditHsm | None = None, **server: Any
+) -> Settings:
+    """A sidecar for the simulator; with ``audit``, the audit trail on (and its HSM token)."""
+    trail: dict[str, Any] = {}
+    if audit is not None:
+        trail = {
+            "hsm": audit.hsm_section(),
+            "audit": {"instance": "it", "spool_dir": str(socket_dir / "audit-spool")},
+        }
     return Settings.model_validate(
         {
+            **trail,
             "server": {"socket_path": str(socket_dir / "sidecar.sock"), **server},
             "store": {"sqlite_path": str(socket_dir / "store" / "sidecar.db")},
             "institution": {
@@ -125,6 +136,8 @@ async def running_sidecar(
 
 
 @pytest.fixture
-async def sidecar(simulator: RunningSimulator, short_dir: Path) -> AsyncIterator[RunningSidecar]:
-    async with running_sidecar(settings_for(simulator, short_dir)) as running:
+async def sidecar(
+    simulator: RunningSimulator, short_dir: Path, audit_hsm: AuditHsm
+) -> AsyncIterator[RunningSidecar]:
+    async with running_sidecar(settings_for(simulator, short_dir, audit_hsm)) as running:
         yield running
