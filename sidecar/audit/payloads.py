@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from sidecar.store import StoreError
-
 NONCE_BYTES = 12
 TAG_BYTES = 16
 
@@ -84,7 +82,7 @@ class DataKeyRing:
             fresh = DataKey(f"dk-{uuid.uuid4().hex}", raw, self._clock())
             try:
                 await self._save_key(fresh.key_id, blob)
-            except StoreError:
+            except Exception:
                 if key is None:
                     raise
                 return key  # rotation waits until the store can keep the new key

@@ -32,6 +32,12 @@ from sidecar.store.base import now_micros
 log = logging.getLogger(__name__)
 
 
+def _refused(exc: Exception) -> None:
+    """A write the store did not take: unavailable, or refused (a renamed or missing table)."""
+    if not isinstance(exc, StoreUnavailable):
+        log.error("audit.store_refused_write", extra={"error": type(exc).__name__})
+
+
 class AuditUnavailable(Exception):
     """The record could not be made durable: the audited work must not happen."""
 
@@ -96,7 +102,7 @@ class AuditWriter:
         self._tasks.clear()
         try:
             await self.checkpoint()
-        except (StoreError, SpoolError) as exc:
+        except Exception as exc:
             log.error("audit.final_checkpoint_failed", extra={"error": type(exc).__name__})
 
     # ------------------------------------------------------------------ appending
@@ -109,22 +115,22 @@ class AuditWriter:
             if self._broken is not None:
                 raise AuditUnavailable(self._broken)
             if must_commit and self.spool.pending:
-                with contextlib.suppress(StoreError, SpoolError):  # else: spooled, refused
+                with contextlib.suppress(Exception):  # else: spooled with its refusal
                     await self._drain()
             record = await self._seal(entry)
             if must_commit and not self.spool.pending:
                 try:
                     await self._insert(record)
                     return self._advance(record)
-                except StoreUnavailable:
-                    pass
+                except Exception as exc:
+                    _refused(exc)
             elif not must_commit:
                 if not self.spool.pending:
                     try:
                         await self._insert(record)
                         return self._advance(record)
-                    except StoreUnavailable:
-                        pass
+                    except Exception as exc:
+                        _refused(exc)
                 self._spool(record)
                 return record
             # An intent the store did not take: spool it and its refusal, then refuse the work.
@@ -136,7 +142,7 @@ class AuditWriter:
     async def _seal(self, entry: Entry) -> Record:
         try:
             key = await self._keys.current()
-        except StoreError:
+        except Exception:
             raise AuditUnavailable("audit: no data key (the store cannot save one)") from None
         payload = payloads.encrypt(key.key, entry.plaintext or b"", entry.record_id.encode())
         return seal_record(
@@ -204,8 +210,10 @@ class AuditWriter:
         while True:
             await asyncio.sleep(self._replay_interval)
             if self.spool.pending:
-                with contextlib.suppress(StoreError, SpoolError):
+                try:
                     await self.replay()
+                except Exception as exc:
+                    log.warning("audit.replay_failed", extra={"error": type(exc).__name__})
 
     async def _checkpoint_loop(self) -> None:
         assert self._checkpoint_interval is not None
@@ -213,7 +221,7 @@ class AuditWriter:
             await asyncio.sleep(self._checkpoint_interval)
             try:
                 await self.checkpoint()
-            except (StoreError, SpoolError) as exc:
+            except Exception as exc:
                 log.warning("audit.checkpoint_failed", extra={"error": type(exc).__name__})
 
     # ------------------------------------------------------------------ checkpoints

@@ -14,6 +14,7 @@ from sidecar.config import AuditConfig
 from sidecar.store import Store
 from tests.audit_fixtures import AuditHsm
 
+
 def audit_config(tmp_path: Path, **changes: object) -> AuditConfig:
     values: dict[str, object] = {
         "instance": "test",

@@ -1,0 +1,185 @@
+"""The audit trail on the real request path, on both store back ends.
+
+* every RPC (answered, refused by a filter, invalid, unimplemented) and every platform
+  transaction has an intent and exactly one outcome, and the chain verifies;
+* after a run of every implemented RPC, neither the SQLite files nor the PostgreSQL tables (nor
+  the spool) hold any synthetic person's ID number, name or platform person number in plaintext;
+* when the intent cannot be written the RPC fails UNAVAILABLE / AUDIT_UNAVAILABLE and the
+  platform simulator receives nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
+from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.audit.verify import verify_store
+from sidecar.config import StoreConfig
+from sidecar.simulator.population import Population
+from sidecar.simulator.server import RunningSimulator
+from sidecar.store import Store, open_store
+from sidecar.store.sqlite import SqliteStore
+from tests.audit_fixtures import AuditHsm
+from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
+from tests.integration.test_eligibility import question
+from tests.integration.test_gateway import details, subject_of
+
+AUDIT_TABLES = ("audit_records", "audit_data_keys", "audit_checkpoints")
+
+
+async def every_rpc(channel: grpc.aio.Channel, population: Population) -> int:
+    """Each implemented RPC for several people, plus refusals; the number of RPCs made."""
+    stub = gateway_grpc.InsuranceGatewayStub(channel)
+    made = 0
+    examples = population.examples()
+    for person in (examples.employee, examples.resident, examples.suspended, examples.unknown):
+        for call in (
+            stub.GetEnrollment(
+                gateway.GetEnrollmentRequest(subject=subject_of(person)), metadata=TENANT_METADATA
+            ),
+            stub.CheckEligibility(question(person), metadata=TENANT_METADATA),
+            stub.GetAccount(
+                gateway.GetAccountRequest(subject=subject_of(person)), metadata=TENANT_METADATA
+            ),
+        ):
+            made += 1
+            with contextlib.suppress(grpc.aio.AioRpcError):  # refusals are audited too
+                await call
+    no_caller = stub.GetEnrollment(
+        gateway.GetEnrollmentRequest(subject=subject_of(examples.employee))
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await no_caller
+    grants = consent_grpc.ConsentServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await grants.ListConsents(consent.ListConsentsRequest(), metadata=TENANT_METADATA)
+    return made + 2
+
+
+def identifiers(population: Population) -> list[bytes]:
+    found: list[bytes] = []
+    for person in population.people:
+        for text in (person.certno, person.psn_name, person.psn_no):
+            if text:
+                found += [text.encode(), text.encode().hex().encode()]
+    return found
+
+
+async def raw_tables(store: Store) -> bytes:
+    """Every row of the audit tables as PostgreSQL renders it (bytea as hex)."""
+    async with store.transaction() as tx:
+        rows = []
+        for table in AUDIT_TABLES:
+            rows += await tx.fetch_all(f"SELECT t::text AS row FROM {table} t")
+    return "\n".join(str(row["row"]) for row in rows).encode()
+
+
+def raw_files(directory: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file())
+
+
+async def audit_contents(store: Store) -> list[dict[str, object]]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch_all("SELECT content FROM audit_records ORDER BY chain, seq")
+    return [json.loads(bytes(row["content"])) for row in rows]
+
+
+async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
+    simulator: RunningSimulator,
+    population: Population,
+    short_dir: Path,
+    audit_hsm: AuditHsm,
+    store_config: StoreConfig,
+) -> None:
+    settings = settings_for(simulator, short_dir, audit_hsm).model_copy(
+        update={"store": store_config}
+    )
+    async with running_sidecar(settings) as running:
+        made = await every_rpc(running.channel, population)
+        raw = (
+            await raw_tables(running.sidecar.store) if store_config.backend == "postgresql" else b""
+        )
+    store = open_store(store_config)
+    try:
+        contents = await audit_contents(store)
+        [report] = await verify_store(store, [audit_hsm.public_key])
+    finally:
+        await store.close()
+    assert report.ok, report.first
+    kinds = Counter(str(c["kind"]) for c in contents)
+    assert kinds["rpc.intent"] == kinds["rpc.outcome"] == made
+    platform_calls = simulator.app.calls.total
+    assert kinds["tx.intent"] == kinds["tx.outcome"] == platform_calls > 0
+    outcomes = Counter(str(c["ref"]) for c in contents if "ref" in c)
+    intents = {str(c["id"]) for c in contents if str(c["kind"]).endswith(".intent")}
+    assert set(outcomes) == intents and set(outcomes.values()) == {1}
+    refused = {str(c.get("reason")) for c in contents if c["kind"] == "rpc.outcome"}
+    assert {"", "CALLER_UNAUTHENTICATED", "NOT_IMPLEMENTED", "PERSON_NOT_FOUND"} <= refused
+    if store_config.backend == "sqlite":
+        raw = raw_files(store_config.sqlite_path.parent)
+    raw += raw_files(short_dir / "audit-spool")
+    assert len(raw) > 10_000
+    leaked = [secret for secret in identifiers(population) if secret in raw]
+    assert leaked == []
+
+
+async def test_no_intent_no_platform_call(
+    simulator: RunningSimulator,
+    population: Population,
+    short_dir: Path,
+    audit_hsm: AuditHsm,
+    store_config: StoreConfig,
+) -> None:
+    settings = settings_for(simulator, short_dir, audit_hsm).model_copy(
+        update={"store": store_config}
+    )
+    async with running_sidecar(settings) as running:
+        store = running.sidecar.store
+        if isinstance(store, SqliteStore):
+            store._busy_timeout_ms = 100
+            await store.close()  # reopened with it on next use
+            locker = sqlite3.connect(store.path, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+        else:
+            # Stop the store for this sidecar: its connections are cut and refused.
+            dsn = store_config.postgresql_dsn or ""
+            schema = dsn.split("search_path=")[1].split()[0]
+            admin = psycopg.connect(dsn, autocommit=True)
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (schema,),
+            )
+            admin.execute(f"ALTER SCHEMA {schema} RENAME TO {schema}_off")
+        try:
+            stub = gateway_grpc.InsuranceGatewayStub(running.channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetEnrollment(
+                    gateway.GetEnrollmentRequest(
+                        subject=subject_of(population.examples().employee)
+                    ),
+                    metadata=TENANT_METADATA,
+                )
+        finally:
+            if isinstance(store, SqliteStore):
+                locker.execute("ROLLBACK")
+                locker.close()
+            else:
+                admin.execute(f"ALTER SCHEMA {schema}_off RENAME TO {schema}")
+                admin.close()
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert details(caught.value)[0].reason == "AUDIT_UNAVAILABLE"
+        assert simulator.app.calls.total == 0
+        assert running.sidecar.audit is not None
+        assert await running.sidecar.audit.writer.replay() == 2  # the refused intent + outcome
