@@ -1,10 +1,11 @@
 """Filter: the audit record of every RPC, written outside the access-control and consent filters.
 
 It sits right after tracing (so the trace ID is known) and before caller identification, access
-control and the consent gate, so their refusals are recorded too. The intent is durable before
-the RPC proceeds; if it cannot be written the RPC fails with UNAVAILABLE / AUDIT_UNAVAILABLE and
-nothing else runs. The caller's tenant and operator are taken from metadata only when they are
-well-formed (otherwise recorded as empty: caller identification will refuse the call anyway).
+control and the consent gate, so their refusals are recorded too. The RPC's intent is committed
+with its first platform transaction's intent, before anything is sent; if that cannot be written
+the RPC fails with UNAVAILABLE / AUDIT_UNAVAILABLE and nothing is sent to the platform. The
+caller's tenant and operator are taken from metadata only when they are well-formed (otherwise
+recorded as empty: caller identification will refuse the call anyway).
 """
 
 from __future__ import annotations

@@ -63,7 +63,11 @@ class Spool:
         self._pending = len(read(self.path))
 
     def append(self, record: Record) -> None:
-        data = encode(record)
+        self.append_all([record])
+
+    def append_all(self, records: list[Record]) -> None:
+        """Append the records in order, then ``fsync`` once."""
+        data = b"".join(encode(record) for record in records)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -73,7 +77,7 @@ class Spool:
                 os.close(fd)
         except OSError as exc:
             raise SpoolError(f"audit: cannot write the spool {self.path}: {exc.strerror}") from None
-        self._pending += 1
+        self._pending += len(records)
 
     def records(self) -> list[Record]:
         return read(self.path)

@@ -1,7 +1,8 @@
 """The audit trail as the request path sees it: RPC intents/outcomes and transaction ones.
 
-The RPC filter opens an ``RpcAudit`` (its intent is durable before the RPC proceeds) and keeps it
-in a context variable, so the platform client's recorder can tie every transaction to the RPC,
+The RPC filter opens an ``RpcAudit`` (its intent is queued, and committed at the latest with the
+RPC's first transaction intent, which is durable before the platform is called) and keeps it in a
+context variable, so the platform client's recorder can tie every transaction to the RPC,
 the caller and the data subject without knowing about gRPC. Everything the caller or the platform
 said goes into the encrypted payload; the record's fields say only who, what, when and how it went.
 """
@@ -98,17 +99,16 @@ class AuditTrail:
         trace_id: str,
         request: bytes,
     ) -> RpcAudit:
-        """The RPC's durable intent (AuditUnavailable: refuse the RPC, nothing was done)."""
+        """The RPC's intent, queued in the chain (AuditUnavailable if the trail cannot record)."""
         pseudonym, key = await self.pseudonym(subject)
         audit = RpcAudit(
             uuid.uuid4().hex, rpc, tenant, operator, pseudonym, key, trace_id, time.perf_counter()
         )
         fields = {"rpc": rpc, "tenant": tenant, "operator": operator, "trace_id": trace_id}
         intent = Entry(RPC_INTENT, audit.record_id, fields, pseudonym, key, request)
-        refusal = self._rpc_outcome_entry(
-            audit, "UNAVAILABLE", "AUDIT_UNAVAILABLE", "AuditUnavailable", b""
-        )
-        await self.writer.append(intent, refusal=refusal)
+        # Queued: committed with the RPC's first transaction intent, which must be durable
+        # before the platform is called, or with the outcome (an RPC that calls no platform).
+        await self.writer.append(intent)
         _current.set(audit)
         return audit
 
@@ -153,7 +153,7 @@ class AuditTrail:
             _json({"input": data}),
         )
         refusal = self._tx_outcome_entry(ticket, "none", "AuditUnavailable", {})
-        await self.writer.append(entry, refusal=refusal)
+        await self.writer.append(entry, refusal=refusal, durable=True)
         return ticket
 
     async def outcome(self, ticket: object, *, infcode: str, error: str, answer: Any) -> None:

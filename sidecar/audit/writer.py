@@ -1,16 +1,22 @@
-"""The chain writer: seals records in order, makes them durable, spools what the store refuses.
+"""The chain writer: seals records in order, commits them in groups, spools what the store refuses.
 
-One writer per process and chain; appends are serialised (a chain is a sequence). Rules:
+One writer per process and chain; a chain is a sequence, so records are sealed one at a time
+(position, previous hash) and queued in that order. Commits take the whole queue in one store
+transaction (group commit: one ``fsync`` for everything queued meanwhile). Rules:
 
-* ``append(entry, refusal=...)`` is for intents: it returns only once the record is committed to
-  the store. If the store cannot take it, the intent *and* the refusal outcome go to the spool
-  (so an intent that did commit after all is neither lost nor duplicated: replay skips a record
-  whose identical row is present) and ``AuditUnavailable`` is raised: the work must not happen.
-* ``append(entry)`` without a refusal is for outcomes: committed to the store, or, if the store
-  cannot take it (or older records are still spooled), appended to the spool with ``fsync``.
+* ``append(entry, durable=True, refusal=...)`` is for transaction intents: it returns only once
+  the record — and everything queued before it — is committed to the store. If the store cannot
+  take them, they go to the spool together with the refusal outcome (so an intent that did
+  commit after all is neither lost nor duplicated: replay skips a row already present with the
+  same hash) and ``AuditUnavailable`` is raised: the platform must not be called.
+* ``append(entry)`` queues the record and wakes the background committer (RPC intents and every
+  outcome): it is committed with the next intent or by the committer within moments, or, if the
+  store cannot take it (or older records are still spooled), appended to the spool and ``fsync``ed.
 * Spooled records are replayed into the store in order, by a background task and before the next
-  intent; the spool is emptied only after the store committed them all.
+  commit; the spool is emptied only after the store committed them all.
 * If the spool itself cannot be written the writer stops accepting records (fail closed).
+* A record queued but not yet committed is lost if the *process* dies (not if the store does):
+  the chain then ends without its final checkpoint, which ``yibao-audit verify`` shows.
 """
 
 from __future__ import annotations
@@ -66,17 +72,22 @@ class AuditWriter:
         self._signer = signer
         self._clock = clock
         self._replay_interval = replay_interval
-        self._lock = asyncio.Lock()
+        self._checkpoint_interval = checkpoint_interval
+        self._seal_lock = asyncio.Lock()  # chain order: one record sealed at a time
+        self._commit_lock = asyncio.Lock()  # one store transaction (or spool write) at a time
+        self._queue: list[Record] = []
         self._seq = 0
         self._prev = GENESIS
+        self._stored = -1  # every position up to this one is committed to the store
+        self._stored_hash = GENESIS
         self._broken: str | None = None
         self._checkpointed = -1
-        self._checkpoint_interval = checkpoint_interval
+        self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def position(self) -> int:
-        """The position of the last record written (-1 before the first)."""
+        """The position of the last record sealed (-1 before the first)."""
         return self._seq - 1
 
     # ------------------------------------------------------------------ life cycle
@@ -87,22 +98,25 @@ class AuditWriter:
             await self._replay_records(read(path))
             path.unlink()
             log.info("audit.spool_replayed", extra={"file": path.name})
-        record = await self.append(first, refusal=None, durable=True)
+        record = await self.append(first, durable=True)
+        self._tasks.append(asyncio.create_task(self._commit_loop()))
         self._tasks.append(asyncio.create_task(self._replay_loop()))
         if self._checkpoint_interval is not None:
             self._tasks.append(asyncio.create_task(self._checkpoint_loop()))
         return record
 
     async def close(self) -> None:
-        """Stop the replayer, drain the spool if the store is back, seal the chain."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop the background tasks, commit what is queued, seal the chain with a checkpoint."""
+        async with self._commit_lock:  # so that no task is cancelled inside a transaction
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks.clear()
         try:
             await self.checkpoint()
-        except Exception as exc:
+        except Exception as exc:  # the spool keeps what the store did not take
             log.error("audit.final_checkpoint_failed", extra={"error": type(exc).__name__})
 
     # ------------------------------------------------------------------ appending
@@ -110,42 +124,39 @@ class AuditWriter:
         self, entry: Entry, *, refusal: Entry | None = None, durable: bool = False
     ) -> Record:
         """Seal and record ``entry``; see the module docstring for ``refusal`` and ``durable``."""
-        must_commit = durable or refusal is not None
-        async with self._lock:
-            if self._broken is not None:
-                raise AuditUnavailable(self._broken)
-            if must_commit and self.spool.pending:
-                with contextlib.suppress(Exception):  # else: spooled with its refusal
-                    await self._drain()
+        if self._broken is not None:
+            raise AuditUnavailable(self._broken)
+        async with self._seal_lock:
             record = await self._seal(entry)
-            if must_commit and not self.spool.pending:
-                try:
-                    await self._insert(record)
-                    return self._advance(record)
-                except Exception as exc:
-                    _refused(exc)
-            elif not must_commit:
-                if not self.spool.pending:
-                    try:
-                        await self._insert(record)
-                        return self._advance(record)
-                    except Exception as exc:
-                        _refused(exc)
-                self._spool(record)
+            self._queue.append(record)
+        if not durable and refusal is None:
+            self._kick.set()
+            return record
+        async with self._commit_lock:
+            if self._stored < record.seq:
+                await self._commit()
+            if self._stored >= record.seq:
                 return record
-            # An intent the store did not take: spool it and its refusal, then refuse the work.
-            self._spool(record)
+            # The store did not take it (it is in the spool): record the refusal, refuse.
             if refusal is not None:
-                self._spool(await self._seal(refusal))
+                async with self._seal_lock:
+                    refused = await self._seal(refusal)
+                self._spool([refused])
             raise AuditUnavailable("audit: the store cannot take the record")
 
+    async def flush(self) -> None:
+        """Commit (or spool) everything queued so far."""
+        async with self._commit_lock:
+            await self._commit()
+
     async def _seal(self, entry: Entry) -> Record:
+        """Under the seal lock: the record at the next position, chained to the last one."""
         try:
             key = await self._keys.current()
-        except Exception:
+        except Exception:  # no key saved, nothing can be recorded
             raise AuditUnavailable("audit: no data key (the store cannot save one)") from None
         payload = payloads.encrypt(key.key, entry.plaintext or b"", entry.record_id.encode())
-        return seal_record(
+        record = seal_record(
             chain=self.chain,
             seq=self._seq,
             at=self._clock(),
@@ -154,30 +165,57 @@ class AuditWriter:
             payload=payload,
             prev_hash=self._prev,
         )
-
-    def _advance(self, record: Record) -> Record:
         self._seq = record.seq + 1
         self._prev = record.hash
         return record
 
-    def _spool(self, record: Record) -> None:
+    async def _commit(self) -> None:
+        """Under the commit lock: the queue into the store, or into the spool."""
+        async with self._seal_lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return
+        if self.spool.pending:
+            try:
+                await self._drain()
+            except Exception as exc:  # the store is still away: keep the order, spool
+                _refused(exc)
+                self._spool(batch)
+                return
         try:
-            self.spool.append(record)
+            async with self.store.transaction() as tx:
+                for record in batch:
+                    await tx.execute(INSERT_RECORD, record.as_row())
+        except Exception as exc:  # whatever stops the write: the spool keeps the records
+            _refused(exc)
+            self._spool(batch)
+            return
+        self._stored, self._stored_hash = batch[-1].seq, batch[-1].hash
+
+    def _spool(self, records: list[Record]) -> None:
+        try:
+            self.spool.append_all(records)
         except SpoolError as exc:
             self._broken = str(exc)
             log.error("audit.spool_failed", extra={"chain": self.chain})
             raise AuditUnavailable(str(exc)) from None
-        self._advance(record)
-        log.warning("audit.spooled", extra={"seq": record.seq, "pending": self.spool.pending})
+        log.warning("audit.spooled", extra={"records": len(records), "pending": self.spool.pending})
 
-    async def _insert(self, record: Record) -> None:
-        async with self.store.transaction() as tx:
-            await tx.execute(INSERT_RECORD, record.as_row())
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self.flush()
+            except AuditUnavailable:
+                pass  # logged; every later append refuses
+            except Exception as exc:  # a bug: keep committing what comes next
+                log.error("audit.commit_failed", extra={"error": type(exc).__name__})
 
     # ------------------------------------------------------------------ replay
     async def replay(self) -> int:
         """Move spooled records into the store; how many were moved (StoreError if it cannot)."""
-        async with self._lock:
+        async with self._commit_lock:
             return await self._drain()
 
     async def _drain(self) -> int:
@@ -186,6 +224,9 @@ class AuditWriter:
         records = self.spool.records()
         await self._replay_records(records)
         self.spool.clear()
+        last = max(records, key=lambda r: r.seq)
+        if last.chain == self.chain and last.seq > self._stored:
+            self._stored, self._stored_hash = last.seq, last.hash
         log.info("audit.spool_replayed", extra={"records": len(records)})
         return len(records)
 
@@ -212,34 +253,39 @@ class AuditWriter:
             if self.spool.pending:
                 try:
                     await self.replay()
-                except Exception as exc:
+                except Exception as exc:  # keep trying until the store is back
                     log.warning("audit.replay_failed", extra={"error": type(exc).__name__})
 
+    # ------------------------------------------------------------------ checkpoints
     async def _checkpoint_loop(self) -> None:
         assert self._checkpoint_interval is not None
         while True:
             await asyncio.sleep(self._checkpoint_interval)
             try:
                 await self.checkpoint()
-            except Exception as exc:
+            except Exception as exc:  # try again at the next interval
                 log.warning("audit.checkpoint_failed", extra={"error": type(exc).__name__})
 
-    # ------------------------------------------------------------------ checkpoints
     async def checkpoint(self) -> bool:
-        """Sign the chain's current position (if it moved); False if the store cannot take it."""
-        async with self._lock:
-            if self._seq == 0 or self._checkpointed == self._seq - 1:
-                return False
+        """Commit what is queued, then sign the stored position (if it moved).
+
+        False when there is nothing new; StoreError if the store cannot take it (the records
+        are then in the spool and the next checkpoint covers them).
+        """
+        async with self._commit_lock:
+            await self._commit()
             await self._drain()
+            if self._stored < 0 or self._checkpointed == self._stored:
+                return False
             async with self.store.transaction() as tx:
                 await write_checkpoint(
                     tx,
                     self._signer,
                     chain=self.chain,
                     kind=CHECKPOINT,
-                    position=self._seq - 1,
-                    hash_=self._prev,
+                    position=self._stored,
+                    hash_=self._stored_hash,
                     at=self._clock(),
                 )
-            self._checkpointed = self._seq - 1
+            self._checkpointed = self._stored
             return True
