@@ -294,6 +294,9 @@ class AuditConfig(_Section):
     checkpoint_interval_seconds: float = Field(60.0, ge=0.1, le=86_400)
     spool_dir: Path = Path("/var/lib/yibao/audit-spool")
     replay_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    commit_delay_seconds: float = Field(
+        0.02, ge=0, le=1, description="outcomes wait this long to share a commit (group commit)"
+    )
     key_rotation_seconds: float = Field(86_400.0, ge=1, le=31 * 86_400)
     retention_days: int = Field(730, ge=730, le=36_500, description="two years at least")
 

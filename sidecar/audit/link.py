@@ -57,6 +57,7 @@ def build_trail(
         keys.signer,
         replay_interval=config.replay_interval_seconds,
         checkpoint_interval=config.checkpoint_interval_seconds,
+        commit_delay=config.commit_delay_seconds,
         clock=clock,
     )
     return AuditTrail(writer, keys.pseudonyms, instance or config.instance)

@@ -10,9 +10,12 @@ said goes into the encrypted payload; the record's fields say only who, what, wh
 from __future__ import annotations
 
 import contextvars
+import hmac
 import json
+import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,10 +73,17 @@ def _json(value: Any) -> bytes:
 class AuditTrail:
     """Records RPCs (for the filter) and platform transactions (for the platform client)."""
 
-    def __init__(self, writer: AuditWriter, pseudonyms: Pseudonyms, instance: str) -> None:
+    def __init__(
+        self, writer: AuditWriter, pseudonyms: Pseudonyms, instance: str, cache_size: int = 4096
+    ) -> None:
         self.writer = writer
         self._pseudonyms = pseudonyms
         self._instance = instance
+        # Recent pseudonyms, so a subject's next calls skip the HSM round trip. Keyed by an
+        # HMAC-SHA256 under a per-process random key: the cache holds no ID number itself.
+        self._cache: OrderedDict[bytes, str] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_key = secrets.token_bytes(32)
 
     async def start(self) -> Record:
         return await self.writer.start(
@@ -86,7 +96,16 @@ class AuditTrail:
     async def pseudonym(self, subject: bytes | None) -> tuple[str, str]:
         if not subject:
             return "", ""
-        return await self._pseudonyms.pseudonym(subject), self._pseudonyms.key_label
+        slot = hmac.digest(self._cache_key, subject, "sha256")
+        pseudonym = self._cache.get(slot)
+        if pseudonym is None:
+            pseudonym = await self._pseudonyms.pseudonym(subject)
+            self._cache[slot] = pseudonym
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(slot)
+        return pseudonym, self._pseudonyms.key_label
 
     # ------------------------------------------------------------------ RPCs
     async def rpc_intent(

@@ -64,6 +64,7 @@ class AuditWriter:
         clock: Callable[[], int] = now_micros,
         replay_interval: float = 1.0,
         checkpoint_interval: float | None = None,
+        commit_delay: float = 0.0,
     ) -> None:
         self.store = store
         self.chain = chain
@@ -73,6 +74,7 @@ class AuditWriter:
         self._clock = clock
         self._replay_interval = replay_interval
         self._checkpoint_interval = checkpoint_interval
+        self._commit_delay = commit_delay
         self._seal_lock = asyncio.Lock()  # chain order: one record sealed at a time
         self._commit_lock = asyncio.Lock()  # one store transaction (or spool write) at a time
         self._queue: list[Record] = []
@@ -204,6 +206,8 @@ class AuditWriter:
     async def _commit_loop(self) -> None:
         while True:
             await self._kick.wait()
+            if self._commit_delay:  # let more records (or the next intent) join this commit
+                await asyncio.sleep(self._commit_delay)
             self._kick.clear()
             try:
                 await self.flush()
