@@ -96,7 +96,7 @@ async def rpc(trail: AuditTrail, n: int, gate: asyncio.Event) -> str:
     try:
         audit = await trail.rpc_intent(
             rpc="GetEnrollment", tenant="t", operator="o", subject=b"1:X",
-            trace_id="", request=b"{}",
+            trace_id="", request=b'{"marker": "PLAINTEXT-MARKER"}',
         )  # fmt: skip
     except AuditUnavailable:
         return "refused"
@@ -108,7 +108,7 @@ async def rpc(trail: AuditTrail, n: int, gate: asyncio.Event) -> str:
         )
         return "refused-tx"
     await gate.wait()
-    await trail.outcome(ticket, infcode="0", error="", answer={})
+    await trail.outcome(ticket, infcode="0", error="", answer={"marker": "PLAINTEXT-MARKER"})
     await trail.rpc_outcome(audit, status="OK", reason="", error="", answer=b"{}")
     return "done"
 
@@ -142,6 +142,10 @@ async def test_outcomes_spool_while_the_store_is_down_and_replay_in_order(
     assert set(during) == {"refused-tx"}  # nothing would have been sent to the platform
     await trail.writer.flush()
     assert trail.writer.spool.pending > 0  # outcomes (and refused intents) are on disk
+    spool = trail.writer.spool
+    assert spool.path.stat().st_mode & 0o777 == 0o600
+    assert spool.directory.stat().st_mode & 0o777 == 0o700
+    assert b"PLAINTEXT-MARKER" not in spool.path.read_bytes()  # payloads stay encrypted
     await outage.restore()
     assert await replayed(trail) > 0
     assert trail.writer.spool.pending == 0
