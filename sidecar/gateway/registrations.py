@@ -514,7 +514,7 @@ class OffsiteRegistrations:
 
     # -- list -----------------------------------------------------------------------------------
 
-    async def list(
+    async def list_registrations(
         self, request: Listing, tenant: str, operator: Operator, budget: float | None = None
     ) -> gateway.ListOffsiteRegistrationsResponse:
         deadline = _deadline(budget)
