@@ -560,14 +560,14 @@ class OffsiteRegistrations:
         half-way: the bookkeeping after the platform call is shielded)."""
         try:
             outcome = await act()
-        except _Final as final:
-            outcome = Outcome(error=final.error)  # the platform's refusal is the key's outcome
         except _Unsent as unsent:
             await asyncio.shield(self._store.release(key))
             raise unsent.error from None
         except _Lost as lost:
             await asyncio.shield(self._store.free(key))
             raise lost.error from None
+        except _Final as final:
+            outcome = Outcome(error=final.error)  # the platform's refusal is the key's outcome
         except BaseException:
             # A refusal before sending (bad input found after 1101, unknown person or
             # registration), an outage of a query, or cancellation: the key is freed; if the
@@ -632,7 +632,7 @@ class _Final(Exception):
         self.error = error
 
 
-class _Unsent(_Final):
+class _Unsent(_Final):  # (subclasses: caught before _Final)
     """The mutating transaction did not reach the platform: the key is released."""
 
 
