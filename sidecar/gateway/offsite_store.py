@@ -133,7 +133,7 @@ class Outcome:
                 data["reason"],
                 data["message"],
                 metadata=data["metadata"],
-                violations=[FieldViolation(f, d) for f, d in data["violations"]],
+                violations=tuple(FieldViolation(f, d) for f, d in data["violations"]),
                 retry_after_seconds=data["retry"],
             )
         )
