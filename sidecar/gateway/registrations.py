@@ -152,11 +152,8 @@ def submission(
     if start is None:
         violations.append(FieldViolation("start_date", "must be a date YYYY-MM-DD"))
     elif start < earliest:
-        violations.append(
-            FieldViolation(
-                "start_date", f"must not be more than {max_backdate_days} days in the past"
-            )
-        )
+        policy = f"more than {max_backdate_days} days " if max_backdate_days else ""
+        violations.append(FieldViolation("start_date", f"must not be {policy}in the past"))
     end: dt.date | None = None
     if request.end_date:
         end = _date(request.end_date)
