@@ -332,7 +332,7 @@ async def _account_and_registrations(
         end_date=(today + dt.timedelta(days=180)).isoformat(),
         reason=gateway.OFFSITE_REASON_RESIDENT_WORKING_ELSEWHERE,
         contact_phone="13800000000",
-        address="上海市浦东新区世纪大道1号",
+        address="深圳市南山区科技园1号",
     )
     made = (await stub.SubmitOffsiteRegistration(request, metadata=METADATA)).registration
     state = gateway.OffsiteRegistrationState.Name(made.state).removeprefix(
