@@ -22,18 +22,19 @@ under a transaction-scoped lock on the key, so concurrent duplicates see one win
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import Message
 
 from sidecar.errors import FieldViolation, GatewayError
-from sidecar.store import Migration, Store
+from sidecar.store import Migration, Store, StoreError
 
 COMPONENT = "offsite"
 
@@ -154,6 +155,24 @@ def in_progress(retry_after_seconds: float) -> GatewayError:
         "a call with this request_id is still running; repeat it later with the same request_id",
         retry_after_seconds=retry_after_seconds,
     )
+
+
+def store_unavailable() -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        "the sidecar's store cannot be reached; repeat with the same request_id",
+        retry_after_seconds=1.0,
+    )
+
+
+@contextlib.contextmanager
+def store_errors_unavailable() -> Iterator[None]:
+    """Inside this block, a store that cannot be reached or written is UNAVAILABLE."""
+    try:
+        yield
+    except StoreError:
+        raise store_unavailable() from None
 
 
 class OffsiteStore:

@@ -56,6 +56,7 @@ from sidecar.gateway.offsite_store import (
     RequestKey,
     in_progress,
     request_key,
+    store_errors_unavailable,
 )
 from sidecar.gateway.paging import BadPageToken, PageTokens, binding_of, page_size_of
 from sidecar.gateway.platform_errors import translated
@@ -312,14 +313,16 @@ class OffsiteRegistrations:
         self, request: Submission, operator: Operator, budget: float | None = None
     ) -> gateway.SubmitOffsiteRegistrationResponse:
         deadline = _deadline(budget)
-        claim = await self._store.claim(request.key)
-        if claim.kind is ClaimKind.REPLAY:
-            assert claim.outcome is not None
-            return _replayed(claim.outcome, gateway.SubmitOffsiteRegistrationResponse)
-        outcome = await self._settled(
-            request.key,
-            lambda: self._submit(request, operator, deadline, claim.kind, claim.sent_at),
-        )
+        with store_errors_unavailable():
+            claim = await self._store.claim(request.key)
+            if claim.kind is not ClaimKind.REPLAY:
+                outcome = await self._settled(
+                    request.key,
+                    lambda: self._submit(request, operator, deadline, claim.kind, claim.sent_at),
+                )
+            else:
+                assert claim.outcome is not None
+                outcome = claim.outcome
         return _replayed(outcome, gateway.SubmitOffsiteRegistrationResponse)
 
     async def _submit(
@@ -439,13 +442,15 @@ class OffsiteRegistrations:
         self, request: Cancellation, operator: Operator, budget: float | None = None
     ) -> gateway.CancelOffsiteRegistrationResponse:
         deadline = _deadline(budget)
-        claim = await self._store.claim(request.key)
-        if claim.kind is ClaimKind.REPLAY:
-            assert claim.outcome is not None
-            return _replayed(claim.outcome, gateway.CancelOffsiteRegistrationResponse)
-        outcome = await self._settled(
-            request.key, lambda: self._cancel(request, operator, deadline)
-        )
+        with store_errors_unavailable():
+            claim = await self._store.claim(request.key)
+            if claim.kind is not ClaimKind.REPLAY:
+                outcome = await self._settled(
+                    request.key, lambda: self._cancel(request, operator, deadline)
+                )
+            else:
+                assert claim.outcome is not None
+                outcome = claim.outcome
         return _replayed(outcome, gateway.CancelOffsiteRegistrationResponse)
 
     async def _cancel(
@@ -537,7 +542,8 @@ class OffsiteRegistrations:
                 more = True
                 break
             page.append((key, registration))
-        times = await self._store.submit_times(tenant, [r.registration_id for _, r in page])
+        with store_errors_unavailable():
+            times = await self._store.submit_times(tenant, [r.registration_id for _, r in page])
         for _, registration in page:
             at = times.get(registration.registration_id)
             if at is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import grpc
@@ -300,3 +301,18 @@ async def test_registrations_made_elsewhere_have_no_submit_time(
     async with sidecar_with(simulator, short_dir / "other", msgid=other) as elsewhere:
         listed = (await list_registrations(elsewhere, person)).registrations
     assert len(listed) == 1 and not listed[0].HasField("submit_time")
+
+
+async def test_a_store_that_cannot_be_reached_is_unavailable_before_anything_is_sent(
+    simulator: RunningSimulator, population: Population, short_dir: Path
+) -> None:
+    person = population.examples().employee
+    async with sidecar_with(simulator, short_dir) as sidecar:
+        await sidecar.sidecar.store.close()
+        shutil.rmtree(short_dir / "store")
+        (short_dir / "store").write_text("")  # the database cannot be opened again
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await submit(sidecar, submission(person))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(caught.value)[0].reason == "STORE_UNAVAILABLE"
+    assert simulator.app.calls.total == 0
