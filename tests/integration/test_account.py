@@ -15,6 +15,7 @@ from sidecar.simulator.faults import Fault, FaultKind
 from sidecar.simulator.population import Person, Population
 from sidecar.simulator.server import RunningSimulator
 from sidecar.simulator.times import BEIJING
+from tests.conftest import write_secret
 from tests.integration.conftest import RunningSidecar
 from tests.integration.functions_support import get_account, sidecar_with, today
 from tests.integration.test_gateway import details
@@ -260,3 +261,26 @@ async def test_latency_beyond_the_deadline(
             await get_account(sidecar, person, timeout=1.0)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert [simulator.app.calls.count(i) for i in ("1101", "5206", "5307")] == [1, 1, 1]
+
+
+def slot(number: int) -> dict[str, object]:
+    return {"slots": 3, "slot": number}
+
+
+async def test_a_configured_token_key_keeps_tokens_valid_across_restarts(
+    simulator: RunningSimulator, population: Population, short_dir: Path, tmp_path: Path
+) -> None:
+    person = population.examples().employee
+    book(simulator, person, 12)
+    key = write_secret(tmp_path / "paging.key", "ab" * 32)
+    paging = {"token_key_file": str(key)}
+    # (msgid slots only because the restarts fall within one second: msgids must not repeat)
+    async with sidecar_with(simulator, short_dir, paging=paging, msgid=slot(0)) as sidecar:
+        token = (await get_account(sidecar, person, page_size=10)).next_page_token
+    async with sidecar_with(simulator, short_dir, paging=paging, msgid=slot(1)) as sidecar:
+        rest = await get_account(sidecar, person, page_size=10, page_token=token)
+    assert len(rest.statement_entries) == 2
+    async with sidecar_with(simulator, short_dir, msgid=slot(2)) as sidecar:  # a random key
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await get_account(sidecar, person, page_size=10, page_token=token)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

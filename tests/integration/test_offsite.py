@@ -316,3 +316,22 @@ async def test_a_store_that_cannot_be_reached_is_unavailable_before_anything_is_
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert details(caught.value)[0].reason == "STORE_UNAVAILABLE"
     assert simulator.app.calls.total == 0
+
+
+async def test_a_regional_registration_code_is_configuration(
+    short_dir: Path,
+) -> None:
+    from sidecar.simulator.app import PlatformSimulator
+    from sidecar.simulator.server import running_simulator
+    from sidecar.simulator.transactions import default_registry
+
+    app = PlatformSimulator(
+        Population.generate(42, 10), transactions=default_registry({"2501A": "2501"})
+    )
+    person = app.population.examples().employee
+    async with (
+        running_simulator(app) as simulator,
+        sidecar_with(simulator, short_dir, transactions={"registration": "2501A"}) as sidecar,
+    ):
+        assert (await submit(sidecar, submission(person))).registration.registration_id
+    assert (app.calls.count("2501A"), app.calls.count("2501")) == (1, 0)
