@@ -57,7 +57,10 @@ class PageTokens:
         body = json.dumps(dict(position), sort_keys=True, separators=(",", ":")).encode()
         header = _HEADER.pack(VERSION, int(self._clock()) & 0xFFFFFFFF)
         raw = header + body + self._mac(header, binding, body)
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        token = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError("position too large for a page token")
+        return token
 
     def open(self, token: str, binding: bytes) -> dict[str, int | str]:
         """The position in ``token``; ``BadPageToken`` unless it is ours, fresh and bound here."""

@@ -1,7 +1,8 @@
 """异地就医备案: submit (2501), list (5304) and cancel (2502) cross-region registrations.
 
-Every call starts with 1101 (the platform knows people by ``psn_no``). Requests are validated
-completely before anything is sent (:func:`submission`, :func:`cancellation`, :func:`listing`).
+Every call starts with 1101 (the platform knows people by ``psn_no``). Requests arrive validated
+(:mod:`sidecar.gateway.offsite_requests`). Submitting or cancelling drops the subject's entries
+from the read cache, before the mutating transaction is sent and again once its outcome is known.
 
 Idempotency (docs/api.md, "Idempotency"). Submit and cancel are keyed by ``request_id`` per tenant
 and method in the shared store (:mod:`sidecar.gateway.offsite_store`): a repeat with the same
@@ -33,241 +34,45 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from sidecar import errors, validation
+from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
 from sidecar.gateway.cache import ReadCache
-from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.enrollment import EnrollmentQueries, text_of
+from sidecar.gateway.offsite_requests import (
+    REASONS,
+    Cancellation,
+    Listing,
+    Submission,
+    reason_of,
+)
 from sidecar.gateway.offsite_store import (
     ClaimKind,
     OffsiteStore,
     Outcome,
     RequestKey,
     in_progress,
-    request_key,
     store_errors_unavailable,
 )
-from sidecar.gateway.paging import BadPageToken, PageTokens, binding_of, page_size_of
+from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.platform_errors import translated
-from sidecar.gateway.subjects import Subject, check_subject
+from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import BEIJING
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 
-SUBMIT: Final = "SubmitOffsiteRegistration"
-CANCEL: Final = "CancelOffsiteRegistration"
-LIST: Final = "ListOffsiteRegistrations"
-
-# OffsiteReason as the platform's registration type (refl_type; illustrative, regional
-# dictionaries differ) and the wording sent as the reason (refl_rea).
-REASONS: Final[Mapping[int, tuple[str, str]]] = {
-    gateway.OFFSITE_REASON_LONG_TERM_RESIDENCE: ("1", "异地长期居住"),
-    gateway.OFFSITE_REASON_RESIDENT_WORKING_ELSEWHERE: ("2", "常驻异地工作"),
-    gateway.OFFSITE_REASON_REFERRAL: ("3", "异地转诊"),
-    gateway.OFFSITE_REASON_TEMPORARY_TRAVEL: ("4", "临时外出就医"),
-}
-_REASON_BY_CODE = {code: reason for reason, (code, _) in REASONS.items()}
-_REASON_BY_TEXT = {text: reason for reason, (_, text) in REASONS.items()}
-_END_REQUIRED = frozenset(
-    {gateway.OFFSITE_REASON_TEMPORARY_TRAVEL, gateway.OFFSITE_REASON_REFERRAL}
-)
-_PHONE = re.compile(r"[0-9+-]{1,20}")
-_INSTITUTION = re.compile(r"[0-9A-Za-z]{12}")
-_SERIAL = re.compile(r"[0-9A-Za-z_-]{1,30}")
-ADDRESS_MAX = 200
-CANCEL_REASON_MAX = 200
 CLOCK_SKEW = 300.0  # seconds of platform clock skew tolerated when matching a lost submission
 
 T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------------------------
-# Validated requests
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Submission:
-    key: RequestKey
-    subject: Subject
-    insurance_type_code: str
-    target_division_code: str
-    start: dt.date
-    end: dt.date | None
-    reason: int
-    contact_phone: str
-    address: str
-    hospital_code: str
-    hospital_name: str
-    diagnosis_code: str
-    diagnosis_name: str
-
-
-@dataclass(frozen=True)
-class Cancellation:
-    key: RequestKey
-    subject: Subject
-    registration_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Listing:
-    subject: Subject
-    states: frozenset[int]
-    page_size: int
-    after: tuple[str, str] | None  # sort key of the last registration of the previous page
-    binding: bytes
-
-
-def submission(
-    request: gateway.SubmitOffsiteRegistrationRequest,
-    *,
-    tenant: str,
-    today: dt.date,
-    max_backdate_days: int,
-) -> Submission:
-    """The validated submission, or INVALID_ARGUMENT naming every bad field."""
-    violations = _request_id(request.request_id)
-    subject, subject_violations = check_subject(request.subject, request.HasField("subject"))
-    violations += subject_violations
-    insurance = INSURANCE_TYPE_CODES.get(request.insurance_type)
-    if insurance is None:
-        violations.append(FieldViolation("insurance_type", "must be a known insurance type"))
-    division_problem = validation.check_division_code(request.target_division_code)
-    if division_problem:
-        violations.append(FieldViolation("target_division_code", division_problem))
-    start = _date(request.start_date)
-    earliest = today - dt.timedelta(days=max_backdate_days)
-    if start is None:
-        violations.append(FieldViolation("start_date", "must be a date YYYY-MM-DD"))
-    elif start < earliest:
-        policy = f"more than {max_backdate_days} days " if max_backdate_days else ""
-        violations.append(FieldViolation("start_date", f"must not be {policy}in the past"))
-    end: dt.date | None = None
-    if request.end_date:
-        end = _date(request.end_date)
-        if end is None:
-            violations.append(FieldViolation("end_date", "must be a date YYYY-MM-DD"))
-        elif start is not None and end < start:
-            violations.append(FieldViolation("end_date", "must not be before start_date"))
-    elif request.reason in _END_REQUIRED:
-        violations.append(FieldViolation("end_date", "is required for this reason"))
-    if request.reason not in REASONS:
-        violations.append(FieldViolation("reason", "must be a known reason"))
-    if not _PHONE.fullmatch(request.contact_phone):
-        violations.append(
-            FieldViolation("contact_phone", "must be 1-20 characters of digits, '+' and '-'")
-        )
-    address_problem = _text_problem(request.address, ADDRESS_MAX, required=True)
-    if address_problem:
-        violations.append(FieldViolation("address", address_problem))
-    referral = request.reason == gateway.OFFSITE_REASON_REFERRAL
-    if request.HasField("hospital"):
-        if not _INSTITUTION.fullmatch(request.hospital.code):
-            violations.append(FieldViolation("hospital.code", "must be 12 letters or digits"))
-        name_problem = _text_problem(request.hospital.name, 200, required=False)
-        if name_problem:
-            violations.append(FieldViolation("hospital.name", name_problem))
-    elif referral:
-        violations.append(FieldViolation("hospital", "is required for a referral"))
-    if request.HasField("diagnosis"):
-        code_problem = _text_problem(request.diagnosis.code, 30, required=True)
-        if code_problem:
-            violations.append(FieldViolation("diagnosis.code", code_problem))
-        name_problem = _text_problem(request.diagnosis.name, 100, required=referral)
-        if name_problem:
-            violations.append(FieldViolation("diagnosis.name", name_problem))
-    elif referral:
-        violations.append(FieldViolation("diagnosis", "is required for a referral"))
-    if violations or subject is None or insurance is None or start is None:
-        raise errors.invalid_request(violations)
-    return Submission(
-        key=request_key(tenant, SUBMIT, request),
-        subject=subject,
-        insurance_type_code=insurance,
-        target_division_code=request.target_division_code,
-        start=start,
-        end=end,
-        reason=request.reason,
-        contact_phone=request.contact_phone,
-        address=request.address,
-        hospital_code=request.hospital.code,
-        hospital_name=request.hospital.name,
-        diagnosis_code=request.diagnosis.code,
-        diagnosis_name=request.diagnosis.name,
-    )
-
-
-def cancellation(request: gateway.CancelOffsiteRegistrationRequest, *, tenant: str) -> Cancellation:
-    """The validated cancellation, or INVALID_ARGUMENT naming every bad field."""
-    violations = _request_id(request.request_id)
-    subject, subject_violations = check_subject(request.subject, request.HasField("subject"))
-    violations += subject_violations
-    if not _SERIAL.fullmatch(request.registration_id):
-        violations.append(
-            FieldViolation("registration_id", "must be 1-30 letters, digits, '_' or '-'")
-        )
-    reason_problem = _text_problem(request.reason, CANCEL_REASON_MAX, required=False)
-    if reason_problem:
-        violations.append(FieldViolation("reason", reason_problem))
-    if violations or subject is None:
-        raise errors.invalid_request(violations)
-    return Cancellation(
-        key=request_key(tenant, CANCEL, request),
-        subject=subject,
-        registration_id=request.registration_id,
-        reason=request.reason,
-    )
-
-
-def listing(
-    request: gateway.ListOffsiteRegistrationsRequest, *, tokens: PageTokens, tenant: str
-) -> Listing:
-    """The validated listing, or INVALID_ARGUMENT naming every bad field."""
-    subject, violations = check_subject(request.subject, request.HasField("subject"))
-    known = gateway.OffsiteRegistrationState.values()
-    for index, state in enumerate(request.states):
-        if state not in known:
-            violations.append(FieldViolation(f"states[{index}]", "must be a known state"))
-    size = page_size_of(request.page_size)
-    if size is None:
-        violations.append(FieldViolation("page_size", "must not be negative"))
-    binding = binding_of(LIST, tenant, request)
-    after: tuple[str, str] | None = None
-    if request.page_token:
-        try:
-            position = tokens.open(request.page_token, binding)
-            made, serial = position["t"], position["id"]
-            if not isinstance(made, str) or not isinstance(serial, str):
-                raise BadPageToken("malformed")
-            after = (made, serial)
-        except (BadPageToken, KeyError):
-            violations.append(
-                FieldViolation("page_token", "is not a token of this query (or has expired)")
-            )
-    if violations or subject is None or size is None:
-        raise errors.invalid_request(violations)
-    wanted = frozenset(
-        s for s in request.states if s != gateway.OFFSITE_REGISTRATION_STATE_UNSPECIFIED
-    )
-    return Listing(subject, wanted, size, after, binding)
-
-
-# ---------------------------------------------------------------------------------------------
-# The function
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -318,6 +123,7 @@ class OffsiteRegistrations:
             if claim.kind is not ClaimKind.REPLAY:
                 outcome = await self._settled(
                     request.key,
+                    request.subject,
                     lambda: self._submit(request, operator, deadline, claim.kind, claim.sent_at),
                 )
             else:
@@ -446,7 +252,7 @@ class OffsiteRegistrations:
             claim = await self._store.claim(request.key)
             if claim.kind is not ClaimKind.REPLAY:
                 outcome = await self._settled(
-                    request.key, lambda: self._cancel(request, operator, deadline)
+                    request.key, request.subject, lambda: self._cancel(request, operator, deadline)
                 )
             else:
                 assert claim.outcome is not None
@@ -558,7 +364,9 @@ class OffsiteRegistrations:
 
     # -- shared ---------------------------------------------------------------------------------
 
-    async def _settled(self, key: RequestKey, act: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    async def _settled(
+        self, key: RequestKey, subject: Subject, act: Callable[[], Awaitable[Outcome]]
+    ) -> Outcome:
         """Run ``act`` under a claimed key and record what happened to it (never cancelled
         half-way: the bookkeeping after the platform call is shielded)."""
         try:
@@ -577,6 +385,8 @@ class OffsiteRegistrations:
             # mutating transaction may have gone out, a repeat resolves it first.
             await asyncio.shield(self._store.free(key))
             raise
+        finally:
+            self._forget(subject)  # reads that overlapped the mutation are not kept
         await asyncio.shield(self._store.finish(key, outcome))
         return outcome
 
@@ -729,9 +539,7 @@ def _registration(row: Any, today: dt.date) -> gateway.OffsiteRegistration:
     else:
         state = gateway.OFFSITE_REGISTRATION_STATE_UNSPECIFIED
     code = text_of(row, "insutype")
-    reason = _REASON_BY_CODE.get(text_of(row, "refl_type")) or _REASON_BY_TEXT.get(
-        text_of(row, "refl_rea"), gateway.OFFSITE_REASON_UNSPECIFIED
-    )
+    reason = reason_of(text_of(row, "refl_type"), text_of(row, "refl_rea"))
     registration = gateway.OffsiteRegistration(
         registration_id=text_of(row, "trt_dcla_detl_sn"),
         state=state,
@@ -740,7 +548,7 @@ def _registration(row: Any, today: dt.date) -> gateway.OffsiteRegistration:
         target_division_code=text_of(row, "mdtrtarea_admdvs"),
         start_date=text_of(row, "begndate")[:10],
         end_date=end,
-        reason=gateway.OffsiteReason.ValueType(reason),
+        reason=reason,
         contact_phone=text_of(row, "tel"),
         address=text_of(row, "addr"),
     )
@@ -757,42 +565,9 @@ def _sort_key(row: Any) -> tuple[str, str]:
     return (text_of(row, "crte_time"), text_of(row, "trt_dcla_detl_sn"))
 
 
-def _request_id(request_id: str) -> list[FieldViolation]:
-    problem = validation.check_request_id(request_id)
-    return [FieldViolation("request_id", problem)] if problem else []
-
-
-def _text_problem(value: str, limit: int, *, required: bool) -> str | None:
-    if not value.strip():
-        return "must not be empty" if required else None
-    if len(value) > limit:
-        return f"must be at most {limit} characters"
-    if any(not ch.isprintable() for ch in value):
-        return "must not contain control characters"
-    return None
-
-
-def _date(value: str) -> dt.date | None:
-    if validation.check_iso_date(value):
-        return None
-    return dt.date.fromisoformat(value)
-
-
 def _deadline(budget: float | None) -> float | None:
     return None if budget is None else time.monotonic() + budget
 
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-__all__: Sequence[str] = (
-    "Cancellation",
-    "Listing",
-    "OffsiteCodes",
-    "OffsiteRegistrations",
-    "Submission",
-    "cancellation",
-    "listing",
-    "submission",
-)

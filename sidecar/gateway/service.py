@@ -14,7 +14,7 @@ from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.errors import FieldViolation
-from sidecar.gateway import registrations
+from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
 from sidecar.gateway.cache import ReadCache
 from sidecar.gateway.codes import INSURANCE_TYPE_CODES
@@ -95,7 +95,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
     async def SubmitOffsiteRegistration(  # noqa: N802
         self, request: gateway.SubmitOffsiteRegistrationRequest, context: Context
     ) -> gateway.SubmitOffsiteRegistrationResponse:
-        submission = registrations.submission(
+        submission = offsite_requests.submission(
             request,
             tenant=_caller().tenant,
             today=beijing_now().date(),
@@ -107,7 +107,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         self, request: gateway.ListOffsiteRegistrationsRequest, context: Context
     ) -> gateway.ListOffsiteRegistrationsResponse:
         tenant = _caller().tenant
-        listing = registrations.listing(request, tokens=self._tokens, tenant=tenant)
+        listing = offsite_requests.listing(request, tokens=self._tokens, tenant=tenant)
         return await self._offsite.list_registrations(
             listing, tenant, _operator(), context.time_remaining()
         )
@@ -115,7 +115,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
     async def CancelOffsiteRegistration(  # noqa: N802
         self, request: gateway.CancelOffsiteRegistrationRequest, context: Context
     ) -> gateway.CancelOffsiteRegistrationResponse:
-        cancellation = registrations.cancellation(request, tenant=_caller().tenant)
+        cancellation = offsite_requests.cancellation(request, tenant=_caller().tenant)
         return await self._offsite.cancel(cancellation, _operator(), context.time_remaining())
 
     # Built by the settlement helper; until then the filter chain answers UNIMPLEMENTED.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sidecar import validation
@@ -15,8 +16,8 @@ from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.errors import GatewayError
 from sidecar.gateway.account import account_query
+from sidecar.gateway.offsite_requests import cancellation, listing, submission
 from sidecar.gateway.paging import BadPageToken, PageTokens, binding_of, page_size_of
-from sidecar.gateway.registrations import cancellation, listing, submission
 
 T = TypeVar("T")
 KEY = bytes(range(32))
@@ -37,7 +38,11 @@ positions = st.dictionaries(
 @given(position=positions, binding=st.binary(max_size=200))
 def test_tokens_round_trip(position: dict[str, int | str], binding: bytes) -> None:
     tokens = PageTokens(KEY, clock=lambda: 1_800_000_000)
-    token = tokens.issue(binding, position)
+    try:
+        token = tokens.issue(binding, position)
+    except ValueError:  # never issues a token it would refuse to open
+        assert len(json.dumps(position)) > 300
+        return
     assert token.isascii() and "=" not in token
     assert tokens.open(token, binding) == position
 
@@ -47,6 +52,7 @@ def test_tokens_open_only_with_their_binding(
     position: dict[str, int | str], binding: bytes, other: bytes
 ) -> None:
     tokens = PageTokens(KEY, clock=lambda: 1_800_000_000)
+    assume(len(json.dumps(position)) < 300)
     token = tokens.issue(binding, position)
     if other != binding:
         with pytest.raises(BadPageToken):
@@ -60,6 +66,7 @@ def test_any_change_to_a_token_is_detected(
     position: dict[str, int | str], data: st.DataObject
 ) -> None:
     tokens = PageTokens(KEY, clock=lambda: 1_800_000_000)
+    assume(len(json.dumps(position)) < 300)
     token = tokens.issue(b"b", position)
     index = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
