@@ -92,27 +92,31 @@ class PeerCredentialFront:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _open(self, pipe: _Pipe, peer: UnixPeer) -> str:
-        name = f"{self._prefix}{next(self._numbers)}"
+    def _bind_upstream(self, pipe: _Pipe, peer: UnixPeer) -> socket.socket:
+        """A socket holding a fresh abstract name, registered as ``peer`` only once it is ours.
+
+        The kernel lets one socket at a time hold an abstract name, so a name in the registry is
+        always held by the front's own upstream socket: a process that bound it first (it could
+        read the names in /proc/net/unix and guess the next number) makes this bind fail and
+        never gets the name registered.
+        """
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            name = f"{self._prefix}{next(self._numbers)}"
+            upstream.bind("\0" + name)
+            upstream.setblocking(False)
+        except BaseException:
+            upstream.close()
+            raise
+        pipe.name = name
         self._peers[name] = peer
         self._pipes.add(pipe)
-        return name
+        return upstream
 
     def _closed(self, pipe: _Pipe) -> None:
         self._pipes.discard(pipe)
         if pipe.name is not None:
             self._peers.pop(pipe.name, None)
-
-    async def _connect_upstream(self, name: str) -> socket.socket:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.bind("\0" + name)
-            upstream.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(upstream, str(self._private_socket))
-        except BaseException:
-            upstream.close()
-            raise
-        return upstream
 
 
 class _Pipe:
@@ -138,17 +142,19 @@ class _Pipe:
     async def connect(self, peer: UnixPeer) -> None:
         if self._closed:  # the caller left before this task ran
             return
-        self.name = self.front._open(self, peer)
+        sock: socket.socket | None = None
         try:
-            sock = await self.front._connect_upstream(self.name)
+            sock = self.front._bind_upstream(self, peer)
             loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, str(self.front._private_socket))
             transport, _ = await loop.create_connection(lambda: _Upstream(self), sock=sock)
-        except OSError as exc:
-            log.error("access.front.upstream_failed", extra={"error": type(exc).__name__})
+        except BaseException as exc:  # OSError, or cancelled by close()
+            if sock is not None:
+                sock.close()
             self.close()
-            return
-        except BaseException:  # cancelled by close()
-            self.close()
+            if isinstance(exc, OSError):
+                log.error("access.front.upstream_failed", extra={"error": type(exc).__name__})
+                return
             raise
         if self._closed:  # the caller left while we connected
             transport.close()

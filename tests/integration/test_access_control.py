@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -257,7 +258,10 @@ ALLOWED = grpc.StatusCode.UNIMPLEMENTED  # ConsentService answers this once past
 
 
 def unix_channel(env: Env) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"unix:{env.socket_dir / 'sidecar.sock'}")
+    """A channel with a connection of its own (gRPC shares them between channels otherwise)."""
+    return grpc.aio.insecure_channel(
+        f"unix:{env.socket_dir / 'sidecar.sock'}", options=[("grpc.use_local_subchannel_pool", 1)]
+    )
 
 
 # -- the Unix socket: the kernel's identity --------------------------------------------------
@@ -390,6 +394,71 @@ async def test_the_private_listener_behind_the_front_gives_no_identity(env: Env)
         async with grpc.aio.insecure_channel(front.upstream) as direct:
             outcome = await call(direct)
     assert (outcome.code, outcome.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "PEER_UNAUTHENTICATED",
+    )
+
+
+def front_names() -> list[tuple[str, int]]:
+    """The front's abstract names in use, as any local process can read them."""
+    names = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        path = line.split()[-1] if len(line.split()) > 7 else ""
+        if path.startswith("@yibao-sidecar/"):
+            prefix, _, number = path[1:].rpartition("/")
+            names.append((prefix, int(number)))
+    return names
+
+
+@contextlib.asynccontextmanager
+async def squatting_forwarder(listen: Path, target: str, name: str) -> AsyncIterator[None]:
+    """Forwards connections on ``listen`` to ``target`` from a socket bound to ``name``."""
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind("\0" + name)  # taken before the front gets to use it
+    squatter.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(squatter, target)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(sock=squatter)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_unix_server(accept, str(listen))
+    try:
+        yield
+    finally:
+        server.close()
+
+
+async def test_a_squatted_connection_name_gives_no_identity(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sidecar.access.front")
+    async with serving(env.settings()) as sidecar, unix_channel(env) as channel:
+        assert (await call(channel)).code == ALLOWED
+        [(prefix, number)] = front_names()
+        front = sidecar.server._listen.front
+        assert isinstance(front, PeerCredentialFront)
+        squatted = f"{prefix}/{number + 1}"  # the name the front's next connection would take
+        listen = env.socket_dir / "squat.sock"
+        async with (
+            squatting_forwarder(listen, front.upstream.removeprefix("unix:"), squatted),
+            grpc.aio.insecure_channel(f"unix:{listen}") as squatter,
+        ):
+            async with unix_channel(env) as victim:
+                victims_call = await call(victim)  # its first upstream cannot bind the name
+            squatters_call = await call(squatter)
+    failed = [r for r in caplog.records if r.getMessage() == "access.front.upstream_failed"]
+    assert [getattr(r, "error", "") for r in failed] == ["OSError"]  # EADDRINUSE: not ours
+    # gRPC connects again (a new connection, a new name) and the victim's call goes through
+    assert victims_call.code in (ALLOWED, grpc.StatusCode.UNAVAILABLE)
+    assert (squatters_call.code, squatters_call.reason) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "PEER_UNAUTHENTICATED",
     )
