@@ -85,7 +85,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]
     services = [registration.name for registration in registrations]
-    access, front = _access_control(settings, services)
+    tcp_credentials = _tcp_credentials(settings.server.tls)
+    access, front = _access_control(settings, services)  # last: it makes a directory
     chain = FilterChain(
         [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity(), *access],
         services=services,
@@ -96,7 +97,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             socket_path=settings.server.socket_path,
             socket_mode=settings.server.socket_mode,
             tcp=settings.server.tcp_listen,
-            tcp_credentials=_tcp_credentials(settings.server.tls),
+            tcp_credentials=tcp_credentials,
             front=front,
         ),
         interceptors=[chain],

@@ -36,9 +36,14 @@ from grpc_status import rpc_status
 
 from sidecar import app, devcerts
 from sidecar._proto.yibao.gateway.v1 import consent_pb2
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.access.front import PeerCredentialFront
 from sidecar.config import ConfigError, Settings
 from sidecar.logs import JsonFormatter
+from sidecar.simulator.population import Population
+from sidecar.simulator.server import running_simulator
+from tests.integration.conftest import settings_for
+from tests.integration.test_server import SlowSimulator, enrollment_request
 
 TENANT = "acme-corp"
 OPERATOR = "im-bot-01"
@@ -386,6 +391,18 @@ async def test_an_invalid_new_policy_keeps_the_old_one_and_says_so_once(
     assert "unexpected: unknown key" in line["error"] and "\n" not in line["error"]
 
 
+async def test_stopping_removes_the_public_socket_and_the_private_directory(env: Env) -> None:
+    async with serving(env.settings()) as sidecar, unix_channel(env) as channel:
+        assert (await call(channel)).code == ALLOWED
+        front = sidecar.server._listen.front
+        assert isinstance(front, PeerCredentialFront)
+        private = Path(front.upstream.removeprefix("unix:")).parent
+        assert private.parent == env.socket_dir
+    assert not private.exists()
+    assert not (env.socket_dir / "sidecar.sock").exists()
+    assert front.connections == 0
+
+
 async def test_the_private_listener_behind_the_front_gives_no_identity(env: Env) -> None:
     async with serving(env.settings()) as sidecar:
         front = sidecar.server._listen.front
@@ -625,3 +642,33 @@ def test_unusable_tls_files_stop_start_up_with_one_line(env: Env) -> None:
     server["tls"]["key_file"] = str(env.tls.client["im"][1])  # a key of another certificate
     with pytest.raises(ConfigError, match=r"^config: server\.tls\.cert_file/key_file"):
         app.build(env.settings(**server))
+
+
+# -- through to the platform, and the drain on SIGTERM ------------------------------------------
+
+
+async def test_calls_through_the_front_reach_the_platform_and_drain_on_stop(env: Env) -> None:
+    write_policy(env.policy, policy_text(rpcs=["InsuranceGateway/GetEnrollment"]))
+    platform = SlowSimulator(Population.generate(7, 20))
+    async with running_simulator(platform) as simulator:
+        base = settings_for(simulator, env.socket_dir, grace_period_seconds=10)
+        settings = Settings.model_validate(
+            {
+                **base.model_dump(mode="json"),
+                "access": {"policy_file": str(env.policy), "reload_interval_seconds": 0},
+            }
+        )
+        async with serving(settings) as sidecar, unix_channel(env) as channel:
+            stub = gateway_grpc.InsuranceGatewayStub(channel)
+            request = enrollment_request(platform.population)
+            metadata = (("x-yibao-tenant", TENANT), ("x-yibao-operator", OPERATOR))
+            await stub.GetEnrollment(request, metadata=metadata)  # sign in first
+            in_flight = [
+                asyncio.ensure_future(stub.GetEnrollment(request, metadata=metadata))
+                for _ in range(10)
+            ]
+            while platform.calls.count("1101") < 11:
+                await asyncio.sleep(0.01)
+            await sidecar.server.stop()  # the front stops accepting; gRPC drains through it
+            answers = await asyncio.gather(*in_flight)
+    assert all(a.person.name == request.subject.name for a in answers)
