@@ -41,6 +41,7 @@ from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.store import Migration, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,17 @@ class Sidecar:
     server: Server
     platform: PlatformClient
     telemetry: telemetry.Telemetry
+    store: Store
+    migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+
+    async def prepare(self) -> None:
+        """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
+        await self.store.migrate(self.migrations)
 
     async def close(self) -> None:
         await self.platform.close()
+        await self.store.close()
         if self.hsm is not None:
             self.hsm.close()
         self.telemetry.shutdown()
@@ -74,6 +82,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         if hsm is not None:
             hsm.close()
         raise
+    store = open_store(settings.store)
+    migrations: tuple[Migration, ...] = ()
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
     gateway = InsuranceGatewayService(
@@ -105,7 +115,14 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
-    return Sidecar(server=server, platform=platform, telemetry=observability, hsm=hsm)
+    return Sidecar(
+        server=server,
+        platform=platform,
+        telemetry=observability,
+        store=store,
+        migrations=migrations,
+        hsm=hsm,
+    )
 
 
 def _access_control(
@@ -241,6 +258,11 @@ async def serve(config_path: Path) -> int:
     settings = config.load(config_path)
     logs.configure(settings.log.level)
     sidecar = build(settings)
+    try:
+        await sidecar.prepare()
+    except StoreError as exc:
+        await sidecar.close()
+        raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
     try:
         await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
     except OSError as exc:  # the socket path or port cannot be used

@@ -305,6 +305,32 @@ class AccessConfig(_Section):
     )
 
 
+class StoreConfig(_Section):
+    """The shared store: SQLite on one machine, PostgreSQL when many replicas share it."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    sqlite_path: Path = Path("/var/lib/yibao/sidecar.db")
+    postgresql_dsn: str | None = Field(
+        None, description="libpq conninfo or URI without the password, e.g. host=db dbname=yibao"
+    )
+    postgresql_password_file: Path | None = None
+    pool_size: int = Field(4, ge=1, le=100)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("postgresql_dsn")
+    @classmethod
+    def _no_inline_password(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"password\s*=|://[^/@]*:[^/@]*@", value):
+            raise ValueError("must not carry a password: use store.postgresql_password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> StoreConfig:
+        if self.backend == "postgresql" and not self.postgresql_dsn:
+            raise ValueError("backend postgresql needs store.postgresql_dsn")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -317,6 +343,7 @@ class Settings(_Section):
     platform: PlatformConfig
     hsm: HsmConfig | None = None
     access: AccessConfig | None = None
+    store: StoreConfig = Field(default_factory=StoreConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")
