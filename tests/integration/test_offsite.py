@@ -126,7 +126,19 @@ async def test_concurrent_duplicates_submit_once(
             assert error.code() == grpc.StatusCode.ABORTED
             assert details(error)[0].reason == "REQUEST_IN_PROGRESS"
         assert await submit(sidecar, submission(person)) == answers[0]
+        serial = answers[0].registration.registration_id
+        cancels = await asyncio.gather(
+            *(cancel(sidecar, person, serial) for _ in range(8)), return_exceptions=True
+        )
+        done = [c for c in cancels if isinstance(c, gateway.CancelOffsiteRegistrationResponse)]
+        assert done and all(c.registration.state == CANCELLED for c in done)
+        assert all(
+            details(c)[0].reason == "REQUEST_IN_PROGRESS"
+            for c in cancels
+            if isinstance(c, grpc.aio.AioRpcError)
+        )
     assert simulator.app.calls.count("2501") == 1
+    assert simulator.app.calls.count("2502") == 1
     assert len(simulator.app.state.registrations.of(person.psn_no or "")) == 1
 
 
