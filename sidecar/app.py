@@ -105,7 +105,11 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     offsite = OffsiteRegistrations(
         people,
         platform,
-        offsite_store.OffsiteStore(store, lease_seconds=settings.offsite.request_lease_seconds),
+        offsite_store.OffsiteStore(
+            store,
+            lease_seconds=settings.offsite.request_lease_seconds,
+            keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
+        ),
         tokens,
         OffsiteCodes(codes.registration, codes.registration_cancel, codes.registration_query),
         cache=cache,

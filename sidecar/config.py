@@ -312,6 +312,9 @@ class OffsiteConfig(_Section):
     request_lease_seconds: float = Field(
         120.0, gt=0, le=3600, description="a running request_id blocks repeats this long"
     )
+    keep_request_ids_hours: float = Field(
+        168.0, ge=24, le=24 * 366, description="finished request_ids are remembered this long"
+    )
     unknown_outcome_settle_seconds: float = Field(
         60.0,
         ge=0,

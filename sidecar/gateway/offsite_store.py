@@ -179,11 +179,34 @@ class OffsiteStore:
     """Idempotency keys and submissions of the registration family, in the shared store."""
 
     def __init__(
-        self, store: Store, *, lease_seconds: float, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        *,
+        lease_seconds: float,
+        keep_seconds: float = 7 * 86_400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._lease = lease_seconds
+        self._keep = keep_seconds
         self._clock = clock
+        self._next_purge = 0.0
+
+    async def purge(self) -> int:
+        """Forget finished keys older than ``keep_seconds`` (docs/api.md promises at least 24
+        hours); how many. Keys whose outcome is still unknown are never purged."""
+        cutoff = _micros(self._clock() - self._keep)
+        async with self._store.transaction() as tx:
+            return await tx.execute(
+                "DELETE FROM offsite_requests WHERE state = :done AND updated_at < :cutoff",
+                {"done": DONE, "cutoff": cutoff},
+            )
+
+    async def purge_now_and_then(self) -> None:
+        """``purge`` at most once an hour, from the request path."""
+        if self._clock() >= self._next_purge:
+            self._next_purge = self._clock() + 3600.0
+            await self.purge()
 
     async def claim(self, key: RequestKey) -> Claim:
         """Take the key for this call, or say why not (raises for reuse and in-progress)."""

@@ -119,6 +119,7 @@ class OffsiteRegistrations:
     ) -> gateway.SubmitOffsiteRegistrationResponse:
         deadline = _deadline(budget)
         with store_errors_unavailable():
+            await self._store.purge_now_and_then()
             claim = await self._store.claim(request.key)
             if claim.kind is not ClaimKind.REPLAY:
                 outcome = await self._settled(
@@ -249,6 +250,7 @@ class OffsiteRegistrations:
     ) -> gateway.CancelOffsiteRegistrationResponse:
         deadline = _deadline(budget)
         with store_errors_unavailable():
+            await self._store.purge_now_and_then()
             claim = await self._store.claim(request.key)
             if claim.kind is not ClaimKind.REPLAY:
                 outcome = await self._settled(

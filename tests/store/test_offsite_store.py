@@ -115,3 +115,21 @@ def test_the_payload_hash_ignores_the_request_id_only() -> None:
     k1, k2, k3 = (request_key("t", "M", r) for r in (one, two, three))
     assert k1.payload_sha256 == k2.payload_sha256 != k3.payload_sha256
     assert (k1.request_id, k2.request_id) == ("a", "b")
+
+
+async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -> None:
+    clock = Clock()
+    await store.migrate(MIGRATIONS)
+    offsite = OffsiteStore(store, lease_seconds=10.0, keep_seconds=86_400.0, clock=clock)
+    unknown = RequestKey("acme", "SubmitOffsiteRegistration", "req-2", "a" * 64)
+    await offsite.claim(KEY)
+    await offsite.finish(KEY, Outcome(answer=b""))
+    await offsite.claim(unknown)
+    await offsite.mark_sent(unknown)
+    await offsite.free(unknown)
+    clock.now += 86_399
+    assert await offsite.purge() == 0
+    clock.now += 2
+    assert await offsite.purge() == 1
+    assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH  # forgotten
+    assert (await offsite.claim(unknown)).kind is ClaimKind.RESOLVE  # never dropped
