@@ -7,7 +7,10 @@ the key, so that ``yibao-sidecar serve`` stops with one line instead of a traceb
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -22,9 +25,14 @@ from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
 from sidecar.config import ConfigError, GatewayLoginConfig, ServerTlsConfig, Settings, read_secret
+from sidecar.gateway import offsite_store
+from sidecar.gateway.account import AccountQueries
+from sidecar.gateway.cache import ReadCache
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
+from sidecar.gateway.paging import PageTokens
+from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_control import AccessControl, rpc_names
@@ -86,11 +94,44 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     migrations: tuple[Migration, ...] = ()
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
+    function_key = _function_key(settings)
+    tokens = PageTokens(_derived(function_key, b"page-tokens"))
+    cache = ReadCache(  # mutating functions (and consent revocation) call cache.invalidate
+        ttl_seconds=settings.cache.ttl_seconds,
+        max_entries=settings.cache.max_entries,
+        key=_derived(function_key, b"read-cache"),
+        meter=meter,
+    )
+    offsite = OffsiteRegistrations(
+        people,
+        platform,
+        offsite_store.OffsiteStore(
+            store,
+            lease_seconds=settings.offsite.request_lease_seconds,
+            keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
+        ),
+        tokens,
+        OffsiteCodes(codes.registration, codes.registration_cancel, codes.registration_query),
+        cache=cache,
+        settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
+    )
+    migrations += offsite_store.MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
         eligibility=EligibilityChecks(
             people, platform, codes.benefit_check, settings.institution.code
         ),
+        account=AccountQueries(
+            people,
+            platform,
+            tokens,
+            cumulative_infno=codes.cumulative_info,
+            statement_infno=codes.account_statement,
+        ),
+        offsite=offsite,
+        tokens=tokens,
+        cache=cache,
+        max_backdate_days=settings.offsite.max_backdate_days,
     )
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]
@@ -245,6 +286,26 @@ def _gateway_login(config: GatewayLoginConfig) -> GatewayLogin:
         username,
         secrets["password_file"],
     )
+
+
+def _function_key(settings: Settings) -> bytes:
+    """The secret behind page tokens and the cache's subject hashes: ``paging.token_key_file``
+    (64 hex digits; tokens then survive restarts and work across replicas), else random."""
+    path = settings.paging.token_key_file
+    if path is None:
+        return secrets.token_bytes(32)
+    text = read_secret(path, "paging.token_key_file")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"config: paging.token_key_file: {path} must hold 64 hex digits")
+    return key
+
+
+def _derived(key: bytes, purpose: bytes) -> bytes:
+    return hmac.new(key, purpose, hashlib.sha256).digest()
 
 
 def _mac_address() -> str:

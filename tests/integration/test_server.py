@@ -36,6 +36,8 @@ CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 
 
 IMPLEMENTED = {"GetEnrollment", "CheckEligibility"}
+IMPLEMENTED |= {"GetAccount", "SubmitOffsiteRegistration", "ListOffsiteRegistrations"}
+IMPLEMENTED |= {"CancelOffsiteRegistration"}
 
 
 def request_for(method: Any) -> Any:
