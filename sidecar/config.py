@@ -47,6 +47,17 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_health_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError("host must be an IP address, e.g. 0.0.0.0 for the kubelet") from None
+    return value
+
+
 class ServerConfig(_Section):
     """How IM services reach the sidecar."""
 
@@ -56,11 +67,21 @@ class ServerConfig(_Section):
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
     grace_period_seconds: float = Field(10.0, ge=0, le=300)
+    health_listen: Annotated[
+        str | None, Field(description="plaintext HOST:PORT serving only grpc.health.v1 (probes)")
+    ] = None
+    health_check_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    readiness_includes_platform: bool = False
 
     @field_validator("tcp_listen")
     @classmethod
     def _loopback_only(cls, value: str | None) -> str | None:
         return None if value in (None, "") else _check_listen(value)
+
+    @field_validator("health_listen")
+    @classmethod
+    def _health_address(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_health_listen(value)
 
 
 class InstitutionConfig(_Section):
