@@ -59,18 +59,24 @@ class HsmLoginCheck:
     A session that is gone or no longer logged in raises ``UserNotLoggedIn`` inside the worker,
     which makes the pool recover exactly as it would for a signature (reopen, log in again once).
     A refused PIN is never tried again: after a ``LoginError`` this check answers ``False`` until
-    the process restarts (with a corrected PIN file), so probes cannot lock the token.
+    the process restarts (with a corrected PIN file), so probes cannot lock the token. An HSM that
+    does not answer within ``timeout`` seconds counts as a lost login.
     """
 
-    def __init__(self, token: HsmToken) -> None:
+    def __init__(self, token: HsmToken, timeout: float = 5.0) -> None:
         self._token = token
+        self._timeout = timeout
         self._refused = False
 
     async def __call__(self) -> bool:
         if self._refused:
             return False
         try:
-            await self._token.run(self._confirm)
+            async with asyncio.timeout(self._timeout):
+                await self._token.run(self._confirm)
+        except TimeoutError:  # a network HSM that does not answer: not logged in, as far as we know
+            log.warning("probes.hsm_unavailable", extra={"error": "timeout"})
+            return False
         except LoginError:
             self._refused = True
             log.error("probes.hsm_login_refused", extra={"token": self._token.token_label})

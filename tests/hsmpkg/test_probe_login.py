@@ -7,6 +7,7 @@ The signing certificate is the one ``import-cert`` stored next to the active key
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -52,6 +53,19 @@ async def test_after_a_refused_pin_the_probe_never_tries_again() -> None:
     assert await check() is False
     assert await check() is False
     assert refusing.runs == 1
+
+
+class HangingToken:
+    """A network HSM that stopped answering: the job never comes back."""
+
+    token_label = "yibao"
+
+    async def run(self, fn: Any) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_an_hsm_that_does_not_answer_counts_as_a_lost_login() -> None:
+    assert await HsmLoginCheck(HangingToken(), timeout=0.05)() is False  # type: ignore[arg-type]
 
 
 def _sm2_certificate_for(public_pem: str, directory: Path, days: int) -> bytes:
