@@ -143,3 +143,22 @@ def test_the_dev_image_puts_softhsm_where_the_dev_configuration_looks(
     assert dev.sidecar_config["hsm"]["module"] == destination
     assert dev.container(SIDECAR)["image"].rsplit(":", 1)[0].endswith("-dev")
     assert not prod.container(SIDECAR)["image"].rsplit(":", 1)[0].endswith("-dev")
+
+
+def test_everything_the_build_copies_is_in_the_context_and_not_ignored(
+    stages: dict[str, Stage],
+) -> None:
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", "node_modules", ".git"} <= ignored  # no multi-GB context uploads
+    for stage in stages.values():
+        for value in stage.values("COPY"):
+            words = shlex.split(value)
+            if words[0].startswith("--from="):
+                continue
+            for source in words[:-1]:
+                assert (REPO / source).exists(), f"{stage.name}: COPY {source}"
+                assert source.rstrip("/").split("/")[0] not in ignored, source
