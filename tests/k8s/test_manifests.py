@@ -102,6 +102,14 @@ def test_the_pod_meets_the_restricted_pod_security_profile(rendered: Rendered) -
     assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         assert not pod.get(flag), flag
+    for container in rendered.all_containers():
+        for port in container.get("ports", []):
+            assert "hostPort" not in port, container["name"]
+    (namespace,) = rendered.of_kind("Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for obj in rendered.objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == namespace["metadata"]["name"], obj["kind"]
     for volume in pod["volumes"]:
         assert set(volume) - {"name"} <= {"emptyDir", "configMap", "secret", "projected"}, volume
     for name, context in _all_security_contexts(rendered):
