@@ -13,16 +13,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from sidecar import certexpiry, config, logs, telemetry
-from sidecar.config import ConfigError, GatewayLoginConfig, Settings, read_secret
+from sidecar.access.front import PeerCredentialFront
+from sidecar.access.policy import PolicyError, PolicyFile
+from sidecar.access.ratelimit import RateLimiter
+from sidecar.config import ConfigError, GatewayLoginConfig, ServerTlsConfig, Settings, read_secret
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.hsm_link import HsmLink, open_hsm
+from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
@@ -37,6 +42,7 @@ from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tl
 from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.store import Migration, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,8 @@ class Sidecar:
     server: Server
     platform: PlatformClient
     telemetry: telemetry.Telemetry
+    store: Store
+    migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
     probes: Probes | None = None
     certificates: certexpiry.CertificateWatch | None = None
@@ -62,8 +70,13 @@ class Sidecar:
         if self.probes is not None:
             await self.probes.draining()
 
+    async def prepare(self) -> None:
+        """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
+        await self.store.migrate(self.migrations)
+
     async def close(self) -> None:
         await self.platform.close()
+        await self.store.close()
         if self.hsm is not None:
             self.hsm.close()
         self.telemetry.shutdown()
@@ -86,6 +99,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         if hsm is not None:
             hsm.close()
         raise
+    store = open_store(settings.store)
+    migrations: tuple[Migration, ...] = ()
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
     gateway = InsuranceGatewayService(
@@ -96,9 +111,12 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     )
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]
+    services = [registration.name for registration in registrations]
+    tcp_credentials = _tcp_credentials(settings.server.tls)
+    access, front = _access_control(settings, services)  # last: it makes a directory
     chain = FilterChain(
-        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity()],
-        services=[registration.name for registration in registrations],
+        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity(), *access],
+        services=services,
     )
     server = Server(
         registrations,
@@ -106,6 +124,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             socket_path=settings.server.socket_path,
             socket_mode=settings.server.socket_mode,
             tcp=settings.server.tcp_listen,
+            tcp_credentials=tcp_credentials,
+            front=front,
         ),
         interceptors=[chain],
         max_message_bytes=settings.server.max_message_bytes,
@@ -126,9 +146,54 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         server=server,
         platform=platform,
         telemetry=observability,
+        store=store,
+        migrations=migrations,
         hsm=hsm,
         probes=probes,
         certificates=certificates,
+    )
+
+
+def _access_control(
+    settings: Settings, services: list[str]
+) -> tuple[list[AccessControl], PeerCredentialFront | None]:
+    """The access filter and the Unix socket's peer-credential front, if ``[access]`` is set."""
+    a = settings.access
+    if a is None:  # server.started says access_control false
+        return [], None
+    try:
+        policy = PolicyFile(a.policy_file, rpc_names(services), a.reload_interval_seconds)
+    except PolicyError as exc:
+        raise ConfigError(f"config: access.policy_file: {exc}") from None
+    try:
+        front = PeerCredentialFront(a.private_socket_parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"config: access.private_socket_parent: cannot make a directory: {exc.strerror}"
+        ) from None
+    return [AccessControl(policy, front.lookup, RateLimiter())], front
+
+
+def _tcp_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
+    """Mutual TLS for the TCP listener: callers must present a certificate of the client CA."""
+    if tls is None:
+        return None
+    pem = {
+        key: read_secret(getattr(tls, key), f"server.tls.{key}").encode()
+        for key in ("cert_file", "key_file", "client_ca_file")
+    }
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:  # grpc would only fail at the first handshake; say what is wrong at start-up
+        check.load_cert_chain(tls.cert_file, tls.key_file)
+        check.load_verify_locations(cadata=pem["client_ca_file"].decode())
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"config: server.tls.cert_file/key_file/client_ca_file: unusable ({exc.reason})"
+        ) from None
+    return grpc.ssl_server_credentials(
+        [(pem["key_file"], pem["cert_file"])],
+        root_certificates=pem["client_ca_file"],
+        require_client_auth=True,
     )
 
 
@@ -241,6 +306,11 @@ async def serve(config_path: Path) -> int:
     settings = config.load(config_path)
     logs.configure(settings.log.level)
     sidecar = build(settings)
+    try:
+        await sidecar.prepare()
+    except StoreError as exc:
+        await sidecar.close()
+        raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
     try:
         if sidecar.probes is not None:  # first: the kubelet's startupProbe may already be asking
             await sidecar.probes.start()

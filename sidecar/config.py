@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "YIBAO_SIDECAR__"
 _SECRET_KEY = re.compile(r"(pin|password|secret|private_key|passphrase|token)$")
@@ -34,10 +42,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_listen(value: str) -> str:
+def _check_host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT")
+    return value
+
+
+def _check_listen(value: str) -> str:
+    _check_host_port(value)
+    host = value.rpartition(":")[0]
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -48,14 +62,20 @@ def _check_listen(value: str) -> str:
 
 
 def _check_health_listen(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("must be HOST:PORT")
+    _check_host_port(value)
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(value.rpartition(":")[0].strip("[]"))
     except ValueError:
         raise ValueError("host must be an IP address, e.g. 0.0.0.0 for the kubelet") from None
     return value
+
+
+class ServerTlsConfig(_Section):
+    """Mutual TLS on the TCP listener: our certificate, and the CA that issues callers' ones."""
+
+    cert_file: Path = Field(description="PEM: the sidecar's server certificate (and chain)")
+    key_file: Path = Field(description="PEM: its private key")
+    client_ca_file: Path = Field(description="PEM: CA certificates trusted to issue callers'")
 
 
 class ServerConfig(_Section):
@@ -63,7 +83,11 @@ class ServerConfig(_Section):
 
     socket_path: Path = Path("/run/yibao/sidecar.sock")
     socket_mode: int = Field(0o660, ge=0, le=0o777)
-    tcp_listen: Annotated[str | None, Field(description="loopback HOST:PORT, optional")] = None
+    tls: ServerTlsConfig | None = None
+    tcp_plaintext_for_development: bool = False
+    tcp_listen: Annotated[
+        str | None, Field(description="HOST:PORT, optional; mutual TLS ([server.tls])")
+    ] = None
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
     grace_period_seconds: float = Field(10.0, ge=0, le=300)
@@ -75,8 +99,19 @@ class ServerConfig(_Section):
 
     @field_validator("tcp_listen")
     @classmethod
-    def _loopback_only(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _check_listen(value)
+    def _mutual_tls_or_development(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if info.data.get("tls") is not None:
+            return _check_host_port(value)
+        _check_listen(value)  # plaintext: loopback only, and only when asked for
+        if not info.data.get("tcp_plaintext_for_development"):
+            raise ValueError(
+                "TCP needs mutual TLS: configure [server.tls], or set "
+                "server.tcp_plaintext_for_development = true (development only)"
+            )
+        return value
 
     @field_validator("health_listen")
     @classmethod
@@ -275,6 +310,46 @@ class HsmConfig(_Section):
     pool_size: int = Field(2, ge=1, le=64)
 
 
+class AccessConfig(_Section):
+    """Caller access control (docs/security.md): who may call, for which tenants, how often."""
+
+    policy_file: Path = Field(description="TOML: callers, their tenants, RPCs and rates")
+    reload_interval_seconds: float = Field(
+        5.0, ge=0, le=3600, description="how often a call checks whether the file changed"
+    )
+    private_socket_parent: Path | None = Field(
+        None,
+        description="where the 0700 directory of gRPC's private socket is made "
+        "(default: the system's temporary directory)",
+    )
+
+
+class StoreConfig(_Section):
+    """The shared store: SQLite on one machine, PostgreSQL when many replicas share it."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    sqlite_path: Path = Path("/var/lib/yibao/sidecar.db")
+    postgresql_dsn: str | None = Field(
+        None, description="libpq conninfo or URI without the password, e.g. host=db dbname=yibao"
+    )
+    postgresql_password_file: Path | None = None
+    pool_size: int = Field(4, ge=1, le=100)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("postgresql_dsn")
+    @classmethod
+    def _no_inline_password(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"password\s*=|://[^/@]*:[^/@]*@", value):
+            raise ValueError("must not carry a password: use store.postgresql_password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> StoreConfig:
+        if self.backend == "postgresql" and not self.postgresql_dsn:
+            raise ValueError("backend postgresql needs store.postgresql_dsn")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -286,6 +361,8 @@ class Settings(_Section):
     institution: InstitutionConfig
     platform: PlatformConfig
     hsm: HsmConfig | None = None
+    access: AccessConfig | None = None
+    store: StoreConfig = Field(default_factory=StoreConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")

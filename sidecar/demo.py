@@ -210,6 +210,9 @@ def _sidecar_config(
 socket_path = "{workdir / "sidecar.sock"}"
 grace_period_seconds = 5
 
+[store]
+sqlite_path = "{workdir / "store" / "sidecar.db"}"
+
 [institution]
 code = "{DEFAULT_INSTITUTION_CODE}"
 name = "演示企业医保服务"

@@ -128,10 +128,16 @@ class Pod:
         env.update(overrides or {})
         return env
 
-    def script(self, name: str, argv: list[str]) -> str:
+    def script(
+        self, name: str, argv: list[str], context_changes: Mapping[str, Any] | None = None
+    ) -> str:
         """The shell steps that set up the container's mount namespace, then exec ``argv``."""
         container = self.container(name)
-        context = {**self.spec.get("securityContext", {}), **container.get("securityContext", {})}
+        context = {
+            **self.spec.get("securityContext", {}),
+            **container.get("securityContext", {}),
+            **(context_changes or {}),
+        }
         steps = ["set -e"]
         for image_path, source in self.image_files.items():
             steps.append(f"mount --bind {q(source)} {q(self.at(image_path))}")
@@ -156,14 +162,18 @@ class Pod:
         return "\n".join(steps)
 
     def popen(
-        self, name: str, entrypoint: list[str], overrides: Mapping[str, str] | None = None
+        self,
+        name: str,
+        entrypoint: list[str],
+        overrides: Mapping[str, str] | None = None,
+        context_changes: Mapping[str, Any] | None = None,
     ) -> subprocess.Popen[str]:
         env = self.environment(name, overrides)
         argv = self.argv(name, entrypoint)
         if argv and not argv[0].startswith("/"):
             found = shutil.which(argv[0], path=env.get("PATH"))
             assert found, f"{argv[0]} is not on the container's PATH"
-        script = self.script(name, argv)
+        script = self.script(name, argv, context_changes)
         return subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
             env=env,
@@ -172,8 +182,14 @@ class Pod:
             text=True,
         )
 
-    def run(self, name: str, entrypoint: list[str]) -> subprocess.CompletedProcess[str]:
-        process = self.popen(name, entrypoint)
+    def run(
+        self,
+        name: str,
+        entrypoint: list[str],
+        context_changes: Mapping[str, Any] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a container to completion; ``context_changes`` alter its securityContext."""
+        process = self.popen(name, entrypoint, context_changes=context_changes)
         stdout, stderr = process.communicate(timeout=90)
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

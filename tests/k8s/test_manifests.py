@@ -10,6 +10,7 @@ long enough for the drain.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ import kubernetes_validate
 import pytest
 
 from sidecar import config, probes
+from sidecar._proto.yibao.gateway.v1 import consent_pb2, gateway_pb2
+from sidecar.access import policy
+from sidecar.interceptors.access_control import rpc_names
 from tests.k8s.conftest import IM, SIDECAR, Rendered
 
 # Native sidecars are GA from 1.33; the newest schemas the validator ships are checked too.
@@ -156,7 +160,9 @@ def test_secrets_reach_the_sidecar_only_as_files_from_secrets(rendered: Rendered
         mount = rendered.mount_of(SIDECAR, path)
         assert mount.get("readOnly") is True, key
         volume = rendered.volume(mount["name"])
-        if key == "hsm.user_pin_file":
+        if key == "access.policy_file":
+            assert "configMap" in volume  # not a secret; test_the_access_policy_... below
+        elif key == "hsm.user_pin_file":
             # memory-backed copy made by the hsm-pin init container from the Secret
             assert volume["emptyDir"]["medium"] == "Memory"
             copier = rendered.container("hsm-pin")
@@ -257,3 +263,55 @@ def test_prod_loads_the_vendor_library_from_the_security_teams_image(prod: Rende
     installer = rendered.container("hsm-client-install")
     assert mount["name"] in {m["name"] for m in installer["volumeMounts"]}
     assert rendered.sidecar_config["platform"]["security"]["scheme"] != "plain"
+
+
+def test_the_access_policy_loads_and_admits_the_im_container_and_no_one_else(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    path = rendered.sidecar_config["access"]["policy_file"]
+    mount = rendered.mount_of(SIDECAR, path)
+    name = rendered.volume(mount["name"])["configMap"]["name"]
+    (configmap,) = [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"] == name]
+    assert name == "yibao-access-policy"  # a stable name: edits reload, no restart (no hash)
+    assert "subPath" not in mount  # a subPath mount would never see the update
+    text = configmap["data"][os.path.basename(path)]
+    (tmp_path / "access.toml").write_text(text, encoding="utf-8")
+    services = [
+        gateway_pb2.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name,
+        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+    ]
+    loaded = policy.load(tmp_path / "access.toml", rpc_names(services))
+    uids = {uid for rule in config_callers(text) for uid in rule.get("unix_uids", [])}
+    pod_user = rendered.pod["securityContext"]["runAsUser"]
+    im_user = rendered.container(IM)["securityContext"].get("runAsUser", pod_user)
+    assert uids == {im_user}
+    assert loaded.rules
+
+
+def config_callers(text: str) -> list[dict[str, Any]]:
+    callers: list[dict[str, Any]] = tomllib.loads(text)["caller"]
+    return callers
+
+
+def test_writable_paths_the_sidecar_needs_are_on_its_own_empty_dirs(rendered: Rendered) -> None:
+    """The root filesystem is read-only: every path the sidecar writes is on an emptyDir."""
+    settings = rendered.sidecar_config
+    writable = [settings["server"]["socket_path"], settings["access"]["private_socket_parent"]]
+    if settings["store"]["backend"] == "sqlite":
+        writable.append(settings["store"]["sqlite_path"])
+    for path in writable:
+        mount = rendered.mount_of(SIDECAR, path)
+        assert not mount.get("readOnly"), path
+        assert "emptyDir" in rendered.volume(mount["name"]), path
+    private = rendered.mount_of(SIDECAR, settings["access"]["private_socket_parent"])
+    others = [c for c in rendered.all_containers() if c["name"] != SIDECAR]
+    for container in others:  # gRPC's private socket: the sidecar's alone
+        assert private["name"] not in {m["name"] for m in container.get("volumeMounts", [])}
+
+
+def test_prod_keeps_state_in_postgresql_with_the_password_from_a_secret(prod: Rendered) -> None:
+    store = prod.sidecar_config["store"]
+    assert store["backend"] == "postgresql"
+    assert "sslmode=verify-full" in store["postgresql_dsn"]
+    mount = prod.mount_of(SIDECAR, store["postgresql_password_file"])
+    assert "secret" in prod.volume(mount["name"])

@@ -113,9 +113,17 @@ async def wait_for_startup(port: int, process: subprocess.Popen[str]) -> None:
 IM_CLIENT = """
 import os, grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 with grpc.insecure_channel(os.environ["YIBAO_SIDECAR_TARGET"]) as channel:
     answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-print(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+    metadata = (("x-yibao-tenant", "dev-tenant"), ("x-yibao-operator", "op-1"))
+    try:  # an empty request: past access control, validation refuses it
+        gateway_pb2_grpc.InsuranceGatewayStub(channel).GetEnrollment(
+            gateway_pb2.GetEnrollmentRequest(), metadata=metadata, timeout=5
+        )
+    except grpc.RpcError as error:
+        print(error.code().name)
 """
 
 
@@ -152,7 +160,12 @@ async def test_the_dev_pod_starts_as_its_manifests_say_and_passes_the_startup_pr
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
         # the IM container's user reaches the socket through the shared emptyDir
         im = await asyncio.to_thread(pod.run, IM, [sys.executable, "-c", IM_CLIENT])
-        assert (im.returncode, im.stdout.strip()) == (0, "SERVING"), im.stderr
+        assert (im.returncode, im.stdout.split()) == (0, ["SERVING", "INVALID_ARGUMENT"]), im.stderr
+        # the same client as any other user of the socket's group: the policy does not know it
+        intruder = await asyncio.to_thread(
+            pod.run, IM, [sys.executable, "-c", IM_CLIENT], {"runAsUser": 10003}
+        )
+        assert intruder.stdout.split() == ["SERVING", "UNAUTHENTICATED"], intruder.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
