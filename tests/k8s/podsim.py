@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hsm
+import sidecar
+
 # As the kubelet creates them: emptyDir world-writable, group fsGroup with the setgid bit.
 EMPTY_DIR_MODE = 0o2777
 
@@ -199,24 +202,30 @@ def q(value: object) -> str:
 
 
 def _expose_interpreter(root: Path) -> list[str]:
-    """Steps that let an unprivileged user run this interpreter when it lives in a 0700 home.
+    """Steps that let an unprivileged user run this Python when it lives in a 0700 directory.
 
-    pyenv installs under /root (mode 0700). In the namespace, the interpreter's tree is moved
-    onto a world-traversable tmpfs laid over the closed directory; nothing else of it is visible.
+    pyenv installs under /root (mode 0700), and a checkout may live there too. In the namespace,
+    each needed tree (the interpreter, the virtual environment, our packages) is moved onto a
+    world-traversable tmpfs laid over the closed directory; nothing else of it is visible.
     """
-    interpreter = Path(os.path.realpath(sys.executable))
+    needed = [
+        Path(os.path.realpath(sys.executable)),
+        Path(sys.prefix),
+        *(Path(package.__file__).parent for package in (sidecar, hsm)),
+    ]
+    children: dict[Path, set[Path]] = {}
+    for path in needed:
+        for closed in reversed(path.parents):
+            if closed != Path("/") and not os.stat(closed).st_mode & 0o001:
+                children.setdefault(closed, set()).add(closed / path.relative_to(closed).parts[0])
+                break
     steps: list[str] = []
-    for closed in reversed(interpreter.parents):
-        if closed == Path("/") or os.stat(closed).st_mode & 0o001:
-            continue
-        child = closed / interpreter.relative_to(closed).parts[0]
-        stage = root / "stage"
-        stage.mkdir(exist_ok=True)
-        steps += [
-            f"mount --bind {q(child)} {q(stage)}",
-            f"mount -t tmpfs -o mode=0755 cover {q(closed)}",
-            f"mkdir {q(child)}",
-            f"mount --move {q(stage)} {q(child)}",
-        ]
-        break
+    for number, (closed, kept) in enumerate(sorted(children.items())):
+        stages = {child: root / f"stage-{number}-{i}" for i, child in enumerate(sorted(kept))}
+        for child, stage in stages.items():
+            stage.mkdir(exist_ok=True)
+            steps.append(f"mount --bind {q(child)} {q(stage)}")
+        steps.append(f"mount -t tmpfs -o mode=0755 cover {q(closed)}")
+        for child, stage in stages.items():
+            steps += [f"mkdir {q(child)}", f"mount --move {q(stage)} {q(child)}"]
     return steps
