@@ -20,7 +20,7 @@ import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from sidecar import config, logs, telemetry
+from sidecar import certexpiry, config, logs, telemetry
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
@@ -47,6 +47,7 @@ from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
 from sidecar.store import Migration, Store, StoreError, open_store
@@ -64,6 +65,18 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    probes: Probes | None = None
+    certificates: certexpiry.CertificateWatch | None = None
+
+    def started(self) -> None:
+        """The listeners are up: say how long our certificates last."""
+        if self.certificates is not None:
+            self.certificates.log_remaining()
+
+    async def draining(self) -> None:
+        """SIGTERM arrived: stop being ready before the drain starts."""
+        if self.probes is not None:
+            await self.probes.draining()
 
     async def prepare(self) -> None:
         """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
@@ -75,6 +88,8 @@ class Sidecar:
         if self.hsm is not None:
             self.hsm.close()
         self.telemetry.shutdown()
+        if self.probes is not None:  # last: the kubelet's liveness answers until the very end
+            await self.probes.stop()
 
 
 def build(settings: Settings, observability: telemetry.Telemetry | None = None) -> Sidecar:
@@ -85,7 +100,9 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
     try:
         sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
-        platform = _platform_client(settings, observability.tracer, meter, sealing)
+        transport = _transport(settings)
+        platform = _platform_client(settings, transport, observability.tracer, meter, sealing)
+        certificates = _certificate_watch(settings, hsm, meter)
     except BaseException:
         if hsm is not None:
             hsm.close()
@@ -156,6 +173,16 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
+    probes = None
+    if settings.server.health_listen:
+        probes = Probes(
+            settings.server.health_listen,
+            hsm=HsmLoginCheck(hsm.token) if hsm else None,
+            platform=TunnelCheck(transport, settings.platform.connect_timeout_seconds),
+            interval=settings.server.health_check_interval_seconds,
+            readiness_includes_platform=settings.server.readiness_includes_platform,
+            meter=meter,
+        )
     return Sidecar(
         server=server,
         platform=platform,
@@ -163,6 +190,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         store=store,
         migrations=migrations,
         hsm=hsm,
+        probes=probes,
+        certificates=certificates,
     )
 
 
@@ -209,9 +238,22 @@ def _tcp_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | No
     )
 
 
-def _platform_client(
-    settings: Settings, tracer: Tracer, meter: Meter, sealing: Sealing
-) -> PlatformClient:
+def _certificate_watch(
+    settings: Settings, hsm: HsmLink | None, meter: Meter
+) -> certexpiry.CertificateWatch:
+    try:
+        certificates = [certexpiry.from_pem_file("tls_client", settings.platform.client_cert_file)]
+        signing = certexpiry.signing_certificate(hsm.token, hsm.key_label) if hsm else None
+    except certexpiry.CertificateUnreadable as exc:
+        raise ConfigError(f"config: platform.client_cert_file/hsm: {exc}") from None
+    if signing is not None:
+        certificates.append(signing)
+    elif hsm is not None:
+        log.info("certificate.signing_absent", extra={"key": hsm.key_label})
+    return certexpiry.CertificateWatch(certificates, meter)
+
+
+def _transport(settings: Settings) -> HttpsTransport:
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -226,7 +268,7 @@ def _platform_client(
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
         ) from None
-    transport = HttpsTransport(
+    return HttpsTransport(
         p.url.rstrip("/") + p.path,
         tls,
         http2=p.http2,
@@ -235,6 +277,12 @@ def _platform_client(
         login=_gateway_login(p.gateway_login),
         pins=p.pinned_server_keys,
     )
+
+
+def _platform_client(
+    settings: Settings, transport: HttpsTransport, tracer: Tracer, meter: Meter, sealing: Sealing
+) -> PlatformClient:
+    p = settings.platform
     r = p.resilience
     policy = ResiliencePolicy(
         retry_attempts=r.retry_attempts,
@@ -325,7 +373,14 @@ async def serve(config_path: Path) -> int:
         await sidecar.close()
         raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
     try:
-        await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
+        if sidecar.probes is not None:  # first: the kubelet's startupProbe may already be asking
+            await sidecar.probes.start()
+        await serve_until_signalled(
+            sidecar.server,
+            on_stop=sidecar.close,
+            on_signal=sidecar.draining,
+            on_started=sidecar.started,
+        )
     except OSError as exc:  # the socket path or port cannot be used
         await sidecar.close()
         raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None

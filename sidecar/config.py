@@ -61,6 +61,15 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_health_listen(value: str) -> str:
+    _check_host_port(value)
+    try:
+        ipaddress.ip_address(value.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        raise ValueError("host must be an IP address, e.g. 0.0.0.0 for the kubelet") from None
+    return value
+
+
 class ServerTlsConfig(_Section):
     """Mutual TLS on the TCP listener: our certificate, and the CA that issues callers' ones."""
 
@@ -82,6 +91,11 @@ class ServerConfig(_Section):
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
     grace_period_seconds: float = Field(10.0, ge=0, le=300)
+    health_listen: Annotated[
+        str | None, Field(description="plaintext HOST:PORT serving only grpc.health.v1 (probes)")
+    ] = None
+    health_check_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    readiness_includes_platform: bool = False
 
     @field_validator("tcp_listen")
     @classmethod
@@ -98,6 +112,11 @@ class ServerConfig(_Section):
                 "server.tcp_plaintext_for_development = true (development only)"
             )
         return value
+
+    @field_validator("health_listen")
+    @classmethod
+    def _health_address(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_health_listen(value)
 
 
 class InstitutionConfig(_Section):
