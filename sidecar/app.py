@@ -21,14 +21,14 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from sidecar import certexpiry, config, logs, telemetry
+from sidecar.access.front import PeerCredentialFront
+from sidecar.access.policy import PolicyError, PolicyFile
+from sidecar.access.ratelimit import RateLimiter
 from sidecar.audit.filter import AuditFilter
 from sidecar.audit.link import audit_keys, build_trail
 from sidecar.audit.schema import MIGRATIONS as AUDIT_MIGRATIONS
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.writer import AuditUnavailable
-from sidecar.access.front import PeerCredentialFront
-from sidecar.access.policy import PolicyError, PolicyFile
-from sidecar.access.ratelimit import RateLimiter
 from sidecar.config import ConfigError, GatewayLoginConfig, ServerTlsConfig, Settings, read_secret
 from sidecar.gateway import offsite_store
 from sidecar.gateway.account import AccountQueries

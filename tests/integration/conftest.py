@@ -82,6 +82,19 @@ def population(simulator: RunningSimulator) -> Population:
     return simulator.app.population
 
 
+_TRAIL: list[AuditHsm] = []  # set by the autouse fixture below, for helpers without fixtures
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_trail_on(audit_hsm: AuditHsm) -> None:
+    _TRAIL[:] = [audit_hsm]
+
+
+def audit_trail() -> AuditHsm | None:
+    """The audit trail's token, for settings built outside fixtures (sidecars that are prepared)."""
+    return _TRAIL[0] if _TRAIL else None
+
+
 def settings_for(
     simulator: RunningSimulator, socket_dir: Path, audit: AuditHsm | None = None, **server: Any
 ) -> Settings:
