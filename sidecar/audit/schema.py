@@ -34,3 +34,19 @@ INSERT_RECORD = (
     " VALUES (:chain, :seq, :record_id, :kind, :at, :subject, :data_key, :content, :payload,"
     " :prev_hash, :hash)"
 )
+
+_COLUMNS = (
+    "chain", "seq", "record_id", "kind", "at", "subject", "data_key", "content", "payload",
+    "prev_hash", "hash",
+)  # fmt: skip
+
+
+def insert_many(rows: list[dict[str, object]]) -> tuple[str, dict[str, object]]:
+    """One multi-row INSERT for ``rows`` (one round trip to the store instead of one per row)."""
+    values, params = [], {}
+    for n, row in enumerate(rows):
+        values.append("(" + ", ".join(f":{column}_{n}" for column in _COLUMNS) + ")")
+        params.update({f"{column}_{n}": row[column] for column in _COLUMNS})
+    columns = ", ".join(_COLUMNS)  # constants: only placeholders vary, never values
+    sql = f"INSERT INTO audit_records ({columns}) VALUES {', '.join(values)}"  # noqa: S608
+    return sql, params

@@ -30,12 +30,13 @@ from pathlib import Path
 from sidecar.audit import payloads
 from sidecar.audit.checkpoints import CHECKPOINT, CheckpointSigner, write_checkpoint
 from sidecar.audit.records import GENESIS, Entry, Record, seal_record
-from sidecar.audit.schema import INSERT_RECORD
+from sidecar.audit.schema import INSERT_RECORD, insert_many
 from sidecar.audit.spool import Spool, SpoolError, leftovers, read
 from sidecar.store import Store, StoreError, StoreUnavailable
 from sidecar.store.base import now_micros
 
 log = logging.getLogger(__name__)
+_ROWS_PER_INSERT = 64  # 11 parameters each: far below SQLite's and PostgreSQL's limits
 
 
 def _refused(exc: Exception) -> None:
@@ -186,8 +187,9 @@ class AuditWriter:
                 return
         try:
             async with self.store.transaction() as tx:
-                for record in batch:
-                    await tx.execute(INSERT_RECORD, record.as_row())
+                for start in range(0, len(batch), _ROWS_PER_INSERT):
+                    chunk = batch[start : start + _ROWS_PER_INSERT]
+                    await tx.execute(*insert_many([record.as_row() for record in chunk]))
         except Exception as exc:  # whatever stops the write: the spool keeps the records
             _refused(exc)
             self._spool(batch)
