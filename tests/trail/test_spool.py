@@ -166,3 +166,38 @@ async def test_outcomes_spool_while_the_store_is_down_and_replay_in_order(
     assert len(refused) == 5
     [report] = await verify_store(outage.store, [audit_hsm.public_key])
     assert report.ok, report.first
+
+
+async def test_a_spool_left_by_a_dead_process_is_replayed_at_the_next_start(
+    outage: Outage, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    await outage.store.migrate(MIGRATIONS)
+    first = build_trail(audit_config(tmp_path), outage.store, audit_hsm.keys)
+    await first.start()
+    audit = await first.rpc_intent(
+        rpc="GetEnrollment", tenant="t", operator="o", subject=b"1:X", trace_id="", request=b"{}"
+    )
+    await first.writer.flush()
+    await outage.cut()
+    await first.rpc_outcome(audit, status="OK", reason="", error="", answer=b"{}")
+    await first.writer.flush()
+    assert first.writer.spool.pending == 1
+    # The process dies here: no close, no replay. The store comes back; a new process starts.
+    await outage.restore()
+    second = build_trail(audit_config(tmp_path), outage.store, audit_hsm.keys)
+    for _ in range(100):  # until the store takes connections again
+        try:
+            await second.start()
+            break
+        except (AuditUnavailable, StoreUnavailable):
+            await asyncio.sleep(0.2)
+    await second.close()
+    assert not first.writer.spool.path.exists()
+    async with outage.store.transaction() as tx:
+        found = await tx.fetch_all("SELECT chain, kind FROM audit_records ORDER BY chain, seq")
+    by_chain: dict[str, list[str]] = {}
+    for row in found:
+        by_chain.setdefault(str(row["chain"]), []).append(str(row["kind"]))
+    assert by_chain[first.writer.chain] == ["chain.start", "rpc.intent", "rpc.outcome"]
+    reports = await verify_store(outage.store, [audit_hsm.public_key])
+    assert all(r.ok for r in reports)

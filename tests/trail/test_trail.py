@@ -253,3 +253,28 @@ async def test_untouched_chains_verify_on_both_back_ends(
     await _sealed_chain(trail, migrated)
     [report] = await verify(migrated, audit_hsm)
     assert report.ok and report.records == 13 and report.checkpoints == 1
+
+
+async def test_data_keys_rotate_on_schedule_and_every_record_names_its_key(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    trail = build_trail(audit_config(tmp_path, key_rotation_seconds=1), migrated, audit_hsm.keys)
+    ring = trail.writer._keys
+    now = [0.0]
+    ring._clock = lambda: now[0]
+    await trail.start()
+    await one_rpc(trail, 0)
+    now[0] += 1.0  # the rotation interval has passed
+    await one_rpc(trail, 1)
+    await trail.close()
+    records = await rows(migrated)
+    used = [r.data_key for r in records]
+    assert len(set(used)) == 2 and used[0] == used[4] != used[5] == used[-1]
+    async with migrated.transaction() as tx:
+        keys = {r["key_id"] for r in await tx.fetch_all("SELECT key_id FROM audit_data_keys")}
+    assert set(used) <= keys  # every key a record names is stored (wrapped) before use
+    [report] = await verify(migrated, audit_hsm)
+    assert report.ok, report.first
