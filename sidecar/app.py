@@ -22,6 +22,7 @@ from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.service import InsuranceGatewayService
+from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
@@ -36,6 +37,13 @@ from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
+from sidecar.settlement.machine import Codes as SettlementCodes
+from sidecar.settlement.machine import Institution as SettlementInstitution
+from sidecar.settlement.machine import Policy as SettlementPolicy
+from sidecar.settlement.machine import Settlements
+from sidecar.settlement.records import SettlementRecords
+from sidecar.settlement.resolver import Resolver
 from sidecar.store import Migration, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -51,12 +59,17 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    resolver: Resolver | None = None
 
     async def prepare(self) -> None:
         """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
         await self.store.migrate(self.migrations)
+        if self.resolver is not None:
+            self.resolver.start()  # settlements left unresolved by an earlier run
 
     async def close(self) -> None:
+        if self.resolver is not None:
+            await self.resolver.stop()
         await self.platform.close()
         await self.store.close()
         if self.hsm is not None:
@@ -81,10 +94,18 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     migrations: tuple[Migration, ...] = ()
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
+    settlements = _settlements(settings, store, platform)
+    migrations += SETTLEMENT_MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
         eligibility=EligibilityChecks(
             people, platform, codes.benefit_check, settings.institution.code
+        ),
+        settlement=SettlementFunctions(
+            settlements,
+            institution_code=settings.institution.code,
+            division=settings.institution.division,
+            second_confirmation=settings.settlement.second_confirmation,
         ),
     )
     consent = ConsentService()
@@ -112,6 +133,40 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         store=store,
         migrations=migrations,
         hsm=hsm,
+        resolver=Resolver(
+            settlements,
+            interval=settings.settlement.resolver_interval_seconds,
+            min_age=settings.settlement.resolver_min_age_seconds,
+        ),
+    )
+
+
+def _settlements(settings: Settings, store: Store, platform: PlatformClient) -> Settlements:
+    """The settlement state machine; the read cache's ``invalidate`` is wired here when it lands."""
+    codes = settings.platform.transactions
+    s = settings.settlement
+    return Settlements(
+        SettlementRecords(store),
+        platform,
+        SettlementInstitution(settings.institution.code, settings.institution.name),
+        codes=SettlementCodes(
+            person_info=codes.person_info,
+            registration=codes.outpatient_registration,
+            fee_upload=codes.fee_upload,
+            pre_settlement=codes.pre_settlement,
+            settlement=codes.settlement,
+            cancellation=codes.settlement_cancel,
+            reversal=codes.reversal,
+        ),
+        policy=SettlementPolicy(
+            default_budget_seconds=s.default_budget_seconds,
+            resolve_reserve_seconds=s.resolve_reserve_seconds,
+            late_arrival_seconds=s.late_arrival_seconds,
+            reversal_not_found=s.reversal_not_found_messages,
+            reversal_already_done=s.reversal_done_messages,
+            cancellation_already_done=s.cancellation_done_messages,
+            voucher_mismatch=s.voucher_mismatch_messages,
+        ),
     )
 
 

@@ -17,6 +17,7 @@ from sidecar.errors import FieldViolation
 from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.eligibility import EligibilityChecks, EligibilityQuestion
 from sidecar.gateway.enrollment import EnrollmentQueries
+from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.gateway.subjects import check_subject
 from sidecar.interceptors.caller import caller_of
 from sidecar.interceptors.chain import current_call
@@ -28,9 +29,16 @@ SERVICE_NAME = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name
 
 
 class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
-    def __init__(self, *, enrollment: EnrollmentQueries, eligibility: EligibilityChecks) -> None:
+    def __init__(
+        self,
+        *,
+        enrollment: EnrollmentQueries,
+        eligibility: EligibilityChecks,
+        settlement: SettlementFunctions | None = None,
+    ) -> None:
         self._enrollment = enrollment
         self._eligibility = eligibility
+        self._settlement = settlement
 
     def registration(self) -> Registration:
         return Registration(
@@ -72,18 +80,30 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
 
     async def SettleWithEVoucher(  # noqa: N802
         self, request: gateway.SettleWithEVoucherRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.SettleWithEVoucherResponse:
+        if self._settlement is None:
+            raise NotImplementedError
+        caller = caller_of(current_call())
+        return await self._settlement.settle(
+            request, caller.tenant, _operator(), context.time_remaining()
+        )
 
     async def GetSettlement(  # noqa: N802
         self, request: gateway.GetSettlementRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.GetSettlementResponse:
+        if self._settlement is None:
+            raise NotImplementedError
+        return await self._settlement.get(request, caller_of(current_call()).tenant)
 
     async def CancelSettlement(  # noqa: N802
         self, request: gateway.CancelSettlementRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.CancelSettlementResponse:
+        if self._settlement is None:
+            raise NotImplementedError
+        caller = caller_of(current_call())
+        return await self._settlement.cancel(
+            request, caller.tenant, _operator(), context.time_remaining()
+        )
 
     async def CheckEligibility(  # noqa: N802
         self, request: gateway.CheckEligibilityRequest, context: Context

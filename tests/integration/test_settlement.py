@@ -1,0 +1,297 @@
+"""电子凭证结算 end to end against the simulator over mTLS, on both store back ends.
+
+Every test audits the simulator's ledger: each charge belongs to a 2207 msgid the sidecar
+recorded, and net of cancellations and reversals no request_id has more than one charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.config import StoreConfig
+from sidecar.simulator.faults import Fault, FaultKind
+from sidecar.simulator.population import Person
+from sidecar.simulator.server import RunningSimulator
+from tests.integration.conftest import TENANT_METADATA, RunningSidecar, running_sidecar
+from tests.integration.settlement_support import (
+    TOTAL_FEN,
+    assert_at_most_one_charge_per_request,
+    charges_by_settlement,
+    recorded_msgids,
+    settle_request,
+    settlement_settings,
+)
+from tests.integration.test_gateway import details, subject_of
+
+SETTLED = gateway.SETTLEMENT_STATE_SETTLED
+PENDING = gateway.SETTLEMENT_STATE_PENDING
+REVERSED = gateway.SETTLEMENT_STATE_REVERSED
+CANCELLED = gateway.SETTLEMENT_STATE_CANCELLED
+
+
+@pytest.fixture
+async def settling(
+    simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig
+) -> AsyncIterator[RunningSidecar]:
+    settings = settlement_settings(simulator, short_dir, store_config)
+    async with running_sidecar(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def employee(simulator: RunningSimulator) -> Person:
+    return simulator.app.population.examples().employee
+
+
+def stub_of(running: RunningSidecar) -> gateway_grpc.InsuranceGatewayStub:
+    return gateway_grpc.InsuranceGatewayStub(running.channel)
+
+
+async def settle(
+    running: RunningSidecar, request: gateway.SettleWithEVoucherRequest, timeout: float = 20
+) -> gateway.Settlement:
+    answer = await stub_of(running).SettleWithEVoucher(
+        request, metadata=TENANT_METADATA, timeout=timeout
+    )
+    return answer.settlement
+
+
+async def audit(simulator: RunningSimulator, store_config: StoreConfig) -> None:
+    assert_at_most_one_charge_per_request(simulator.app, await recorded_msgids(store_config))
+
+
+async def test_a_settlement_pays_in_exact_fen_and_a_repeat_charges_nothing(
+    settling: RunningSidecar,
+    simulator: RunningSimulator,
+    employee: Person,
+    store_config: StoreConfig,
+) -> None:
+    app = simulator.app
+    balance_before = app.state.accounts.balance(employee.psn_no or "")
+    request = settle_request(employee, app.issue_ec_token(employee.certno), "settle-1")
+    first = await settle(settling, request)
+    assert first.state == SETTLED
+    assert first.request_id == "settle-1" and first.settlement_id
+    assert first.total_fen == TOTAL_FEN
+    parts = first.fund_paid_fen + first.account_paid_fen + first.cash_paid_fen
+    assert parts + first.other_paid_fen == TOTAL_FEN
+    charge = app.ledger.charges(psn_no=employee.psn_no)[0]
+    assert (first.fund_paid_fen, first.account_paid_fen, first.cash_paid_fen) == (
+        charge.fund_pay_sumamt,
+        charge.acct_pay,
+        charge.psn_cash_pay,
+    )
+    assert first.account_balance_after_fen == balance_before - charge.acct_pay
+    assert first.HasField("settle_time") and not first.HasField("cancel_time")
+    assert [app.calls.count(n) for n in ("1101", "2201", "2204", "2206", "2207")] == [1] * 5
+
+    again = await settle(settling, request)
+    assert again == first
+    assert app.calls.count("2207") == 1
+    assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
+
+    stub = stub_of(settling)
+    by_request = await stub.GetSettlement(
+        gateway.GetSettlementRequest(subject=subject_of(employee), original_request_id="settle-1"),
+        metadata=TENANT_METADATA,
+    )
+    by_id = await stub.GetSettlement(
+        gateway.GetSettlementRequest(
+            subject=subject_of(employee), settlement_id=first.settlement_id
+        ),
+        metadata=TENANT_METADATA,
+    )
+    assert by_request.settlement == by_id.settlement == first
+    await audit(simulator, store_config)
+
+
+async def test_the_same_key_with_another_payload_is_refused_and_charges_nothing(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    token = simulator.app.issue_ec_token(employee.certno)
+    await settle(settling, settle_request(employee, token, "key-1"))
+    changed = settle_request(employee, token, "key-1", use_personal_account=False)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await settle(settling, changed)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert details(caught.value)[0].reason == "IDEMPOTENCY_KEY_REUSED"
+    assert simulator.app.calls.count("2207") == 1
+
+
+async def test_twenty_concurrent_duplicates_settle_once(
+    settling: RunningSidecar,
+    simulator: RunningSimulator,
+    employee: Person,
+    store_config: StoreConfig,
+) -> None:
+    request = settle_request(employee, simulator.app.issue_ec_token(employee.certno), "dup-20")
+    answers = await asyncio.gather(*(settle(settling, request) for _ in range(20)))
+    assert {a.state for a in answers} == {SETTLED}
+    assert len({a.settlement_id for a in answers}) == 1
+    assert simulator.app.calls.count("2201") == 1
+    assert simulator.app.calls.count("2207") == 1
+    assert charges_by_settlement(simulator.app, employee.psn_no or "") == (1, 1)
+    await audit(simulator, store_config)
+
+
+async def test_cancel_a_settlement_then_repeat_the_cancel(
+    settling: RunningSidecar,
+    simulator: RunningSimulator,
+    employee: Person,
+    store_config: StoreConfig,
+) -> None:
+    app = simulator.app
+    balance_before = app.state.accounts.balance(employee.psn_no or "")
+    request = settle_request(employee, app.issue_ec_token(employee.certno), "to-cancel")
+    made = await settle(settling, request)
+    cancel = gateway.CancelSettlementRequest(
+        request_id="cancel-1", subject=subject_of(employee), settlement_id=made.settlement_id
+    )
+    stub = stub_of(settling)
+    first = (await stub.CancelSettlement(cancel, metadata=TENANT_METADATA)).settlement
+    assert first.state == CANCELLED and first.HasField("cancel_time")
+    assert first.total_fen == made.total_fen and first.fund_paid_fen == made.fund_paid_fen
+    assert app.state.accounts.balance(employee.psn_no or "") == balance_before
+    again = (await stub.CancelSettlement(cancel, metadata=TENANT_METADATA)).settlement
+    assert again == first
+    assert app.calls.count("2208") == 1
+    other_key = gateway.CancelSettlementRequest(
+        request_id="cancel-2", subject=subject_of(employee), original_request_id="to-cancel"
+    )
+    assert (await stub.CancelSettlement(other_key, metadata=TENANT_METADATA)).settlement == first
+    assert app.calls.count("2208") == 1
+    settled_again = await settle(settling, request)
+    assert settled_again.state == CANCELLED  # a repeat of the settlement: no second charge
+    assert charges_by_settlement(app, employee.psn_no or "") == (1, 0)
+    await audit(simulator, store_config)
+
+
+async def test_another_subject_sees_no_settlement(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    made = await settle(
+        settling,
+        settle_request(employee, simulator.app.issue_ec_token(employee.certno), "mine"),
+    )
+    other = simulator.app.population.examples().resident
+    stub = stub_of(settling)
+    for request in (
+        gateway.GetSettlementRequest(subject=subject_of(other), original_request_id="mine"),
+        gateway.GetSettlementRequest(subject=subject_of(other), settlement_id=made.settlement_id),
+        gateway.GetSettlementRequest(subject=subject_of(employee), original_request_id="nope"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetSettlement(request, metadata=TENANT_METADATA)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert details(caught.value)[0].reason == "SETTLEMENT_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetSettlement(
+            gateway.GetSettlementRequest(subject=subject_of(employee), original_request_id="mine"),
+            metadata=(("x-yibao-tenant", "other-corp"), ("x-yibao-operator", "im-bot-01")),
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# The fault matrix: each of the simulator's switches on 2207, once. The call's deadline is 3 s and
+# the sidecar keeps 1 s of it to resolve; a request may still land 2.5 s after it was sent
+# (latency), so "not found" from 2601 counts as final only 3 s after sending (late_arrival).
+MATRIX_SETTINGS = {"resolve_reserve_seconds": 1.0, "late_arrival_seconds": 3.0}
+CALL_TIMEOUT = 3.0
+OK = grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "reason", "final", "sent_2207", "charges"),
+    [
+        # performed late: the call times out, the late charge is found and reversed afterwards
+        (Fault(FaultKind.LATENCY, times=1, seconds=2.5), grpc.StatusCode.DEADLINE_EXCEEDED,
+         "PLATFORM_TIMEOUT", REVERSED, 1, (1, 0)),
+        # never performed: pending until no late arrival is possible, then reversed (nothing)
+        (Fault(FaultKind.TIMEOUT, times=1, seconds=10), grpc.StatusCode.DEADLINE_EXCEEDED,
+         "PLATFORM_TIMEOUT", REVERSED, 1, (0, 0)),
+        (Fault(FaultKind.HTTP_5XX, times=1), grpc.StatusCode.UNAVAILABLE,
+         "PLATFORM_UNAVAILABLE", REVERSED, 1, (0, 0)),
+        (Fault(FaultKind.RESET, times=1), grpc.StatusCode.UNAVAILABLE,
+         "PLATFORM_UNAVAILABLE", REVERSED, 1, (0, 0)),
+        # performed, answer unusable or lost: reversed before the call answers
+        (Fault(FaultKind.MALFORMED_JSON, times=1), OK, "", REVERSED, 1, (1, 0)),
+        (Fault(FaultKind.COMMIT_THEN_DROP, times=1), OK, "", REVERSED, 1, (1, 0)),
+        # a refusal is a definite answer: nothing charged, the key keeps the refusal
+        (Fault(FaultKind.REFUSE, times=1), grpc.StatusCode.FAILED_PRECONDITION,
+         "PLATFORM_REFUSED", gateway.SETTLEMENT_STATE_FAILED, 1, (0, 0)),
+        # sign in again and resend under a new msgid (both recorded): settled once
+        (Fault(FaultKind.EXPIRED_SIGN_IN, times=1), OK, "", SETTLED, 2, (1, 1)),
+    ],
+    ids=lambda value: value.kind.value if isinstance(value, Fault) else None,
+)  # fmt: skip
+async def test_fault_matrix_on_2207(
+    simulator: RunningSimulator,
+    short_dir: Path,
+    store_config: StoreConfig,
+    employee: Person,
+    fault: Fault,
+    status: grpc.StatusCode,
+    reason: str,
+    final: int,
+    sent_2207: int,
+    charges: tuple[int, int],
+) -> None:
+    app = simulator.app
+    settings = settlement_settings(simulator, short_dir, store_config, **MATRIX_SETTINGS)
+    async with running_sidecar(settings) as running:
+        request = settle_request(employee, app.issue_ec_token(employee.certno), "matrix")
+        app.faults.set("2207", fault)
+        code, got_reason, first = await outcome(running, request)
+        assert (code, got_reason) == (status, reason)
+        if first is not None:
+            assert first.state == final
+        assert app.calls.count("2207") == sent_2207
+
+        resolved = await wait_resolved(running, employee, "matrix")
+        assert resolved.state == final
+        if final == gateway.SETTLEMENT_STATE_FAILED:
+            assert resolved.failure_message
+            with pytest.raises(grpc.aio.AioRpcError) as repeated:
+                await settle(running, request)
+            assert details(repeated.value)[0].reason == "PLATFORM_REFUSED"
+        else:
+            assert (await settle(running, request)).state == final
+        assert app.calls.count("2207") == sent_2207  # nothing was sent again
+        if final == REVERSED:
+            assert app.calls.count("2601") >= 1
+        assert charges_by_settlement(app, employee.psn_no or "") == charges
+    await audit(simulator, store_config)
+
+
+async def outcome(
+    running: RunningSidecar, request: gateway.SettleWithEVoucherRequest
+) -> tuple[grpc.StatusCode, str, gateway.Settlement | None]:
+    """The call's status, ErrorInfo reason and settlement (if it answered one)."""
+    try:
+        answer = await settle(running, request, timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError as error:
+        return error.code(), details(error)[0].reason, None
+    return OK, "", answer
+
+
+async def wait_resolved(
+    running: RunningSidecar, person: Person, request_id: str
+) -> gateway.Settlement:
+    """Poll GetSettlement until the settlement is no longer PENDING (the resolver's work)."""
+    stub = stub_of(running)
+    request = gateway.GetSettlementRequest(
+        subject=subject_of(person), original_request_id=request_id
+    )
+    for _ in range(300):
+        answer = await stub.GetSettlement(request, metadata=TENANT_METADATA)
+        if answer.settlement.state != PENDING:
+            return answer.settlement
+        await asyncio.sleep(0.05)
+    pytest.fail("the settlement stayed PENDING for 15 s")
