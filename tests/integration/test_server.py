@@ -36,6 +36,7 @@ CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 
 
 IMPLEMENTED = {"GetEnrollment", "CheckEligibility"}
+IMPLEMENTED |= {"SettleWithEVoucher", "GetSettlement", "CancelSettlement"}
 
 
 def request_for(method: Any) -> Any:

@@ -295,3 +295,91 @@ async def wait_resolved(
             return answer.settlement
         await asyncio.sleep(0.05)
     pytest.fail("the settlement stayed PENDING for 15 s")
+
+
+async def test_a_region_with_second_confirmation_gets_the_code_forwarded(
+    simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig, employee: Person
+) -> None:
+    app = simulator.app
+    app.confirmation.require("sms_code", per_person=True)
+    settings = settlement_settings(
+        simulator, short_dir, store_config, second_confirmation={app.division[:4]: "sms_code"}
+    )
+    async with running_sidecar(settings) as running:
+        token = app.issue_ec_token(employee.certno)
+        code, reason, _ = await outcome(running, settle_request(employee, token, "no-code"))
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PLATFORM_REFUSED")
+        wrong = settle_request(employee, token, "wrong-code", sms_code="000000")
+        expected = app.confirmation.expected(employee.psn_no or "")
+        if expected == "000000":
+            wrong.sms_code = "111111"
+        code, reason, _ = await outcome(running, wrong)
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PLATFORM_REFUSED")
+        other_kind = settle_request(employee, token, "token-kind", dynamic_token=expected)
+        code, reason, _ = await outcome(running, other_kind)
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+        assert app.calls.count("2207") == 2
+        settled = await settle(running, settle_request(employee, token, "right", sms_code=expected))
+        assert settled.state == SETTLED
+        assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
+    await audit(simulator, store_config)
+
+
+async def test_a_region_without_second_confirmation_does_not_forward_a_code(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    token = simulator.app.issue_ec_token(employee.certno)
+    answer = await settle(settling, settle_request(employee, token, "unasked", sms_code="123456"))
+    assert answer.state == SETTLED
+
+
+async def test_bad_requests_name_every_field_and_send_nothing(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    request = settle_request(
+        employee,
+        "",
+        "bad id!",
+        medical_type_code="",
+        department_name="",
+        total_fen=2999,
+        fee_items=[
+            gateway.FeeItem(item_code="A", item_name="x", quantity="1.00001",
+                            unit_price_fen=1, total_fen=1),
+            gateway.FeeItem(item_code="B", item_name="y", quantity="3",
+                            unit_price_fen=333, total_fen=1000),
+        ],
+    )  # fmt: skip
+    request.subject.certificate_number = employee.certno[:-1] + (
+        "0" if employee.certno[-1] != "0" else "1"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await settle(settling, request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {field for field, _ in details(caught.value)[1]}
+    assert fields == {
+        "request_id", "ec_token", "medical_type_code", "department_name", "total_fen",
+        "fee_items[0].quantity", "fee_items[1].total_fen", "subject.certificate_number",
+    }  # fmt: skip
+    assert employee.certno[:10] not in (caught.value.details() or "")
+    assert simulator.app.calls.total == 0
+
+
+async def test_another_institution_is_not_allowed_and_a_foreign_voucher_is_refused(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    app = simulator.app
+    token = app.issue_ec_token(employee.certno)
+    code, reason, _ = await outcome(
+        settling, settle_request(employee, token, "elsewhere", institution_code="H11010500001")
+    )
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    resident = app.population.examples().resident
+    code, reason, _ = await outcome(settling, settle_request(resident, token, "not-my-voucher"))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    expired = await outcome(settling, settle_request(employee, "ec" + "0" * 40, "expired"))
+    assert expired[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "PLATFORM_REFUSED")
+    assert app.calls.count("2201") == 0
+    # refusals of 1101 (a read) give the key back: fixed, the same key settles
+    answer = await settle(settling, settle_request(employee, token, "not-my-voucher"))
+    assert answer.state == SETTLED
