@@ -208,7 +208,11 @@ class Settlements:
         now = self._clock()
         try:
             output = await self._call(
-                codes.person_info, chain.person_input(order, now), operator, deadline
+                codes.person_info,
+                chain.person_input(order, now),
+                operator,
+                deadline,
+                retry_safe=True,  # a query: retried within the deadline
             )
             person = chain.person_from(output, order.insurance_type_code)
         except PlatformRefusal as refusal:

@@ -253,6 +253,7 @@ async def test_fault_matrix_on_2207(
         if first is not None:
             assert first.state == final
         assert app.calls.count("2207") == sent_2207
+        assert [app.calls.count(n) for n in ("1101", "2201", "2204", "2206")] == [1] * 4
 
         resolved = await wait_resolved(running, employee, "matrix")
         assert resolved.state == final
@@ -383,3 +384,64 @@ async def test_another_institution_is_not_allowed_and_a_foreign_voucher_is_refus
     # refusals of 1101 (a read) give the key back: fixed, the same key settles
     answer = await settle(settling, settle_request(employee, token, "not-my-voucher"))
     assert answer.state == SETTLED
+
+
+@pytest.mark.parametrize("infno", ["1101", "2201", "2204", "2206"])
+async def test_a_failure_before_2207_gives_the_key_back(
+    settling: RunningSidecar,
+    simulator: RunningSimulator,
+    employee: Person,
+    store_config: StoreConfig,
+    infno: str,
+) -> None:
+    app = simulator.app
+    request = settle_request(employee, app.issue_ec_token(employee.certno), f"early-{infno}")
+    # 1101 is a query, retried three times; the others are sent once
+    app.faults.set(infno, Fault(FaultKind.HTTP_5XX, times=3 if infno == "1101" else 1))
+    code, reason, _ = await outcome(settling, request)
+    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "PLATFORM_UNAVAILABLE")
+    assert app.calls.count("2207") == 0
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # nothing recorded under the key
+        await stub_of(settling).GetSettlement(
+            gateway.GetSettlementRequest(
+                subject=subject_of(employee), original_request_id=f"early-{infno}"
+            ),
+            metadata=TENANT_METADATA,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await settle(settling, request)).state == SETTLED  # the same key, now it works
+    assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
+    await audit(simulator, store_config)
+
+
+async def test_cancelling_a_pending_settlement_reverses_it(
+    simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig, employee: Person
+) -> None:
+    app = simulator.app
+    quiet_resolver = {"resolver_interval_seconds": 600, "resolver_min_age_seconds": 600}
+    settings = settlement_settings(
+        simulator, short_dir, store_config, **MATRIX_SETTINGS, **quiet_resolver
+    )
+    async with running_sidecar(settings) as running:
+        request = settle_request(employee, app.issue_ec_token(employee.certno), "pending")
+        app.faults.set("2207", Fault(FaultKind.LATENCY, times=1, seconds=2.5))
+        code, _, _ = await outcome(running, request)
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        while not app.ledger.charges(psn_no=employee.psn_no):  # the late 2207 lands
+            await asyncio.sleep(0.05)
+        assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
+        pending = await stub_of(running).GetSettlement(
+            gateway.GetSettlementRequest(
+                subject=subject_of(employee), original_request_id="pending"
+            ),
+            metadata=TENANT_METADATA,
+        )
+        assert pending.settlement.state == PENDING and not pending.settlement.settlement_id
+        cancel = gateway.CancelSettlementRequest(
+            request_id="cancel-pending", subject=subject_of(employee), original_request_id="pending"
+        )
+        answer = await stub_of(running).CancelSettlement(cancel, metadata=TENANT_METADATA)
+        assert answer.settlement.state == REVERSED and answer.settlement.HasField("cancel_time")
+        assert app.calls.count("2208") == 0
+        assert charges_by_settlement(app, employee.psn_no or "") == (1, 0)
+    await audit(simulator, store_config)
