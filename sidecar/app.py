@@ -167,6 +167,7 @@ def _settlements(settings: Settings, store: Store, platform: PlatformClient) -> 
             cancellation_already_done=s.cancellation_done_messages,
             voucher_mismatch=s.voucher_mismatch_messages,
         ),
+        replica=f"slot{settings.platform.msgid.slot}",  # unique among live replicas
     )
 
 

@@ -117,7 +117,7 @@ class Settlements:
         policy: Policy | None = None,
         cache: SubjectCache | None = None,
         clock: Callable[[], dt.datetime] = beijing_now,
-        worker: str | None = None,
+        replica: str = "",
     ) -> None:
         self._records = records
         self._platform = platform
@@ -126,7 +126,10 @@ class Settlements:
         self._policy = policy or Policy()
         self._cache: SubjectCache = cache or NoCache()
         self._clock = clock
-        self._worker = worker or f"w-{uuid.uuid4().hex[:16]}"
+        # ``replica`` names this replica uniquely among the live ones (its msgid slot): a row held
+        # by another worker of the same replica was left by an earlier, dead process of it.
+        self._replica = f"{replica}-" if replica else ""
+        self._worker = f"{replica or 'w'}-{uuid.uuid4().hex[:16]}"
 
     # -- SettleWithEVoucher -------------------------------------------------------------------
 
@@ -156,8 +159,8 @@ class Settlements:
             if record.state.final or record.state is State.CANCELLING:
                 return self._answer(record)
             now = now_micros()
-            if not record.leased(now):
-                taken = await self._records.take_over(record, self._worker, _micros(deadline))
+            if self._free(record, now):
+                taken = await self._take_over(record, deadline, now)
                 if taken is not None and taken.state is State.RUNNING:
                     log.info("settlement.taken_over", extra={"state": "running"})
                     return await self._run(taken, order, operator, deadline)
@@ -400,7 +403,10 @@ class Settlements:
     async def resolve(self, record: Record, budget: float | None = None) -> Record:
         """Take an unleased SENDING or CANCELLING row and try to resolve it (background use)."""
         deadline = self._deadline(budget)
-        taken = await self._records.take_over(record, self._worker, _micros(deadline))
+        now = now_micros()
+        if not self._free(record, now):
+            return record
+        taken = await self._take_over(record, deadline, now)
         if taken is None:
             return await self._reread(record)
         return await self._resolve_owned(taken, deadline)
@@ -409,7 +415,8 @@ class Settlements:
         """Resolve the rows nobody holds that are older than ``min_age_seconds``; how many."""
         older = now_micros() - int(min_age_seconds * _MICROS)
         done = 0
-        for record in await self._records.unresolved(older):
+        mine = (self._replica, self._worker) if self._replica else None
+        for record in await self._records.unresolved(older, earlier_self=mine):
             result = await self.resolve(record, budget)
             done += result.state is not record.state
         return done
@@ -464,7 +471,8 @@ class Settlements:
     async def _cancel_target(self, record: Record, deadline: float) -> Record:
         if record.state in (State.FAILED, State.REVERSED, State.CANCELLED):
             return record
-        if record.leased(now_micros()):
+        now = now_micros()
+        if not self._free(record, now):
             raise _in_progress()
         if record.state is State.SETTLED:
             taken = await self._records.move(
@@ -475,7 +483,7 @@ class Settlements:
                 lease_until=_micros(deadline),
             )
         else:
-            taken = await self._records.take_over(record, self._worker, _micros(deadline))
+            taken = await self._take_over(record, deadline, now)
         if taken is None:
             raise _in_progress()
         if taken.state is State.RUNNING:  # its worker died before 2207: nothing was charged
@@ -580,6 +588,19 @@ class Settlements:
                 record.failure_code or "-1", record.failure_message or "(no message)"
             )
         return record
+
+    def _free(self, record: Record, now: int) -> bool:
+        """Whether nobody live holds the row: its lease ran out, or its holder was an earlier
+        process of this replica (which cannot be running any more)."""
+        if not record.leased(now):
+            return True
+        owner = record.lease_owner
+        return bool(self._replica) and owner.startswith(self._replica) and owner != self._worker
+
+    async def _take_over(self, record: Record, deadline: float, now: int) -> Record | None:
+        return await self._records.take_over(
+            record, self._worker, _micros(deadline), force=record.leased(now)
+        )
 
     async def _reread(self, record: Record) -> Record:
         again = await self._records.get(record.tenant, record.request_id)

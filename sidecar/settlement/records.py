@@ -245,15 +245,21 @@ class SettlementRecords:
             )
             return await _get(tx, record.tenant, record.request_id) if changed else None
 
-    async def take_over(self, record: Record, owner: str, lease_until: int) -> Record | None:
-        """Take a row whose lease ran out (its holder died or gave up); ``None`` if we lost."""
+    async def take_over(
+        self, record: Record, owner: str, lease_until: int, *, force: bool = False
+    ) -> Record | None:
+        """Take a row whose lease ran out (its holder died or gave up); ``None`` if we lost.
+
+        ``force`` takes it although the lease runs, from a holder known to be dead.
+        """
         now = now_micros()
+        lease = "" if force else " AND lease_until <= :now"
         async with self._store.transaction() as tx:
             changed = await tx.execute(
-                "UPDATE settlement_records SET lease_owner = :owner, lease_until = :until,"
+                "UPDATE settlement_records SET lease_owner = :owner, lease_until = :until,"  # noqa: S608
                 " updated_at = :now"
                 " WHERE tenant = :tenant AND request_id = :request_id AND state = :state"
-                " AND lease_owner = :was_owner AND lease_until <= :now",
+                f" AND lease_owner = :was_owner{lease}",
                 {
                     "owner": owner,
                     "until": lease_until,
@@ -354,19 +360,34 @@ class SettlementRecords:
             )
         return [Attempt(row["msgid"], row["infno"], int(row["sent_at"])) for row in rows]
 
-    async def unresolved(self, older_than: int, limit: int = 100) -> list[Record]:
-        """Rows that need a resolver: SENDING or CANCELLING, unleased, last touched before then."""
+    async def unresolved(
+        self,
+        older_than: int,
+        limit: int = 100,
+        *,
+        earlier_self: tuple[str, str] | None = None,
+    ) -> list[Record]:
+        """Rows that need a resolver: SENDING or CANCELLING, last touched before ``older_than``,
+        and unleased — or held by an earlier process of this replica, when ``earlier_self`` is
+        (the replica's owner prefix, this process's own owner id)."""
+        held = ""
+        params: dict[str, object] = {
+            "sending": State.SENDING.value,
+            "cancelling": State.CANCELLING.value,
+            "now": now_micros(),
+            "older": older_than,
+            "limit": limit,
+        }
+        if earlier_self is not None:
+            held = " OR (lease_owner LIKE :prefix AND lease_owner <> :me)"
+            params["prefix"] = earlier_self[0].replace("%", "").replace("_", "") + "%"
+            params["me"] = earlier_self[1]
         async with self._store.transaction() as tx:
             rows = await tx.fetch_all(
-                f"{_SELECT} WHERE state IN (:sending, :cancelling) AND lease_until <= :now"
+                f"{_SELECT} WHERE state IN (:sending, :cancelling)"
+                f" AND (lease_until <= :now{held})"
                 " AND updated_at <= :older ORDER BY updated_at LIMIT :limit",
-                {
-                    "sending": State.SENDING.value,
-                    "cancelling": State.CANCELLING.value,
-                    "now": now_micros(),
-                    "older": older_than,
-                    "limit": limit,
-                },
+                params,
             )
         return [Record.from_row(row) for row in rows]
 

@@ -114,8 +114,8 @@ async def test_killed_between_2207_and_its_answer_then_restarted_charges_nothing
                 # 2207 performed, its answer held; the sidecar dies before it arrives.
                 app.hold_2207 = True
                 request = settle_request(employee, token_text, "killed-in-flight")
-                call = asyncio.ensure_future(
-                    stub.SettleWithEVoucher(request, metadata=TENANT_METADATA, timeout=5)
+                call = asyncio.ensure_future(  # its lease would run for a minute
+                    stub.SettleWithEVoucher(request, metadata=TENANT_METADATA, timeout=60)
                 )
                 await asyncio.wait_for(app.holding.wait(), 10)
                 process.send_signal(signal.SIGKILL)
@@ -136,7 +136,8 @@ async def test_killed_between_2207_and_its_answer_then_restarted_charges_nothing
             async with grpc.aio.insecure_channel(socket) as channel:
                 await wait_serving(channel, restarted)
                 stub = gateway_grpc.InsuranceGatewayStub(channel)
-                # The repeat waits out the dead worker's lease, then reverses by the recorded msgid.
+                # The same replica (msgid slot) again: the dead worker's lease is void, and the
+                # repeat (or the resolver at start-up) reverses by the msgid recorded before 2207.
                 again = await stub.SettleWithEVoucher(request, metadata=TENANT_METADATA, timeout=20)
                 assert again.settlement.state == gateway.SETTLEMENT_STATE_REVERSED
                 assert again.settlement.request_id == "killed-in-flight"
