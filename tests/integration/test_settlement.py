@@ -445,3 +445,26 @@ async def test_cancelling_a_pending_settlement_reverses_it(
         assert app.calls.count("2208") == 0
         assert charges_by_settlement(app, employee.psn_no or "") == (1, 0)
     await audit(simulator, store_config)
+
+
+async def test_duplicates_across_two_replicas_sharing_the_store_settle_once(
+    simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig, employee: Person
+) -> None:
+    app = simulator.app
+    replicas = []
+    for slot in (0, 1):
+        directory = short_dir / f"r{slot}"
+        directory.mkdir()
+        settings = settlement_settings(simulator, directory, store_config)
+        platform = settings.platform.model_copy(
+            update={"msgid": settings.platform.msgid.model_copy(update={"slot": slot, "slots": 2})}
+        )
+        replicas.append(settings.model_copy(update={"platform": platform}))
+    request = settle_request(employee, app.issue_ec_token(employee.certno), "two-replicas")
+    async with running_sidecar(replicas[0]) as one, running_sidecar(replicas[1]) as two:
+        answers = await asyncio.gather(*(settle(running, request) for running in (one, two) * 10))
+    assert {a.state for a in answers} == {SETTLED}
+    assert len({a.settlement_id for a in answers}) == 1
+    assert app.calls.count("2207") == 1
+    assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
+    await audit(simulator, store_config)
