@@ -53,11 +53,11 @@ PLATFORM_REFUSED = "PLATFORM_REFUSED"
 class SubjectCache(Protocol):
     """The read-answer cache (sidecar/gateway/cache.py): a settlement invalidates the subject."""
 
-    def invalidate(self, subject: Subject) -> None: ...
+    def invalidate(self, subject: Subject) -> object: ...
 
 
 class NoCache:
-    def invalidate(self, subject: Subject) -> None:
+    def invalidate(self, subject: Subject) -> object:
         return None
 
 
