@@ -124,7 +124,7 @@ class Settlements:
         self._institution = institution
         self._codes = codes or Codes()
         self._policy = policy or Policy()
-        self._cache: SubjectCache = cache or NoCache()
+        self._cache: SubjectCache = cache if cache is not None else NoCache()  # may define len
         self._clock = clock
         # ``replica`` names this replica uniquely among the live ones (its msgid slot): a row held
         # by another worker of the same replica was left by an earlier, dead process of it.

@@ -58,6 +58,7 @@ def settlement_settings(
     base = settings_for(simulator, socket_dir).model_dump(mode="json", exclude_none=True)
     if store is not None:
         base["store"] = store.model_dump(mode="json", exclude_none=True)
+    base["cache"] = {"ttl_seconds": 300}  # on: settlements must invalidate what it holds
     base["settlement"] = {
         "resolve_reserve_seconds": 1.0,
         "late_arrival_seconds": 2.0,

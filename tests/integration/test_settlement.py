@@ -468,3 +468,29 @@ async def test_duplicates_across_two_replicas_sharing_the_store_settle_once(
     assert app.calls.count("2207") == 1
     assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
     await audit(simulator, store_config)
+
+
+async def test_a_settlement_and_its_cancellation_invalidate_the_cached_account(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    stub = stub_of(settling)
+    account = gateway.GetAccountRequest(subject=subject_of(employee))
+
+    async def balance() -> int:
+        answer = await stub.GetAccount(account, metadata=TENANT_METADATA)
+        return next(b.balance_fen for b in answer.balances if b.insurance_type_code == "310")
+
+    before = await balance()
+    assert await balance() == before  # from the cache
+    reads = simulator.app.calls.count("1101")
+    made = await settle(
+        settling, settle_request(employee, simulator.app.issue_ec_token(employee.certno), "c1")
+    )
+    assert made.account_paid_fen > 0
+    assert await balance() == before - made.account_paid_fen
+    cancel = gateway.CancelSettlementRequest(
+        request_id="c1-cancel", subject=subject_of(employee), settlement_id=made.settlement_id
+    )
+    await stub.CancelSettlement(cancel, metadata=TENANT_METADATA)
+    assert await balance() == before
+    assert simulator.app.calls.count("1101") == reads + 3  # the settlement's own, two reads
