@@ -178,13 +178,18 @@ class Settlements:
     async def _claim_again(
         self, old: Record, order: chain.Order, operator: Operator, deadline: float
     ) -> Record:
-        fresh = replace(
+        now = now_micros()
+        fresh = replace(  # same key, payload and subject; this call's worker and operator
             old,
             state=State.RUNNING,
             lease_owner=self._worker,
             lease_until=_micros(deadline),
-            created_at=now_micros(),
-            updated_at=now_micros(),
+            operator=operator.id,
+            created_at=now,
+            updated_at=now,
+            psn_no=None,
+            insured_area=None,
+            mdtrt_id=None,
         )
         existing = await self._records.claim(fresh)
         if existing is None:
