@@ -494,3 +494,26 @@ async def test_a_settlement_and_its_cancellation_invalidate_the_cached_account(
     await stub.CancelSettlement(cancel, metadata=TENANT_METADATA)
     assert await balance() == before
     assert simulator.app.calls.count("1101") == reads + 3  # the settlement's own, two reads
+
+
+async def test_duplicates_waiting_on_a_key_that_is_given_back_settle_it_once(
+    settling: RunningSidecar,
+    simulator: RunningSimulator,
+    employee: Person,
+    store_config: StoreConfig,
+) -> None:
+    app = simulator.app
+    request = settle_request(employee, app.issue_ec_token(employee.certno), "given-back")
+    app.faults.set("2204", Fault(FaultKind.HTTP_5XX, times=1))  # the first holder fails early
+    outcomes = await asyncio.gather(*(outcome(settling, request) for _ in range(10)))
+    failed = [o for o in outcomes if o[2] is None]
+    settled = [o[2] for o in outcomes if o[2] is not None]
+    assert {(code, reason) for code, reason, _ in failed} <= {
+        (grpc.StatusCode.UNAVAILABLE, "PLATFORM_UNAVAILABLE")
+    }
+    assert len(failed) == 1 and len(settled) == 9
+    assert {s.state for s in settled} == {SETTLED}
+    assert len({s.settlement_id for s in settled}) == 1
+    assert app.calls.count("2201") == 2 and app.calls.count("2207") == 1
+    assert charges_by_settlement(app, employee.psn_no or "") == (1, 1)
+    await audit(simulator, store_config)
