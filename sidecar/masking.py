@@ -21,8 +21,8 @@ MASK = "*"
 TOKEN_MASK = "[token]"  # noqa: S105 - the placeholder shown instead of a token
 
 # An 18-character resident ID (17 digits + digit/X), or a 15-digit first-generation one, not
-# glued to other digits; an 11-digit mainland mobile number likewise.
-_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])([1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14})(?![0-9A-Za-z])")
+# part of a longer run of digits (msgids, timestamps); an 11-digit mainland mobile number likewise.
+_RESIDENT_ID = re.compile(r"(?<![0-9])([1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14})(?![0-9])")
 _MOBILE = re.compile(r"(?<![0-9])(?:\+?86[- ]?)?(1[3-9][0-9]{9})(?![0-9])")
 
 
@@ -48,6 +48,8 @@ def mask_name(name: str) -> str:
 def mask_phone(phone: str) -> str:
     """``138****5678``: the first three and the last four digits of a phone number."""
     digits = re.sub(r"[^0-9]", "", phone)
+    if len(digits) == 13 and digits.startswith("86"):  # +86 country code
+        digits = digits[2:]
     if len(digits) < 11:
         return MASK * 4
     return digits[:3] + MASK * (len(digits) - 7) + digits[-4:]
