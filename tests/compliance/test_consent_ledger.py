@@ -108,10 +108,14 @@ async def test_an_idempotency_key_is_claimed_once_per_payload(ledger: ConsentLed
 
 async def test_a_failed_call_leaves_its_key_unused(ledger: ConsentLedger) -> None:
     key = RequestKey("acme-corp", "RevokeConsent", "r9", "digest")
-    with pytest.raises(LookupError):
+
+    async def claim_then_fail() -> None:
         async with ledger.store.transaction() as tx:
             assert await ledger.claim(tx, key) is None
             raise LookupError("CONSENT_NOT_FOUND")
+
+    with pytest.raises(LookupError):
+        await claim_then_fail()
     async with ledger.store.transaction() as tx:
         assert await ledger.claim(tx, key) is None
 

@@ -1,4 +1,4 @@
-"""Msgid slots leased from the shared store, on SQLite and PostgreSQL: never two holders of a slot."""
+"""Msgid slots leased from the shared store, on SQLite and PostgreSQL: never two holders."""
 
 from __future__ import annotations
 
