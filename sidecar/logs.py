@@ -48,6 +48,9 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Libraries' debug chatter can include URLs and headers; keep them at WARNING.
-    for noisy in ("hpack", "httpx", "httpcore", "h2", "hypercorn.access"):
+    # Libraries' debug chatter can include URLs and headers, and the store drivers' the SQL
+    # parameters (personal data of other components' rows); keep them at WARNING.
+    for noisy in (
+        "hpack", "httpx", "httpcore", "h2", "hypercorn.access", "aiosqlite", "psycopg",
+    ):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)
