@@ -132,7 +132,7 @@ class MsgIdConfig(_Section):
             if self.renew_seconds >= self.lease_seconds - self.lease_safety_seconds:
                 raise ValueError("renew_seconds must be below lease_seconds - lease_safety_seconds")
         elif not 0 <= self.slot < self.slots:
-            raise ValueError(f'slot must be in [0, slots) ({self.slots}) or "lease"')
+            raise ValueError(f'slot must be below slots ({self.slots}), or be "lease"')
         return self
 
 
