@@ -105,3 +105,31 @@ def test_scrub_leaves_protocol_identifiers_alone() -> None:
 def test_every_synthetic_id_is_found_by_scrub() -> None:
     for person in Population.generate(42).people:
         assert person.certno not in masking.scrub(f"subject={person.certno}")
+
+
+def test_the_log_formatter_scrubs_every_string_it_writes() -> None:
+    import io
+    import json
+    import logging
+
+    from sidecar import logs
+
+    person = Population.generate(42).people[0]
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("aiosqlite").level)
+    logs.configure("DEBUG", stream)
+    try:
+        logging.getLogger("sidecar.test").warning(
+            "lookup of %s failed", person.certno, extra={"note": f"tel 13812345678 {person.certno}"}
+        )
+        logging.getLogger("aiosqlite").debug("executing INSERT ... %s", person.certno)
+    finally:
+        root.handlers[:], _, _ = saved
+        root.setLevel(saved[1])
+        logging.getLogger("aiosqlite").setLevel(saved[2])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1  # the store driver's debug line (SQL parameters) is not written
+    entry = json.loads(lines[0])
+    assert entry["event"] == f"lookup of {masking.mask_id(person.certno)} failed"
+    assert entry["note"] == f"tel 138****5678 {masking.mask_id(person.certno)}"
