@@ -13,20 +13,32 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from sidecar import config, logs, telemetry
+from sidecar.access.front import PeerCredentialFront
+from sidecar.access.policy import PolicyError, PolicyFile
+from sidecar.access.ratelimit import RateLimiter
 from sidecar.compliance import consent_ledger
 from sidecar.compliance.consent_gate import ConsentGate
 from sidecar.compliance.consent_ledger import ConsentLedger
 from sidecar.compliance.pseudonyms import HostPseudonymizer, Pseudonymizer
-from sidecar.config import ConfigError, ConsentConfig, GatewayLoginConfig, Settings, read_secret
+from sidecar.config import (
+    ConfigError,
+    ConsentConfig,
+    GatewayLoginConfig,
+    ServerTlsConfig,
+    Settings,
+    read_secret,
+)
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.hsm_link import HsmLink, open_hsm
+from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
@@ -107,14 +119,18 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     # cache: the gateway's SubjectCache (sidecar/gateway/cache.py) once it lands
     consent = ConsentService(ledger, pseudonymizer, cache=None)
     registrations = [gateway.registration(), consent.registration()]
+    services = [registration.name for registration in registrations]
+    tcp_credentials = _tcp_credentials(settings.server.tls)
+    access, front = _access_control(settings, services)  # last: it makes a directory
     chain = FilterChain(
         [
             AccessLog(),
             Tracing(observability.tracer, meter),
             CallerIdentity(),
+            *access,
             ConsentGate(ledger, pseudonymizer),
         ],
-        services=[registration.name for registration in registrations],
+        services=services,
     )
     server = Server(
         registrations,
@@ -122,6 +138,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             socket_path=settings.server.socket_path,
             socket_mode=settings.server.socket_mode,
             tcp=settings.server.tcp_listen,
+            tcp_credentials=tcp_credentials,
+            front=front,
         ),
         interceptors=[chain],
         max_message_bytes=settings.server.max_message_bytes,
@@ -160,6 +178,49 @@ def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]
     terms = LeaseTerms(m.slots, m.lease_seconds, m.renew_seconds, m.lease_safety_seconds)
     lease = SlotLease(store, code, terms)
     return lease, LeasedMsgIds(code, lease)
+
+
+def _access_control(
+    settings: Settings, services: list[str]
+) -> tuple[list[AccessControl], PeerCredentialFront | None]:
+    """The access filter and the Unix socket's peer-credential front, if ``[access]`` is set."""
+    a = settings.access
+    if a is None:  # server.started says access_control false
+        return [], None
+    try:
+        policy = PolicyFile(a.policy_file, rpc_names(services), a.reload_interval_seconds)
+    except PolicyError as exc:
+        raise ConfigError(f"config: access.policy_file: {exc}") from None
+    try:
+        front = PeerCredentialFront(a.private_socket_parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"config: access.private_socket_parent: cannot make a directory: {exc.strerror}"
+        ) from None
+    return [AccessControl(policy, front.lookup, RateLimiter())], front
+
+
+def _tcp_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
+    """Mutual TLS for the TCP listener: callers must present a certificate of the client CA."""
+    if tls is None:
+        return None
+    pem = {
+        key: read_secret(getattr(tls, key), f"server.tls.{key}").encode()
+        for key in ("cert_file", "key_file", "client_ca_file")
+    }
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:  # grpc would only fail at the first handshake; say what is wrong at start-up
+        check.load_cert_chain(tls.cert_file, tls.key_file)
+        check.load_verify_locations(cadata=pem["client_ca_file"].decode())
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"config: server.tls.cert_file/key_file/client_ca_file: unusable ({exc.reason})"
+        ) from None
+    return grpc.ssl_server_credentials(
+        [(pem["key_file"], pem["cert_file"])],
+        root_certificates=pem["client_ca_file"],
+        require_client_auth=True,
+    )
 
 
 def _platform_client(

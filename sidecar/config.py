@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "YIBAO_SIDECAR__"
 _SECRET_KEY = re.compile(r"(pin|password|secret|private_key|passphrase|token)$")
@@ -34,10 +42,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_listen(value: str) -> str:
+def _check_host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT")
+    return value
+
+
+def _check_listen(value: str) -> str:
+    _check_host_port(value)
+    host = value.rpartition(":")[0]
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -47,20 +61,43 @@ def _check_listen(value: str) -> str:
     return value
 
 
+class ServerTlsConfig(_Section):
+    """Mutual TLS on the TCP listener: our certificate, and the CA that issues callers' ones."""
+
+    cert_file: Path = Field(description="PEM: the sidecar's server certificate (and chain)")
+    key_file: Path = Field(description="PEM: its private key")
+    client_ca_file: Path = Field(description="PEM: CA certificates trusted to issue callers'")
+
+
 class ServerConfig(_Section):
     """How IM services reach the sidecar."""
 
     socket_path: Path = Path("/run/yibao/sidecar.sock")
     socket_mode: int = Field(0o660, ge=0, le=0o777)
-    tcp_listen: Annotated[str | None, Field(description="loopback HOST:PORT, optional")] = None
+    tls: ServerTlsConfig | None = None
+    tcp_plaintext_for_development: bool = False
+    tcp_listen: Annotated[
+        str | None, Field(description="HOST:PORT, optional; mutual TLS ([server.tls])")
+    ] = None
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
     grace_period_seconds: float = Field(10.0, ge=0, le=300)
 
     @field_validator("tcp_listen")
     @classmethod
-    def _loopback_only(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _check_listen(value)
+    def _mutual_tls_or_development(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if info.data.get("tls") is not None:
+            return _check_host_port(value)
+        _check_listen(value)  # plaintext: loopback only, and only when asked for
+        if not info.data.get("tcp_plaintext_for_development"):
+            raise ValueError(
+                "TCP needs mutual TLS: configure [server.tls], or set "
+                "server.tcp_plaintext_for_development = true (development only)"
+            )
+        return value
 
 
 class InstitutionConfig(_Section):
@@ -266,6 +303,20 @@ class HsmConfig(_Section):
     pool_size: int = Field(2, ge=1, le=64)
 
 
+class AccessConfig(_Section):
+    """Caller access control (docs/security.md): who may call, for which tenants, how often."""
+
+    policy_file: Path = Field(description="TOML: callers, their tenants, RPCs and rates")
+    reload_interval_seconds: float = Field(
+        5.0, ge=0, le=3600, description="how often a call checks whether the file changed"
+    )
+    private_socket_parent: Path | None = Field(
+        None,
+        description="where the 0700 directory of gRPC's private socket is made "
+        "(default: the system's temporary directory)",
+    )
+
+
 class StoreConfig(_Section):
     """The shared store: SQLite on one machine, PostgreSQL when many replicas share it."""
 
@@ -313,6 +364,7 @@ class Settings(_Section):
     institution: InstitutionConfig
     platform: PlatformConfig
     hsm: HsmConfig | None = None
+    access: AccessConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     log: LogConfig = Field(default_factory=LogConfig)

@@ -299,7 +299,9 @@ async def test_missing_certificate_file_names_the_key(
 
 
 async def test_optional_loopback_tcp_listener(simulator: RunningSimulator, short_dir: Path) -> None:
-    settings = settings_for(simulator, short_dir, tcp_listen="127.0.0.1:0")
+    settings = settings_for(
+        simulator, short_dir, tcp_listen="127.0.0.1:0", tcp_plaintext_for_development=True
+    )
     async with running_sidecar(settings) as running:
         port = running.sidecar.server.tcp_port
         assert port
