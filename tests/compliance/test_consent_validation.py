@@ -82,3 +82,22 @@ def test_any_expiry_is_accepted_only_when_valid_and_future(seconds: int, nanos: 
         with pytest.raises(GatewayError) as caught:
             checks.grant_input(request, NOW)
         assert [v.field for v in caught.value.violations] == ["expire_time"]
+
+
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=150).map(lambda b: b.hex())))
+def test_any_forged_page_token_is_a_named_refusal_never_a_crash(token: str) -> None:
+    from sidecar.gateway.consent import _cursor
+
+    with pytest.raises(GatewayError) as caught:
+        _cursor(token, "binding")
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+def test_a_page_token_round_trips_only_with_its_binding() -> None:
+    from sidecar.compliance.consent_ledger import Cursor
+    from sidecar.gateway.consent import _cursor, _token
+
+    token = _token(Cursor(123, "abc"), "binding-a")
+    assert _cursor(token, "binding-a") == Cursor(123, "abc")
+    with pytest.raises(GatewayError):
+        _cursor(token, "binding-b")
