@@ -7,7 +7,10 @@ the key, so that ``yibao-sidecar serve`` stops with one line instead of a traceb
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from sidecar import config, logs, telemetry
+from sidecar import certexpiry, config, logs, telemetry
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
@@ -33,9 +36,14 @@ from sidecar.config import (
     Settings,
     read_secret,
 )
+from sidecar.gateway import offsite_store
+from sidecar.gateway.account import AccountQueries
+from sidecar.gateway.cache import ReadCache
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
+from sidecar.gateway.paging import PageTokens
+from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_control import AccessControl, rpc_names
@@ -52,6 +60,7 @@ from sidecar.platform.msgid_lease import LeasedMsgIds, LeaseTerms, SlotLease
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
 from sidecar.store import Migration, Store, StoreError, open_store
@@ -69,7 +78,19 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    probes: Probes | None = None
+    certificates: certexpiry.CertificateWatch | None = None
     msgid_lease: SlotLease | None = None
+
+    def started(self) -> None:
+        """The listeners are up: say how long our certificates last."""
+        if self.certificates is not None:
+            self.certificates.log_remaining()
+
+    async def draining(self) -> None:
+        """SIGTERM arrived: stop being ready before the drain starts."""
+        if self.probes is not None:
+            await self.probes.draining()
 
     async def prepare(self) -> None:
         """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
@@ -88,6 +109,8 @@ class Sidecar:
         if self.hsm is not None:
             self.hsm.close()
         self.telemetry.shutdown()
+        if self.probes is not None:  # last: the kubelet's liveness answers until the very end
+            await self.probes.stop()
 
 
 def build(settings: Settings, observability: telemetry.Telemetry | None = None) -> Sidecar:
@@ -101,7 +124,11 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
     try:
         sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
-        platform = _platform_client(settings, observability.tracer, meter, sealing, msgids)
+        transport = _transport(settings)
+        platform = _platform_client(
+            settings, transport, observability.tracer, meter, sealing, msgids
+        )
+        certificates = _certificate_watch(settings, hsm, meter)
     except BaseException:
         if hsm is not None:
             hsm.close()
@@ -110,14 +137,46 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     ledger = ConsentLedger(store)
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
+    function_key = _function_key(settings)
+    tokens = PageTokens(_derived(function_key, b"page-tokens"))
+    cache = ReadCache(  # mutating functions (and consent revocation) call cache.invalidate
+        ttl_seconds=settings.cache.ttl_seconds,
+        max_entries=settings.cache.max_entries,
+        key=_derived(function_key, b"read-cache"),
+        meter=meter,
+    )
+    offsite = OffsiteRegistrations(
+        people,
+        platform,
+        offsite_store.OffsiteStore(
+            store,
+            lease_seconds=settings.offsite.request_lease_seconds,
+            keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
+        ),
+        tokens,
+        OffsiteCodes(codes.registration, codes.registration_cancel, codes.registration_query),
+        cache=cache,
+        settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
+    )
+    migrations += offsite_store.MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
         eligibility=EligibilityChecks(
             people, platform, codes.benefit_check, settings.institution.code
         ),
+        account=AccountQueries(
+            people,
+            platform,
+            tokens,
+            cumulative_infno=codes.cumulative_info,
+            statement_infno=codes.account_statement,
+        ),
+        offsite=offsite,
+        tokens=tokens,
+        cache=cache,
+        max_backdate_days=settings.offsite.max_backdate_days,
     )
-    # cache: the gateway's SubjectCache (sidecar/gateway/cache.py) once it lands
-    consent = ConsentService(ledger, pseudonymizer, cache=None)
+    consent = ConsentService(ledger, pseudonymizer, cache=cache)
     registrations = [gateway.registration(), consent.registration()]
     services = [registration.name for registration in registrations]
     tcp_credentials = _tcp_credentials(settings.server.tls)
@@ -146,6 +205,16 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
+    probes = None
+    if settings.server.health_listen:
+        probes = Probes(
+            settings.server.health_listen,
+            hsm=HsmLoginCheck(hsm.token) if hsm else None,
+            platform=TunnelCheck(transport, settings.platform.connect_timeout_seconds),
+            interval=settings.server.health_check_interval_seconds,
+            readiness_includes_platform=settings.server.readiness_includes_platform,
+            meter=meter,
+        )
     return Sidecar(
         server=server,
         platform=platform,
@@ -153,31 +222,10 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         store=store,
         migrations=migrations,
         hsm=hsm,
+        probes=probes,
+        certificates=certificates,
         msgid_lease=lease,
     )
-
-
-def _pseudonymizer(config: ConsentConfig) -> Pseudonymizer:
-    """The keyed pseudonyms of data subjects (the HSM-held key replaces the host key)."""
-    if config.pseudonym_key_file is None:
-        raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
-    text = read_secret(config.pseudonym_key_file, "consent.pseudonym_key_file")
-    try:
-        return HostPseudonymizer(bytes.fromhex(text))
-    except ValueError:
-        raise ConfigError(
-            "config: consent.pseudonym_key_file: must hold at least 32 hex digits"
-        ) from None
-
-
-def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:
-    """Msgids from a configured slot, or from a slot leased in the shared store."""
-    m, code = settings.platform.msgid, settings.institution.code
-    if m.slot != "lease":
-        return None, MsgIdGenerator(code, slot=m.slot, slots=m.slots)
-    terms = LeaseTerms(m.slots, m.lease_seconds, m.renew_seconds, m.lease_safety_seconds)
-    lease = SlotLease(store, code, terms)
-    return lease, LeasedMsgIds(code, lease)
 
 
 def _access_control(
@@ -223,9 +271,22 @@ def _tcp_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | No
     )
 
 
-def _platform_client(
-    settings: Settings, tracer: Tracer, meter: Meter, sealing: Sealing, msgids: MsgIds
-) -> PlatformClient:
+def _certificate_watch(
+    settings: Settings, hsm: HsmLink | None, meter: Meter
+) -> certexpiry.CertificateWatch:
+    try:
+        certificates = [certexpiry.from_pem_file("tls_client", settings.platform.client_cert_file)]
+        signing = certexpiry.signing_certificate(hsm.token, hsm.key_label) if hsm else None
+    except certexpiry.CertificateUnreadable as exc:
+        raise ConfigError(f"config: platform.client_cert_file/hsm: {exc}") from None
+    if signing is not None:
+        certificates.append(signing)
+    elif hsm is not None:
+        log.info("certificate.signing_absent", extra={"key": hsm.key_label})
+    return certexpiry.CertificateWatch(certificates, meter)
+
+
+def _transport(settings: Settings) -> HttpsTransport:
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -240,7 +301,7 @@ def _platform_client(
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
         ) from None
-    transport = HttpsTransport(
+    return HttpsTransport(
         p.url.rstrip("/") + p.path,
         tls,
         http2=p.http2,
@@ -249,6 +310,40 @@ def _platform_client(
         login=_gateway_login(p.gateway_login),
         pins=p.pinned_server_keys,
     )
+
+
+def _pseudonymizer(config: ConsentConfig) -> Pseudonymizer:
+    """The keyed pseudonyms of data subjects (the HSM-held key replaces the host key)."""
+    if config.pseudonym_key_file is None:
+        raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
+    text = read_secret(config.pseudonym_key_file, "consent.pseudonym_key_file")
+    try:
+        return HostPseudonymizer(bytes.fromhex(text))
+    except ValueError:
+        raise ConfigError(
+            "config: consent.pseudonym_key_file: must hold at least 32 hex digits"
+        ) from None
+
+
+def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:
+    """Msgids from a configured slot, or from a slot leased in the shared store."""
+    m, code = settings.platform.msgid, settings.institution.code
+    if m.slot != "lease":
+        return None, MsgIdGenerator(code, slot=m.slot, slots=m.slots)
+    terms = LeaseTerms(m.slots, m.lease_seconds, m.renew_seconds, m.lease_safety_seconds)
+    lease = SlotLease(store, code, terms)
+    return lease, LeasedMsgIds(code, lease)
+
+
+def _platform_client(
+    settings: Settings,
+    transport: HttpsTransport,
+    tracer: Tracer,
+    meter: Meter,
+    sealing: Sealing,
+    msgids: MsgIds,
+) -> PlatformClient:
+    p = settings.platform
     r = p.resilience
     policy = ResiliencePolicy(
         retry_attempts=r.retry_attempts,
@@ -302,6 +397,26 @@ def _gateway_login(config: GatewayLoginConfig) -> GatewayLogin:
     )
 
 
+def _function_key(settings: Settings) -> bytes:
+    """The secret behind page tokens and the cache's subject hashes: ``paging.token_key_file``
+    (64 hex digits; tokens then survive restarts and work across replicas), else random."""
+    path = settings.paging.token_key_file
+    if path is None:
+        return secrets.token_bytes(32)
+    text = read_secret(path, "paging.token_key_file")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"config: paging.token_key_file: {path} must hold 64 hex digits")
+    return key
+
+
+def _derived(key: bytes, purpose: bytes) -> bytes:
+    return hmac.new(key, purpose, hashlib.sha256).digest()
+
+
 def _mac_address() -> str:
     """This host's MAC address as sign-in reports it (``uuid.getnode``'s choice)."""
     node = uuid.getnode()
@@ -319,7 +434,14 @@ async def serve(config_path: Path) -> int:
         await sidecar.close()
         raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
     try:
-        await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
+        if sidecar.probes is not None:  # first: the kubelet's startupProbe may already be asking
+            await sidecar.probes.start()
+        await serve_until_signalled(
+            sidecar.server,
+            on_stop=sidecar.close,
+            on_signal=sidecar.draining,
+            on_started=sidecar.started,
+        )
     except OSError as exc:  # the socket path or port cannot be used
         await sidecar.close()
         raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None

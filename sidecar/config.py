@@ -61,6 +61,15 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_health_listen(value: str) -> str:
+    _check_host_port(value)
+    try:
+        ipaddress.ip_address(value.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        raise ValueError("host must be an IP address, e.g. 0.0.0.0 for the kubelet") from None
+    return value
+
+
 class ServerTlsConfig(_Section):
     """Mutual TLS on the TCP listener: our certificate, and the CA that issues callers' ones."""
 
@@ -82,6 +91,11 @@ class ServerConfig(_Section):
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
     grace_period_seconds: float = Field(10.0, ge=0, le=300)
+    health_listen: Annotated[
+        str | None, Field(description="plaintext HOST:PORT serving only grpc.health.v1 (probes)")
+    ] = None
+    health_check_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    readiness_includes_platform: bool = False
 
     @field_validator("tcp_listen")
     @classmethod
@@ -98,6 +112,11 @@ class ServerConfig(_Section):
                 "server.tcp_plaintext_for_development = true (development only)"
             )
         return value
+
+    @field_validator("health_listen")
+    @classmethod
+    def _health_address(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_health_listen(value)
 
 
 class InstitutionConfig(_Section):
@@ -133,6 +152,9 @@ class TransactionCodes(_Section):
     registration: str = "2501"
     registration_cancel: str = "2502"
     registration_query: str = "5304"
+    account_statement: str = Field(
+        "5307", description="regional personal-account statement; empty: the region has none"
+    )
     outpatient_registration: str = "2201"
     fee_upload: str = "2204"
     pre_settlement: str = "2206"
@@ -142,7 +164,9 @@ class TransactionCodes(_Section):
 
     @field_validator("*")
     @classmethod
-    def _shape(cls, value: str) -> str:
+    def _shape(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "account_statement" and value == "":
+            return value
         if not re.fullmatch(r"[0-9]{4}[A-Z]?", value):
             raise ValueError("must be 4 digits, optionally followed by one capital letter")
         return value
@@ -303,6 +327,39 @@ class HsmConfig(_Section):
     pool_size: int = Field(2, ge=1, le=64)
 
 
+class CacheConfig(_Section):
+    """The short-lived in-memory cache of read-only answers (enrollment, account, eligibility)."""
+
+    ttl_seconds: float = Field(0.0, ge=0, le=3600, description="0: no cache")
+    max_entries: int = Field(10_000, ge=1, le=1_000_000)
+
+
+class OffsiteConfig(_Section):
+    """Policy for cross-region treatment registrations (异地就医备案)."""
+
+    max_backdate_days: int = Field(
+        0, ge=0, le=366, description="how far in the past a start date may lie (补备案)"
+    )
+    request_lease_seconds: float = Field(
+        120.0, gt=0, le=3600, description="a running request_id blocks repeats this long"
+    )
+    keep_request_ids_hours: float = Field(
+        168.0, ge=24, le=24 * 366, description="finished request_ids are remembered this long"
+    )
+    unknown_outcome_settle_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="after this long a lost 2501 the query cannot find counts as not made",
+    )
+
+
+class PagingConfig(_Section):
+    """Page tokens are MACed; without a key file each process draws its own key."""
+
+    token_key_file: Path | None = Field(None, description="file with 64 hex digits, optional")
+
+
 class AccessConfig(_Section):
     """Caller access control (docs/security.md): who may call, for which tenants, how often."""
 
@@ -364,6 +421,9 @@ class Settings(_Section):
     institution: InstitutionConfig
     platform: PlatformConfig
     hsm: HsmConfig | None = None
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    offsite: OffsiteConfig = Field(default_factory=OffsiteConfig)
+    paging: PagingConfig = Field(default_factory=PagingConfig)
     access: AccessConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)

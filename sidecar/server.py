@@ -159,17 +159,32 @@ def _prepare_socket_path(path: Path) -> None:
     path.unlink()
 
 
-async def serve_until_signalled(server: Server, on_stop: Callable[[], Any] | None = None) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, then drain it and call ``on_stop``."""
+async def serve_until_signalled(
+    server: Server,
+    on_stop: Callable[[], Any] | None = None,
+    on_signal: Callable[[], Any] | None = None,
+    on_started: Callable[[], Any] | None = None,
+) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, then drain it; the hooks run around that.
+
+    ``on_started`` once the listeners are up, ``on_signal`` when the signal arrives (before the
+    drain), ``on_stop`` after it.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    await _run_hook(on_started)
     await stop.wait()
     log.info("server.signal_received")
+    await _run_hook(on_signal)
     await server.stop()
-    if on_stop is not None:
-        result = on_stop()
+    await _run_hook(on_stop)
+
+
+async def _run_hook(hook: Callable[[], Any] | None) -> None:
+    if hook is not None:
+        result = hook()
         if asyncio.iscoroutine(result):
             await result

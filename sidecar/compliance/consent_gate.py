@@ -6,7 +6,7 @@ data subject and asks the ledger, in the store and at this moment, for a live co
 not revoked, not expired) of the caller's tenant. Without one the call ends here with
 ``FAILED_PRECONDITION`` / ``CONSENT_REQUIRED`` and the purpose's name, before the servicer runs,
 so nothing reaches the platform, and an RPC that is not built yet is gated all the same. When the
-store cannot answer the gate fails closed: ``UNAVAILABLE`` / ``CONSENT_UNAVAILABLE``.
+store cannot answer the gate fails closed: ``UNAVAILABLE`` / ``STORE_UNAVAILABLE``.
 
 A request whose subject is missing or malformed is passed on untouched: there is nothing to look
 up, and the servicer refuses it with every bad field named (its functions only accept a
@@ -27,7 +27,7 @@ from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.consent_ledger import ConsentLedger
 from sidecar.compliance.pseudonyms import Pseudonymizer
-from sidecar.gateway.subjects import check_subject
+from sidecar.gateway.subjects import Subject, check_subject
 from sidecar.interceptors.caller import caller_of
 from sidecar.interceptors.chain import Call, Proceed
 from sidecar.store import StoreError
@@ -37,10 +37,18 @@ RETRY_AFTER_SECONDS = 1.0
 
 
 class SubjectCache(Protocol):
-    """A cache of answers about people (sidecar/gateway/cache.py), emptied for one subject."""
+    """The read cache of answers about people (sidecar/gateway/cache.py ``ReadCache``).
 
-    def invalidate(self, subject: str) -> None:
-        """Drop every cached answer about the subject with this pseudonym."""
+    The gate runs before any cached answer could be served, so a revoked subject's answers are
+    refused anyway; dropping them keeps a re-granted consent from meeting answers read before.
+    """
+
+    def invalidate(self, subject: Subject) -> object:
+        """Drop every cached answer about this subject."""
+        ...
+
+    def clear(self) -> None:
+        """Drop everything (a revocation by consent id: the ledger holds no number to name)."""
         ...
 
 
@@ -70,7 +78,7 @@ def consent_required(purpose: str) -> errors.GatewayError:
 def consent_unavailable() -> errors.GatewayError:
     return errors.GatewayError(
         grpc.StatusCode.UNAVAILABLE,
-        "CONSENT_UNAVAILABLE",
+        "STORE_UNAVAILABLE",
         "the consent ledger cannot be reached; nothing was sent to the platform",
         retry_after_seconds=RETRY_AFTER_SECONDS,
     )

@@ -8,7 +8,8 @@ Grant and revoke are idempotent by ``request_id`` (scope: tenant and method): th
 the same transaction that records the consent, with a keyed digest of the payload and the first
 answer (subject stripped), so a repeat returns the first outcome and a concurrent repeat waits for
 it. Errors roll the transaction back and leave the key unused. A revocation drops the subject's
-cached answers (``SubjectCache``) once it is committed.
+cached answers (``SubjectCache``) once it is committed; a revocation by id, which names no
+number, empties the cache.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         caller = _caller()
         pseudonym = self._pseudonym(revoke.subject) if revoke.subject is not None else None
         key = self._key(caller, "RevokeConsent", request.request_id, request)
-        revoked_subjects: set[str] = set()
+        revoked_any = False
         try:
             async with self._ledger.store.transaction() as tx:
                 first = await self._ledger.claim(tx, key)
@@ -140,14 +141,16 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
                     )
                     first = answer.SerializeToString()
                     await self._ledger.remember(tx, key, first)
-                    revoked_subjects = {record.subject for record in records}
+                    revoked_any = bool(records)
         except IdempotencyKeyReused:
             raise _key_reused() from None
         except StoreError:
             raise consent_unavailable() from None
-        if self._cache is not None:
-            for subject in sorted(revoked_subjects):
-                self._cache.invalidate(subject)
+        if self._cache is not None and revoked_any:
+            if revoke.subject is not None:
+                self._cache.invalidate(revoke.subject)
+            else:  # by id: the ledger keeps no number to name the subject by
+                self._cache.clear()
         answer = consent.RevokeConsentResponse.FromString(first)
         if request.WhichOneof("target") == "subject_purpose":
             for item in answer.consents:

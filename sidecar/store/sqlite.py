@@ -65,7 +65,7 @@ class SqliteStore:
         try:
             conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await self._enter_wal(conn)
             await conn.execute("PRAGMA synchronous = FULL")
             await conn.execute("PRAGMA foreign_keys = ON")
             if fresh:
@@ -74,6 +74,20 @@ class SqliteStore:
             await conn.close()
             raise _translate(exc) from None
         self._conn = conn
+
+    async def _enter_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch to WAL; SQLite answers BUSY at once (no busy handler) while another process
+        switches or recovers the same file, so wait for it here, within the busy timeout."""
+        deadline = asyncio.get_running_loop().time() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY")
+                if not busy or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def _connection(self) -> aiosqlite.Connection:
         await self._opening.ensure(self._open)

@@ -17,6 +17,7 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar.compliance.consent_ledger import MIGRATIONS, ConsentLedger
 from sidecar.compliance.pseudonyms import HostPseudonymizer
 from sidecar.gateway.consent import SERVICE_NAME, ConsentService
+from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.server import Listen, Server
@@ -29,10 +30,15 @@ PSEUDONYMS = HostPseudonymizer(b"k" * 32)
 
 @dataclass
 class RecordingCache:
-    invalidated: list[str] = field(default_factory=list)
+    invalidated: list[tuple[str, str]] = field(default_factory=list)
+    cleared: int = 0
 
-    def invalidate(self, subject: str) -> None:
-        self.invalidated.append(subject)
+    def invalidate(self, subject: Subject) -> int:
+        self.invalidated.append((subject.certificate_type_code, subject.certificate_number))
+        return 1
+
+    def clear(self) -> None:
+        self.cleared += 1
 
 
 @pytest.fixture
@@ -85,7 +91,7 @@ async def test_revoking_drops_the_subjects_cached_answers(
             channel_evidence="im-msg",
         )
         consents.append((await stub.GrantConsent(request, metadata=METADATA)).consent)
-    assert cache.invalidated == []  # a grant leaves the cache alone
+    assert (cache.invalidated, cache.cleared) == ([], 0)  # a grant leaves the cache alone
 
     await stub.RevokeConsent(
         consent.RevokeConsentRequest(
@@ -96,11 +102,18 @@ async def test_revoking_drops_the_subjects_cached_answers(
         ),
         metadata=METADATA,
     )
-    first = PSEUDONYMS.of("01", subject(0).certificate_number)
-    assert cache.invalidated == [first]
+    assert (cache.invalidated, cache.cleared) == ([("01", subject(0).certificate_number)], 0)
 
     await stub.RevokeConsent(
         consent.RevokeConsentRequest(request_id="r1", consent_id=consents[1].consent_id),
         metadata=METADATA,
-    )  # by id: the ledger knows whose it was
-    assert cache.invalidated == [first, PSEUDONYMS.of("01", subject(1).certificate_number)]
+    )  # by id: the ledger keeps no number to name the subject by, so the cache is emptied
+    assert (len(cache.invalidated), cache.cleared) == (1, 1)
+
+
+async def test_the_gateway_read_cache_fits_the_seam() -> None:
+    from sidecar.compliance.consent_gate import SubjectCache
+    from sidecar.gateway.cache import ReadCache
+
+    cache: SubjectCache = ReadCache(ttl_seconds=30, max_entries=10, key=b"k" * 32)
+    assert cache.invalidate(Subject("01", "x", "y")) == 0

@@ -136,9 +136,8 @@ async def running_sidecar(
 
 @pytest.fixture
 async def sidecar(simulator: RunningSimulator, short_dir: Path) -> AsyncIterator[RunningSidecar]:
-    """A sidecar in front of the simulator; the example people consent to the query purposes."""
+    """A sidecar in front of the simulator; the first five people consent to every purpose."""
     async with running_sidecar(settings_for(simulator, short_dir)) as running:
-        examples = simulator.app.population.examples()
-        people = (examples.employee, examples.resident, examples.suspended, examples.unknown)
+        people = simulator.app.population.people[:5]  # the four examples and one more
         await consent_to(running.channel, [subject_of(person) for person in people])
         yield running

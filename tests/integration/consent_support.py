@@ -16,8 +16,8 @@ from sidecar.simulator.population import Person
 NOTICE_VERSION = "2026-01"
 NOTICE_TEXT = "我们将向国家医疗保障信息平台查询您的参保信息，仅用于本次办理。"
 TENANT_METADATA = (("x-yibao-tenant", "acme-corp"), ("x-yibao-operator", "im-bot-01"))
-# What the implemented RPCs need (GetEnrollment, CheckEligibility).
-QUERY_PURPOSES = (common.PURPOSE_ENROLLMENT_QUERY, common.PURPOSE_ELIGIBILITY_CHECK)
+# Every purpose of the contract (tests about something else consent to all of them).
+ALL_PURPOSES = tuple(p for p in common.Purpose.values() if p != common.PURPOSE_UNSPECIFIED)
 
 
 def sm3_hex(text: str) -> str:
@@ -65,7 +65,7 @@ async def grant_consent(
 async def consent_to(
     channel: grpc.aio.Channel,
     subjects: Iterable[common.DataSubject],
-    purposes: Iterable[common.Purpose.ValueType] = QUERY_PURPOSES,
+    purposes: Iterable[common.Purpose.ValueType] = ALL_PURPOSES,
     metadata: Sequence[tuple[str, str]] = TENANT_METADATA,
 ) -> None:
     """Every subject consents to every purpose (for tests about something else)."""

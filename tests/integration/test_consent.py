@@ -572,7 +572,7 @@ async def test_a_store_that_is_down_fails_closed_and_nothing_reaches_the_platfor
         await call_enrollment(gated, subject)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     info, _ = details(caught.value)
-    assert info.reason == "CONSENT_UNAVAILABLE"
+    assert info.reason == "STORE_UNAVAILABLE"
     assert simulator.app.calls.total == 0
     for call in (
         consents(gated.channel).GrantConsent(
@@ -585,7 +585,7 @@ async def test_a_store_that_is_down_fails_closed_and_nothing_reaches_the_platfor
         with pytest.raises(grpc.aio.AioRpcError) as down:
             await call
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert details(down.value)[0].reason == "CONSENT_UNAVAILABLE"
+        assert details(down.value)[0].reason == "STORE_UNAVAILABLE"
 
 
 # At rest -------------------------------------------------------------------------------------

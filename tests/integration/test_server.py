@@ -36,7 +36,10 @@ GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["InsuranceGateway"]
 CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 
 
-IMPLEMENTED = {"GetEnrollment", "CheckEligibility", *(m.name for m in CONSENT.methods)}
+IMPLEMENTED = {"GetEnrollment", "CheckEligibility"}
+IMPLEMENTED |= {"GetAccount", "SubmitOffsiteRegistration", "ListOffsiteRegistrations"}
+IMPLEMENTED |= {"CancelOffsiteRegistration"}
+IMPLEMENTED |= {m.name for m in CONSENT.methods}
 
 
 def request_for(method: Any) -> Any:
