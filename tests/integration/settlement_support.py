@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from sidecar.simulator.ledger import EntryKind
 from sidecar.simulator.population import Person
 from sidecar.simulator.server import RunningSimulator
 from sidecar.store import open_store
-from tests.integration.conftest import settings_for
+from tests.integration.conftest import RunningSidecar, running_sidecar, settings_for
+from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import subject_of
 
 # Two items: 2 x 12.50 and 1.5 x 3.33 (4.995 rounds half-up to 5.00): 30.00 yuan in all.
@@ -98,3 +101,13 @@ async def recorded_msgids(store: StoreConfig) -> dict[str, str]:
     finally:
         await opened.close()
     return {row["msgid"]: row["request_id"] for row in rows}
+
+
+@contextlib.asynccontextmanager
+async def consenting_sidecar(
+    settings: Settings, app: PlatformSimulator
+) -> AsyncIterator[RunningSidecar]:
+    """A running sidecar where the first five people consent to every purpose."""
+    async with running_sidecar(settings) as running:
+        await consent_to(running.channel, [subject_of(p) for p in app.population.people[:5]])
+        yield running

@@ -19,11 +19,13 @@ from sidecar.config import StoreConfig
 from sidecar.simulator.faults import Fault, FaultKind
 from sidecar.simulator.population import Person
 from sidecar.simulator.server import RunningSimulator
-from tests.integration.conftest import TENANT_METADATA, RunningSidecar, running_sidecar
+from tests.integration.conftest import TENANT_METADATA, RunningSidecar
+from tests.integration.consent_support import consent_to
 from tests.integration.settlement_support import (
     TOTAL_FEN,
     assert_at_most_one_charge_per_request,
     charges_by_settlement,
+    consenting_sidecar,
     recorded_msgids,
     settle_request,
     settlement_settings,
@@ -41,7 +43,7 @@ async def settling(
     simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig
 ) -> AsyncIterator[RunningSidecar]:
     settings = settlement_settings(simulator, short_dir, store_config)
-    async with running_sidecar(settings) as running:
+    async with consenting_sidecar(settings, simulator.app) as running:
         yield running
 
 
@@ -50,7 +52,7 @@ def employee(simulator: RunningSimulator) -> Person:
     return simulator.app.population.examples().employee
 
 
-def stub_of(running: RunningSidecar) -> gateway_grpc.InsuranceGatewayStub:
+def stub_of(running: RunningSidecar) -> gateway_grpc.InsuranceGatewayAsyncStub:
     return gateway_grpc.InsuranceGatewayStub(running.channel)
 
 
@@ -191,10 +193,12 @@ async def test_another_subject_sees_no_settlement(
             await stub.GetSettlement(request, metadata=TENANT_METADATA)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert details(caught.value)[0].reason == "SETTLEMENT_NOT_FOUND"
+    other_tenant = (("x-yibao-tenant", "other-corp"), ("x-yibao-operator", "im-bot-01"))
+    await consent_to(settling.channel, [subject_of(employee)], metadata=other_tenant)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetSettlement(
             gateway.GetSettlementRequest(subject=subject_of(employee), original_request_id="mine"),
-            metadata=(("x-yibao-tenant", "other-corp"), ("x-yibao-operator", "im-bot-01")),
+            metadata=other_tenant,
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
@@ -245,7 +249,7 @@ async def test_fault_matrix_on_2207(
 ) -> None:
     app = simulator.app
     settings = settlement_settings(simulator, short_dir, store_config, **MATRIX_SETTINGS)
-    async with running_sidecar(settings) as running:
+    async with consenting_sidecar(settings, simulator.app) as running:
         request = settle_request(employee, app.issue_ec_token(employee.certno), "matrix")
         app.faults.set("2207", fault)
         code, got_reason, first = await outcome(running, request)
@@ -306,7 +310,7 @@ async def test_a_region_with_second_confirmation_gets_the_code_forwarded(
     settings = settlement_settings(
         simulator, short_dir, store_config, second_confirmation={app.division[:4]: "sms_code"}
     )
-    async with running_sidecar(settings) as running:
+    async with consenting_sidecar(settings, simulator.app) as running:
         token = app.issue_ec_token(employee.certno)
         code, reason, _ = await outcome(running, settle_request(employee, token, "no-code"))
         assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PLATFORM_REFUSED")
@@ -422,7 +426,7 @@ async def test_cancelling_a_pending_settlement_reverses_it(
     settings = settlement_settings(
         simulator, short_dir, store_config, **MATRIX_SETTINGS, **quiet_resolver
     )
-    async with running_sidecar(settings) as running:
+    async with consenting_sidecar(settings, simulator.app) as running:
         request = settle_request(employee, app.issue_ec_token(employee.certno), "pending")
         app.faults.set("2207", Fault(FaultKind.LATENCY, times=1, seconds=2.5))
         code, _, _ = await outcome(running, request)
@@ -461,7 +465,10 @@ async def test_duplicates_across_two_replicas_sharing_the_store_settle_once(
         )
         replicas.append(settings.model_copy(update={"platform": platform}))
     request = settle_request(employee, app.issue_ec_token(employee.certno), "two-replicas")
-    async with running_sidecar(replicas[0]) as one, running_sidecar(replicas[1]) as two:
+    async with (
+        consenting_sidecar(replicas[0], app) as one,
+        consenting_sidecar(replicas[1], app) as two,
+    ):
         answers = await asyncio.gather(*(settle(running, request) for running in (one, two) * 10))
     assert {a.state for a in answers} == {SETTLED}
     assert len({a.settlement_id for a in answers}) == 1

@@ -26,6 +26,7 @@ from sidecar.simulator.security import SchemeAPlatform
 from sidecar.simulator.server import running_simulator
 from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
+from tests.integration.consent_support import consent_to, subject_of
 from tests.integration.settlement_support import (
     assert_at_most_one_charge_per_request,
     charges_by_settlement,
@@ -85,10 +86,11 @@ async def test_killed_between_2207_and_its_answer_then_restarted_charges_nothing
     psn_no = employee.psn_no or ""
     async with running_simulator(app) as simulator:
         config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
-        text = config.read_text()
+        head, rest = config.read_text().split("[store]\n", 1)
         config.write_text(
-            text[: text.index("[store]")]
+            head
             + store_section(store_config)
+            + rest[rest.index("\n[") :]  # the sections after [store]
             + SETTLEMENT_SECTION
             + '\n[platform.security]\nscheme = "envelope-signature"\n'
             + f'platform_public_key_file = "{platform_pem}"\n'
@@ -102,6 +104,7 @@ async def test_killed_between_2207_and_its_answer_then_restarted_charges_nothing
         try:
             async with grpc.aio.insecure_channel(socket) as channel:
                 await wait_serving(channel, process)
+                await consent_to(channel, [subject_of(employee)])
                 stub = gateway_grpc.InsuranceGatewayStub(channel)
 
                 # A forged 2207 answer is never used: the settlement it reports is reversed.
