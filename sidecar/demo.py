@@ -308,6 +308,14 @@ async def _script(
         token = (ec_tokens or {}).get(employee.certno)
         if token is None:
             raise DemoFailed("the simulator printed no e-voucher token for the employee")
+        await demo_consent.grant(
+            channel,
+            METADATA,
+            "employee",
+            _enrollment_request(employee).subject,
+            (common.PURPOSE_SETTLEMENT,),
+            say,
+        )
         say.step(f"employee {mask_id(employee.certno)} shows the e-voucher QR code (token scanned)")
         try:
             await demo_settlement.act(stub, employee, token, say.step)
