@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench-hsm bench-protocol bench-access bench-audit lock clean
+.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench-hsm - SM2 signing rates through the HSM pool vs a raw session, SM4, SM3"
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
 	@echo "make bench-access - the peer-credential front and access filter vs direct gRPC"
+	@echo "make bench-consent - the consent gate's per-call ledger read on SQLite and PostgreSQL"
 	@echo "make bench-audit - audit records/s on SQLite and PostgreSQL, latency the trail adds to an RPC"
 	@echo "make lock   - re-pin constraints.txt from the current .venv"
 
@@ -59,6 +60,9 @@ bench-protocol: bootstrap softhsm
 
 bench-access: bootstrap
 	$(PY) benchmarks/bench_access.py
+
+bench-consent: bootstrap
+	$(PY) benchmarks/bench_consent.py
 
 bench-audit: bootstrap softhsm
 	$(PY) benchmarks/bench_audit.py

@@ -29,7 +29,18 @@ from sidecar.audit.link import audit_keys, build_trail
 from sidecar.audit.schema import MIGRATIONS as AUDIT_MIGRATIONS
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.writer import AuditUnavailable
-from sidecar.config import ConfigError, GatewayLoginConfig, ServerTlsConfig, Settings, read_secret
+from sidecar.compliance import consent_ledger
+from sidecar.compliance.consent_gate import ConsentGate
+from sidecar.compliance.consent_ledger import ConsentLedger
+from sidecar.compliance.pseudonyms import HostPseudonymizer, Pseudonymizer
+from sidecar.config import (
+    ConfigError,
+    ConsentConfig,
+    GatewayLoginConfig,
+    ServerTlsConfig,
+    Settings,
+    read_secret,
+)
 from sidecar.gateway import offsite_store
 from sidecar.gateway.account import AccountQueries
 from sidecar.gateway.cache import ReadCache
@@ -39,22 +50,32 @@ from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
+from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
+from sidecar.platform import msgid_lease
 from sidecar.platform.client import Codes, Institution, PlatformClient, TransactionRecorder
 from sidecar.platform.freshness import ReplayGuard
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
-from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.msgid import MsgIdGenerator, MsgIds
+from sidecar.platform.msgid_lease import LeasedMsgIds, LeaseTerms, SlotLease
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
+from sidecar.settlement.machine import Codes as SettlementCodes
+from sidecar.settlement.machine import Institution as SettlementInstitution
+from sidecar.settlement.machine import Policy as SettlementPolicy
+from sidecar.settlement.machine import Settlements
+from sidecar.settlement.records import SettlementRecords
+from sidecar.settlement.resolver import Resolver
 from sidecar.store import Migration, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -70,8 +91,10 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    resolver: Resolver | None = None
     probes: Probes | None = None
     certificates: certexpiry.CertificateWatch | None = None
+    msgid_lease: SlotLease | None = None
     audit: AuditTrail | None = None
 
     def started(self) -> None:
@@ -87,13 +110,24 @@ class Sidecar:
     async def prepare(self) -> None:
         """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
         await self.store.migrate(self.migrations)
+        if self.msgid_lease is not None:
+            try:
+                await self.msgid_lease.start()
+            except msgid_lease.NoFreeSlot as exc:
+                raise StoreError(f"msgid: {exc}") from None
         if self.audit is not None:
             try:
                 await self.audit.start()
             except AuditUnavailable as exc:
                 raise StoreError(f"audit: {exc}") from None
+        if self.resolver is not None:
+            self.resolver.start()  # settlements left unresolved by an earlier run
 
     async def close(self) -> None:
+        if self.resolver is not None:
+            await self.resolver.stop()
+        if self.msgid_lease is not None:
+            await self.msgid_lease.stop()
         await self.platform.close()
         if self.audit is not None:
             await self.audit.close()  # after sign-out, whose transactions it records
@@ -110,24 +144,28 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     observability = observability or telemetry.build()
     meter = observability.meter_provider.get_meter(telemetry.INSTRUMENTATION)
     user_id = settings.platform.security.user_id.encode()
-    hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
     store = open_store(settings.store)
-    migrations: tuple[Migration, ...] = ()
+    pseudonymizer = _pseudonymizer(settings.consent)
+    lease, msgids = _msgids(settings, store)
+    hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
     trail: AuditTrail | None = None
     try:
         if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
             trail = build_trail(settings.audit, store, audit_keys(hsm.token))
-            migrations += AUDIT_MIGRATIONS
         sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
         transport = _transport(settings)
         platform = _platform_client(
-            settings, transport, observability.tracer, meter, sealing, recorder=trail
+            settings, transport, observability.tracer, meter, sealing, msgids, recorder=trail
         )
         certificates = _certificate_watch(settings, hsm, meter)
     except BaseException:
         if hsm is not None:
             hsm.close()
         raise
+    migrations: tuple[Migration, ...] = consent_ledger.MIGRATIONS + msgid_lease.MIGRATIONS
+    if trail is not None:
+        migrations += AUDIT_MIGRATIONS
+    ledger = ConsentLedger(store)
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
     function_key = _function_key(settings)
@@ -152,6 +190,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
     )
     migrations += offsite_store.MIGRATIONS
+    settlements = _settlements(settings, store, platform, cache)
+    migrations += SETTLEMENT_MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
         eligibility=EligibilityChecks(
@@ -168,8 +208,14 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         tokens=tokens,
         cache=cache,
         max_backdate_days=settings.offsite.max_backdate_days,
+        settlement=SettlementFunctions(
+            settlements,
+            institution_code=settings.institution.code,
+            division=settings.institution.division,
+            second_confirmation=settings.settlement.second_confirmation,
+        ),
     )
-    consent = ConsentService()
+    consent = ConsentService(ledger, pseudonymizer, cache=cache)
     registrations = [gateway.registration(), consent.registration()]
     services = [registration.name for registration in registrations]
     tcp_credentials = _tcp_credentials(settings.server.tls)
@@ -181,6 +227,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             *([AuditFilter(trail)] if trail is not None else []),  # outside the refusing filters
             CallerIdentity(),
             *access,
+            ConsentGate(ledger, pseudonymizer),
         ],
         services=services,
     )
@@ -217,8 +264,55 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         hsm=hsm,
         probes=probes,
         certificates=certificates,
+        msgid_lease=lease,
         audit=trail,
+        resolver=Resolver(
+            settlements,
+            interval=settings.settlement.resolver_interval_seconds,
+            min_age=settings.settlement.resolver_min_age_seconds,
+        ),
     )
+
+
+def _settlements(
+    settings: Settings, store: Store, platform: PlatformClient, cache: ReadCache
+) -> Settlements:
+    """The settlement state machine; every settle and cancel invalidates its subject's cache."""
+    codes = settings.platform.transactions
+    s = settings.settlement
+    return Settlements(
+        SettlementRecords(store),
+        platform,
+        SettlementInstitution(settings.institution.code, settings.institution.name),
+        codes=SettlementCodes(
+            person_info=codes.person_info,
+            registration=codes.outpatient_registration,
+            fee_upload=codes.fee_upload,
+            pre_settlement=codes.pre_settlement,
+            settlement=codes.settlement,
+            cancellation=codes.settlement_cancel,
+            reversal=codes.reversal,
+        ),
+        policy=SettlementPolicy(
+            default_budget_seconds=s.default_budget_seconds,
+            resolve_reserve_seconds=s.resolve_reserve_seconds,
+            late_arrival_seconds=s.late_arrival_seconds,
+            reversal_not_found=s.reversal_not_found_messages,
+            reversal_already_done=s.reversal_done_messages,
+            cancellation_already_done=s.cancellation_done_messages,
+            voucher_mismatch=s.voucher_mismatch_messages,
+        ),
+        replica=_replica(settings),
+        cache=cache,
+    )
+
+
+def _replica(settings: Settings) -> str:
+    """A configured msgid slot is unique among live replicas: a restarted replica may take over
+    the settlements its dead predecessor held. A leased slot is known only after start-up and
+    changes hands on expiry, so then rows wait for their lease to run out instead."""
+    slot = settings.platform.msgid.slot
+    return "" if slot == "lease" else f"slot{slot}"
 
 
 def _access_control(
@@ -305,12 +399,36 @@ def _transport(settings: Settings) -> HttpsTransport:
     )
 
 
+def _pseudonymizer(config: ConsentConfig) -> Pseudonymizer:
+    """The keyed pseudonyms of data subjects (the HSM-held key replaces the host key)."""
+    if config.pseudonym_key_file is None:
+        raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
+    text = read_secret(config.pseudonym_key_file, "consent.pseudonym_key_file")
+    try:
+        return HostPseudonymizer(bytes.fromhex(text))
+    except ValueError:
+        raise ConfigError(
+            "config: consent.pseudonym_key_file: must hold at least 32 hex digits"
+        ) from None
+
+
+def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:
+    """Msgids from a configured slot, or from a slot leased in the shared store."""
+    m, code = settings.platform.msgid, settings.institution.code
+    if m.slot != "lease":
+        return None, MsgIdGenerator(code, slot=m.slot, slots=m.slots)
+    terms = LeaseTerms(m.slots, m.lease_seconds, m.renew_seconds, m.lease_safety_seconds)
+    lease = SlotLease(store, code, terms)
+    return lease, LeasedMsgIds(code, lease)
+
+
 def _platform_client(
     settings: Settings,
     transport: HttpsTransport,
     tracer: Tracer,
     meter: Meter,
     sealing: Sealing,
+    msgids: MsgIds,
     recorder: TransactionRecorder | None = None,
 ) -> PlatformClient:
     p = settings.platform
@@ -326,7 +444,7 @@ def _platform_client(
     i = settings.institution
     return PlatformClient(
         transport,
-        MsgIdGenerator(i.code, slot=p.msgid.slot, slots=p.msgid.slots),
+        msgids,
         Institution(
             code=i.code,
             name=i.name,

@@ -173,15 +173,27 @@ class TransactionCodes(_Section):
 
 
 class MsgIdConfig(_Section):
-    """This replica's share of the msgid sequence space (see sidecar/platform/msgid.py)."""
+    """This replica's share of the msgid sequence space (see sidecar/platform/msgid.py).
+
+    ``slot`` is a number unique per replica (StatefulSet ordinal), or ``"lease"``: take a slot
+    from the shared store and keep it leased (Deployments; sidecar/platform/msgid_lease.py).
+    """
 
     slots: int = Field(1, ge=1, le=100, description="how many replicas share the institution")
-    slot: int = Field(0, ge=0, le=99, description="this replica's slot, unique per replica")
+    slot: int | Literal["lease"] = Field(0, description='this replica\'s slot, or "lease"')
+    lease_seconds: float = Field(30.0, ge=5, le=600, description='with slot = "lease"')
+    renew_seconds: float = Field(10.0, gt=0, le=300, description="how often the lease is renewed")
+    lease_safety_seconds: float = Field(
+        5.0, ge=2, le=60, description="stop issuing this long before the lease could lapse"
+    )
 
     @model_validator(mode="after")
     def _slot_in_range(self) -> MsgIdConfig:
-        if self.slot >= self.slots:
-            raise ValueError(f"slot must be below slots ({self.slots})")
+        if self.slot == "lease":
+            if self.renew_seconds >= self.lease_seconds - self.lease_safety_seconds:
+                raise ValueError("renew_seconds must be below lease_seconds - lease_safety_seconds")
+        elif not 0 <= self.slot < self.slots:
+            raise ValueError(f'slot must be below slots ({self.slots}), or be "lease"')
         return self
 
 
@@ -409,6 +421,50 @@ class AuditConfig(_Section):
     retention_days: int = Field(730, ge=730, le=36_500, description="two years at least")
 
 
+class SettlementConfig(_Section):
+    """电子凭证结算: timing of the state machine (docs/settlement.md) and second confirmation."""
+
+    default_budget_seconds: float = Field(
+        90.0, gt=0, le=600, description="the whole chain's budget when the caller set no deadline"
+    )
+    resolve_reserve_seconds: float = Field(
+        5.0, ge=0, le=60, description="kept from the deadline to reverse a lost 2207 answer"
+    )
+    late_arrival_seconds: float = Field(
+        60.0, ge=0, le=3600, description="2601 'not found' is final only this long after 2207"
+    )
+    resolver_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    resolver_min_age_seconds: float = Field(5.0, ge=0, le=3600)
+    second_confirmation: dict[str, Literal["sms_code", "dynamic_token"]] = Field(
+        default_factory=dict,
+        description="division code (2, 4 or 6 digits) -> what its platform demands in 2207",
+    )
+    reversal_not_found_messages: tuple[str, ...] = ("原交易不存在或未成功",)
+    reversal_done_messages: tuple[str, ...] = ("原交易已冲正或已撤销",)
+    cancellation_done_messages: tuple[str, ...] = ("已撤销",)
+    voucher_mismatch_messages: tuple[str, ...] = ("就诊凭证编号与证件号码不一致",)
+
+    @field_validator("second_confirmation")
+    @classmethod
+    def _division_keys(
+        cls, value: dict[str, Literal["sms_code", "dynamic_token"]]
+    ) -> dict[str, Literal["sms_code", "dynamic_token"]]:
+        for key in value:
+            if not re.fullmatch(r"[0-9]{2}|[0-9]{4}|[0-9]{6}", key):
+                raise ValueError(f"{key!r} is not a division code of 2, 4 or 6 digits")
+        return value
+
+
+class ConsentConfig(_Section):
+    """The consent ledger (sidecar/compliance/)."""
+
+    pseudonym_key_file: Path | None = Field(
+        None,
+        description="file with the host-held HMAC-SM3 key (hex, 32+ digits) that pseudonymises "
+        "data subjects; required until the HSM-held key is wired",
+    )
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -426,6 +482,8 @@ class Settings(_Section):
     access: AccessConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
     audit: AuditConfig | None = None
+    settlement: SettlementConfig = Field(default_factory=SettlementConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")

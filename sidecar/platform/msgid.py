@@ -8,9 +8,13 @@ produce the same ID, whatever their clocks do, without talking to each other per
 a replica, IDs are handed out in order, never step back when the wall clock does, and wait for
 the next second when the second's share is used up.
 
+A generator never issues an ID in the second it was created: a replica restarted within the
+second its predecessor last sent in (SIGKILL, crash loop) would otherwise hand out the same
+sequence numbers again. Waiting for the next second costs the first message at most one second.
+
 Who gives each replica its slot is deployment's job: a StatefulSet ordinal or an environment
 variable per replica (``YIBAO_SIDECAR__PLATFORM__MSGID__SLOT``); replicas of a Deployment, which
-have no ordinals, will lease a slot from the shared store once it exists.
+have no ordinals, lease a slot from the shared store (``slot = "lease"``, msgid_lease.py).
 """
 
 from __future__ import annotations
@@ -18,10 +22,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from typing import Protocol
 
 from sidecar.platform.envelope import beijing_now
 
 SEQUENCE_SPACE = 10_000
+
+
+class MsgIds(Protocol):
+    """Where the platform client takes its message IDs from."""
+
+    async def next(self) -> str: ...
 
 
 class MsgIdGenerator:
@@ -44,8 +55,9 @@ class MsgIdGenerator:
         size = SEQUENCE_SPACE // slots
         self._first = slot * size
         self._end = self._first + size
-        self._second = ""
-        self._next = self._first
+        # The creation second counts as used up: a predecessor in this slot may have sent in it.
+        self._second = clock().strftime("%Y%m%d%H%M%S")
+        self._next = self._end
         self._lock = asyncio.Lock()
 
     @property
