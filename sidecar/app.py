@@ -16,7 +16,7 @@ from pathlib import Path
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from sidecar import config, logs, telemetry
+from sidecar import config, logs, telemetry, telemetry_export
 from sidecar.config import ConfigError, GatewayLoginConfig, Settings, read_secret
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
@@ -57,17 +57,24 @@ class Sidecar:
 
 
 def build(settings: Settings, observability: telemetry.Telemetry | None = None) -> Sidecar:
-    """Wire a sidecar; ``observability`` defaults to providers without exporters."""
-    observability = observability or telemetry.build()
-    meter = observability.meter_provider.get_meter(telemetry.INSTRUMENTATION)
+    """Wire a sidecar; ``observability`` defaults to the exporters of ``[telemetry]``."""
+    observability = observability or telemetry_export.build(settings.telemetry)
+    meter = observability.meter
     user_id = settings.platform.security.user_id.encode()
-    hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+    hsm: HsmLink | None = None
     try:
-        sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
+        hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+        sealing = build_sealing(
+            settings.platform.security,
+            hsm.signer if hsm else None,
+            tracer=observability.tracer,
+            meter=meter,
+        )
         platform = _platform_client(settings, observability.tracer, meter, sealing)
     except BaseException:
         if hsm is not None:
             hsm.close()
+        observability.shutdown()  # the scrape endpoint's port, the exporters' threads
         raise
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
