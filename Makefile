@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest bench-hsm bench-protocol lock clean
+.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest bench bench-hsm bench-protocol lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
 	@echo "make test   - lint, type check, buf lint, stub drift check and the whole test suite"
 	@echo "make proto  - regenerate sidecar/_proto from proto/"
+	@echo "make bench  - GetEnrollment/CheckEligibility through the sidecar vs straight to the platform"
 	@echo "make bench-hsm - SM2 signing rates through the HSM pool vs a raw session, SM4, SM3"
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
 	@echo "make lock   - re-pin constraints.txt from the current .venv"
@@ -44,6 +45,9 @@ pytest:
 	$(VENV)/bin/pytest
 
 # Benchmarks print figures; they are commands, never timed tests.
+bench: bootstrap softhsm
+	$(PY) benchmarks/bench_sidecar.py $(BENCH_ARGS)
+
 bench-hsm: bootstrap softhsm
 	$(PY) benchmarks/bench_hsm.py
 
