@@ -54,19 +54,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_protocol import (  # noqa: E402
+    BASH,
     LABEL,
     POPULATION,
     SEED,
     Simulator,
     process_cpu,
-    setup_token,
     sm4_key_file,
     start_simulator,
 )
 
-from hsm.keys import KeyStore  # noqa: E402
-from hsm.profiles import load_profile  # noqa: E402
-from hsm.token import HsmToken  # noqa: E402
 from sidecar.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE  # noqa: E402
 
 OPERATOR = "bench-im-01"
@@ -234,7 +231,7 @@ class Phase:
 
 @dataclass
 class Sidecar:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     socket: Path
     config: Path
 
@@ -248,13 +245,7 @@ class Sidecar:
         return {k: int(v.split()[0]) for k, v in fields if k in ("VmHWM", "VmRSS")}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        Simulator(self.process).stop()  # SIGTERM, then SIGKILL after 15 s
 
 
 def run_phase(
@@ -429,9 +420,25 @@ def sustained(sidecar: Sidecar, target: str, args: argparse.Namespace) -> tuple[
 
 
 def write_config(
-    work: Path, socket: Path, sim: Simulator, pin_file: Path, lib: str, sm4_file: Path
+    work: Path, socket: Path, sim: Simulator, keys: tuple[str, Path, Path] | None, http2: bool
 ) -> Path:
+    """The sidecar's configuration; ``keys`` (module, PIN file, SM4 key file) for scheme A."""
     s = sim.lines
+    security = ""
+    if keys is not None:
+        lib, pin_file, sm4_file = keys
+        security = f"""
+[platform.security]
+scheme = "envelope-signature"
+platform_public_key_file = "{s["platform_public_key_pem"]}"
+sm4_key_file = "{sm4_file}"
+
+[hsm]
+module = "{lib}"
+token_label = "{LABEL}"
+user_pin_file = "{pin_file}"
+pool_size = 2
+"""
     config = work / "sidecar.toml"
     config.write_text(f"""\
 [server]
@@ -449,6 +456,7 @@ ca_file = "{s["ca_cert"]}"
 client_cert_file = "{s["client_cert"]}"
 client_key_file = "{s["client_key"]}"
 timeout_seconds = 10
+http2 = {"true" if http2 else "false"}
 
 [platform.msgid]
 slots = 2       # slot 0 the sidecar, slot 1 the direct load generator
@@ -456,32 +464,46 @@ slots = 2       # slot 0 the sidecar, slot 1 the direct load generator
 [platform.resilience]
 breaker_failure_threshold = 1000
 max_in_flight = 1024
-
-[platform.security]
-scheme = "envelope-signature"
-platform_public_key_file = "{s["platform_public_key_pem"]}"
-sm4_key_file = "{sm4_file}"
-
-[hsm]
-module = "{lib}"
-token_label = "{LABEL}"
-user_pin_file = "{pin_file}"
-pool_size = 2
-
+{security}
 [log]
 level = "WARNING"
 """)
     return config
 
 
+def key_ceremony(work: Path) -> tuple[str, Path, Path]:
+    """A throw-away token with a sign key, made with ``yibao-hsm`` as the security team would."""
+    build = [BASH, str(REPO / "hsm/softhsm/build.sh")]
+    out = subprocess.run(build, check=True, capture_output=True, text=True).stdout  # noqa: S603
+    lib = out.strip().splitlines()[-1]
+    env_sh = [BASH, str(REPO / "hsm/softhsm/token-env.sh"), str(work)]
+    subprocess.run(env_sh, check=True, capture_output=True)  # noqa: S603
+    os.environ["SOFTHSM2_CONF"] = str(work / "softhsm2.conf")  # inherited by every process
+    pins = {}
+    for who in ("so", "user"):
+        pins[who] = work / f"{who}.pin"
+        pins[who].touch(mode=0o600)
+        pins[who].write_text(secrets.token_hex(8) + "\n")
+    public_pem = work / "sidecar-sign.pem"
+    common = ["--module", lib, "--token-label", LABEL, "--user-pin-file", str(pins["user"])]
+    for command in (
+        ["init-token", "--so-pin-file", str(pins["so"])],
+        ["keygen", "--purpose", "sign"],
+        ["export-public", "--out", str(public_pem)],
+    ):
+        hsm_cli = [sys.executable, "-m", "hsm.cli", *command, *common]
+        subprocess.run(hsm_cli, check=True, capture_output=True, cwd=REPO)  # noqa: S603
+    return lib, pins["user"], public_pem
+
+
 @contextlib.contextmanager
 def started_sidecar(
     work: Path, config: Path, socket: Path, cprofile: str | None = None
 ) -> Iterator[Sidecar]:
-    log = (work / "sidecar.log").open("wb")
+    log = (work / "sidecar.log").open("w")
     profiled = ["-m", "cProfile", "-o", cprofile] if cprofile else []
     argv = [sys.executable, *profiled, "-m", "sidecar", "serve", "--config", str(config)]
-    process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log)  # noqa: S603
+    process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, text=True)  # noqa: S603
     sidecar = Sidecar(process, socket, config)
     try:
         deadline = time.monotonic() + 30
@@ -507,6 +529,8 @@ def main() -> None:
     ap.add_argument("--ramp-limit", type=float, default=5000.0)
     ap.add_argument("--max-p99", type=float, default=0.25, help="seconds; for the ramp")
     ap.add_argument("--no-ramp", action="store_true", help="skip the highest sustained rate")
+    ap.add_argument("--security", choices=("a", "plain"), default="a", help="message security")
+    ap.add_argument("--http1", action="store_true", help="HTTP/1.1 to the platform, not HTTP/2")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the sidecar phases into FILE (raw)")
     ap.add_argument("--cprofile", metavar="FILE", help="run the sidecar under cProfile into FILE")
     sub = ap.add_subparsers(dest="command")
@@ -529,39 +553,23 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminated)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bs-", dir="/tmp")))
-        lib, pin = setup_token(work)  # sets SOFTHSM2_CONF for the processes started below
-        token = HsmToken(
-            module_path=lib,
-            token_label=LABEL,
-            profile=load_profile("softhsm-sm"),
-            pin=pin,
-            pool_size=1,
-        )
-        try:
-            key = KeyStore(token).generate("sign")
-            assert key.public_key is not None
-            (work / "sidecar-sign.pem").write_text(key.public_key.pem())
-        finally:
-            token.close()
-        pin_file = work / "user.pin"
-        pin_file.touch(mode=0o600)
-        pin_file.write_text(pin.reveal() + "\n")
-        sm4_file = sm4_key_file(work, secrets.token_hex(16))
-        security = [
-            "--security",
-            "a",
-            "--client-public-key",
-            str(work / "sidecar-sign.pem"),
-            "--sm4-key-file",
-            str(sm4_file),
-        ]
-        sim = start_simulator(stack, work, "a", security, "platform_public_key_pem")
+        if args.security == "a":
+            lib, pin_file, public_pem = key_ceremony(work)
+            sm4_file = sm4_key_file(work, secrets.token_hex(16))
+            security = ["--security", "a", "--client-public-key", str(public_pem)]
+            security += ["--sm4-key-file", str(sm4_file)]
+            sim = start_simulator(stack, work, "a", security, "platform_public_key_pem")
+            keys: tuple[str, Path, Path] | None = (lib, pin_file, sm4_file)
+        else:
+            sim = start_simulator(stack, work, "plain", ["--security", "plain"], "client_key")
+            keys = None
         socket = work / "sidecar.sock"
-        config = write_config(work, socket, sim, pin_file, lib, sm4_file)
+        config = write_config(work, socket, sim, keys, http2=not args.http1)
         sidecar = stack.enter_context(started_sidecar(work, config, socket, args.cprofile))
+        scheme = "scheme A, SoftHSM pool 2" if keys else "plain (mTLS only)"
         print(
-            f"nproc={os.cpu_count()}  simulator pid {sim.process.pid} (scheme A, mTLS, HTTP/2)"
-            f"  sidecar pid {sidecar.process.pid} (SoftHSM, pool 2)  cache: none"
+            f"nproc={os.cpu_count()}  simulator pid {sim.process.pid}, sidecar pid "
+            f"{sidecar.process.pid}: {scheme}, HTTP/{'1.1' if args.http1 else '2'}, cache: none"
         )
 
         phases: dict[tuple[str, str], list[Phase]] = {}
