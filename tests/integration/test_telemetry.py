@@ -7,10 +7,10 @@ HTTP, and OTLP exports received by small collectors running in the test (HTTP/pr
 
 from __future__ import annotations
 
+import asyncio
 import gzip
-import os
+import json
 import secrets
-import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -30,25 +30,25 @@ from opentelemetry.proto.collector.trace.v1 import (
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 
-from hsm.inittoken import init_token
-from hsm.keys import KeyStore
-from hsm.pin import Pin
-from hsm.profiles import load_profile
-from hsm.token import HsmToken
 from sidecar import telemetry
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import Settings
 from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.crypto import PrivateKey, PublicKey
+from sidecar.simulator.crypto import PrivateKey
 from sidecar.simulator.faults import Fault, FaultKind
 from sidecar.simulator.population import Person, Population
 from sidecar.simulator.security import SchemeAPlatform
 from sidecar.simulator.server import RunningSimulator, running_simulator
-from tests.conftest import TOKEN_ENV_SH, write_secret
-from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
-from tests.integration.test_eligibility import ask, question
+from tests.conftest import write_secret
+from tests.integration import recording_sidecar
+from tests.integration.conftest import TENANT_METADATA, Token, running_sidecar, settings_for
+from tests.integration.test_eligibility import question
 from tests.integration.test_gateway import call_enrollment, subject_of
+from tests.integration.test_hsm_startup import hsm_section
+from tests.integration.test_message_security import sidecar_public_key
+from tests.integration.test_server import wait_serving, write_config
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -58,54 +58,9 @@ ENROLLMENT = "yibao.gateway.v1.InsuranceGateway/GetEnrollment"
 ELIGIBILITY = "yibao.gateway.v1.InsuranceGateway/CheckEligibility"
 
 
-# ------------------------------------------------------------------ an HSM in this process
-
-
-@dataclass(frozen=True)
-class InProcessKey:
-    section: dict[str, str]  # the [hsm] settings
-    public_pem: str
-
-
-@pytest.fixture(scope="module")
-def signing_key(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> InProcessKey:
-    """A token with a sign key that this process can open (the sidecar runs in-process here).
-
-    The module reads SOFTHSM2_CONF once per process, at its first initialisation; tests of the
-    hsm package may have done that already, so the token is made wherever the module looks.
-    """
-    run_dir = tmp_path_factory.mktemp("telemetry-hsm")
-    if "SOFTHSM2_CONF" not in os.environ:
-        subprocess.run(["bash", str(TOKEN_ENV_SH), str(run_dir)], check=True, capture_output=True)
-        os.environ["SOFTHSM2_CONF"] = str(run_dir / "softhsm2.conf")
-    label = "telemetry-" + secrets.token_hex(4)
-    user_pin_file = write_secret(run_dir / "user.pin", secrets.token_hex(8))
-    user_pin = Pin(user_pin_file.read_text().strip(), source="test")
-    init_token(str(softhsm_lib), label, Pin(secrets.token_hex(8), source="test"), user_pin)
-    token = HsmToken(
-        module_path=str(softhsm_lib),
-        token_label=label,
-        profile=load_profile("softhsm-sm"),
-        pin=user_pin,
-        pool_size=1,
-    )
-    try:
-        key = KeyStore(token).generate("sign")
-        assert key.public_key is not None
-        pem = key.public_key.pem()
-    finally:
-        token.close()
-    section = {"module": str(softhsm_lib), "token_label": label}
-    return InProcessKey({**section, "user_pin_file": str(user_pin_file)}, pem)
-
-
 def with_changes(settings: Settings, **sections: dict[str, Any]) -> Settings:
     data = settings.model_dump(mode="json", exclude_none=True)
-    for name, values in sections.items():
-        if name == "security":
-            data["platform"]["security"] = values
-        else:
-            data[name] = values
+    data.update(sections)
     return Settings.model_validate(data)
 
 
@@ -157,90 +112,115 @@ def assert_no_personal_data(spans: Sequence[ReadableSpan], person: Person) -> No
 # ------------------------------------------------------------------ the span tree
 
 
+def kids(spans: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in spans if s["parent_id"] == parent["span_id"]]
+
+
+def only(points: list[dict[str, Any]], **attributes: Any) -> dict[str, Any]:
+    found = [p for p in points if all(p["attributes"].get(k) == v for k, v in attributes.items())]
+    assert len(found) == 1, (attributes, [p["attributes"] for p in points])
+    return found[0]
+
+
 async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verification(
-    signing_key: InProcessKey, short_dir: Path, tmp_path: Path
+    token: Token, short_dir: Path, tmp_path: Path
 ) -> None:
+    """The sidecar process signs in SoftHSM (scheme A) and records its spans in memory."""
     platform_key = PrivateKey.for_seed(7)
-    client_key = PublicKey.from_pem(signing_key.public_pem.encode())
+    client_key = sidecar_public_key(token, tmp_path)
     security = SchemeAPlatform(bytes.fromhex(SM4_KEY), client_key, platform_key)
     app = PlatformSimulator(Population.generate(11, 20), security=security)
     person = app.population.examples().employee
     platform_pem = tmp_path / "platform.pem"
     platform_pem.write_text(platform_key.public_key.pem())
-    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    observability = telemetry.build(exporter, readers=(reader,), synchronous=True)
     async with running_simulator(app) as simulator:
-        settings = with_changes(
-            settings_for(simulator, short_dir),
-            security={
-                "scheme": "envelope-signature",
-                "platform_public_key_file": str(platform_pem),
-                "sm4_key_file": str(write_secret(tmp_path / "sm4.key", SM4_KEY)),
-            },
-            hsm=signing_key.section,
+        config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+        sm4_key = write_secret(tmp_path / "sm4.key", SM4_KEY)
+        config.write_text(
+            config.read_text()
+            + '\n[platform.security]\nscheme = "envelope-signature"\n'
+            + f'platform_public_key_file = "{platform_pem}"\nsm4_key_file = "{sm4_key}"\n'
+            + hsm_section(token)
         )
-        async with running_sidecar(settings, observability) as running:
-            answer = await call_enrollment(
-                running, subject_of(person), (*TENANT_METADATA, TRACEPARENT)
-            )
-            assert answer.person.name == person.psn_name
-            verdict = await ask(running, question(person))
-            assert verdict.eligible
-            points = metric_points(reader)
-    spans = exporter.get_finished_spans()
+        process = recording_sidecar.start(config, token.env)
+        try:
+            async with grpc.aio.insecure_channel(f"unix:{short_dir / 'sidecar.sock'}") as channel:
+                await wait_serving(channel, process)
+                stub = gateway_grpc.InsuranceGatewayStub(channel)
+                request = gateway_pb2.GetEnrollmentRequest(subject=subject_of(person))
+                metadata = (*TENANT_METADATA, TRACEPARENT)
+                answer = await stub.GetEnrollment(request, metadata=metadata, timeout=10)
+                assert answer.person.name == person.psn_name
+                verdict = await stub.CheckEligibility(
+                    question(person), metadata=TENANT_METADATA, timeout=10
+                )
+                assert verdict.eligible
+            # stdin closed: the sidecar stops (signing out through the simulator) and reports
+            out, err = await asyncio.to_thread(process.communicate, "", 60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, err
+    recorded = json.loads(out.splitlines()[-1])
+    spans: list[dict[str, Any]] = recorded["spans"]
+    points: dict[str, list[dict[str, Any]]] = recorded["metrics"]
 
     # GetEnrollment continues the caller's trace: sign-in (9001) then 1101, each signed in the
     # HSM and its answer verified before use.
-    enrollment = next(s for s in spans if s.name == ENROLLMENT)
-    assert enrollment.kind == SpanKind.SERVER
-    assert format(enrollment.context.trace_id, "032x") == TRACE_ID
-    assert enrollment.parent is not None and enrollment.parent.is_remote
-    assert format(enrollment.parent.span_id, "016x") == CALLER_SPAN
-    transactions = children(spans, enrollment)
-    assert [s.name for s in transactions] == ["platform 9001", "platform 1101"]
+    enrollment = next(s for s in spans if s["name"] == ENROLLMENT)
+    assert enrollment["kind"] == "SERVER"
+    assert enrollment["trace_id"] == TRACE_ID
+    assert enrollment["parent_id"] == CALLER_SPAN and enrollment["parent_remote"]
+    transactions = kids(spans, enrollment)
+    assert [s["name"] for s in transactions] == ["platform 9001", "platform 1101"]
     for span in transactions:
-        assert span.kind == SpanKind.CLIENT
-        attributes = dict(span.attributes or {})
-        assert attributes["yibao.platform.infno"] == span.name.split()[1]
+        attributes = span["attributes"]
+        assert span["kind"] == "CLIENT" and span["ok"]
+        assert attributes["yibao.platform.infno"] == span["name"].split()[1]
         assert attributes["yibao.platform.infcode"] == "0"
         assert attributes["yibao.platform.attempt"] == 1
         assert attributes["yibao.platform.breaker"] == "closed"
         assert str(attributes["yibao.platform.msgid"]).startswith(app.institution_code)
-        below = children(spans, span)
-        assert [s.name for s in below] == ["hsm sign", "answer verify"]
-        sign, verify = below
-        assert sign.attributes is not None and sign.attributes["yibao.hsm.operation"] == "sign"
-        assert verify.attributes is not None
-        assert verify.attributes["yibao.security.scheme"] == "EnvelopeSignature"
-        assert verify.attributes["yibao.security.outcome"] == "ok"
-        assert sign.status.is_ok and verify.status.is_ok
-    platform_spans = [s for s in spans if s.kind == SpanKind.CLIENT]
+        sign, verify = kids(spans, span)
+        assert (sign["name"], verify["name"]) == ("hsm sign", "answer verify")
+        assert sign["attributes"]["yibao.hsm.operation"] == "sign" and sign["ok"]
+        assert verify["attributes"]["yibao.security.scheme"] == "EnvelopeSignature"
+        assert verify["attributes"]["yibao.security.outcome"] == "ok" and verify["ok"]
+    platform_spans = [s for s in spans if s["kind"] == "CLIENT"]
     # 9001, 1101; 1101, 2001 of CheckEligibility below; 9002 when the sidecar closed (a root)
-    assert len(platform_spans) == 5
-    assert len({dict(s.attributes or {})["yibao.platform.msgid"] for s in platform_spans}) == 5
+    assert sorted(s["name"] for s in platform_spans) == [
+        "platform 1101", "platform 1101", "platform 2001", "platform 9001", "platform 9002",
+    ]  # fmt: skip
+    assert len({s["attributes"]["yibao.platform.msgid"] for s in platform_spans}) == 5
 
     # CheckEligibility without a traceparent starts a trace of its own: 1101 then 2001 (the
     # operator is signed in already).
-    eligibility = next(s for s in spans if s.name == ELIGIBILITY)
-    assert eligibility.parent is None
-    assert eligibility.context.trace_id != enrollment.context.trace_id
-    steps = children(spans, eligibility)
-    assert [s.name for s in steps] == ["platform 1101", "platform 2001"]
-    assert all([c.name for c in children(spans, s)] == ["hsm sign", "answer verify"] for s in steps)
+    eligibility = next(s for s in spans if s["name"] == ELIGIBILITY)
+    assert eligibility["parent_id"] is None and eligibility["trace_id"] != TRACE_ID
+    steps = kids(spans, eligibility)
+    assert [s["name"] for s in steps] == ["platform 1101", "platform 2001"]
+    for step in steps:
+        assert [c["name"] for c in kids(spans, step)] == ["hsm sign", "answer verify"]
 
-    assert_no_personal_data(spans, person)
+    # No personal data anywhere: names, attributes, events and statuses of every span.
+    text = json.dumps(spans, ensure_ascii=False)
+    assert len(spans) == 2 + 5 * 3  # 2 RPCs; 5 platform spans, each with its sign and verify
+    for value in personal_data(person):
+        assert value not in text
 
     # The metrics of the same calls.
     for method in ("GetEnrollment", "CheckEligibility"):
         labels = {"rpc.method": method, "rpc.grpc.status": "OK"}
-        assert find(points["yibao.rpc.calls"], **labels).value == 1
-        assert find(points["yibao.rpc.duration"], **labels).count == 1
-    assert find(points["yibao.platform.duration"], infno="1101", infcode="0").count == 2
-    assert find(points["yibao.platform.duration"], infno="2001", infcode="0").count == 1
-    assert find(points["yibao.hsm.duration"], operation="sign", outcome="ok").count == 4
-    verified = find(points["yibao.platform.verify.duration"], scheme="EnvelopeSignature")
-    assert verified.count == 4 and verified.attributes["outcome"] == "ok"
-    assert find(points["yibao.platform.breaker.state"], gateway=settings.platform.url).value == 0
+        assert only(points["yibao.rpc.calls"], **labels)["value"] == 1
+        assert only(points["yibao.rpc.duration"], **labels)["count"] == 1
+    assert only(points["yibao.platform.duration"], infno="1101", infcode="0")["count"] == 2
+    assert only(points["yibao.platform.duration"], infno="2001", infcode="0")["count"] == 1
+    assert only(points["yibao.hsm.duration"], operation="sign", outcome="ok")["count"] == 4
+    verified = only(points["yibao.platform.verify.duration"], scheme="EnvelopeSignature")
+    assert verified["count"] == 4 and verified["attributes"]["outcome"] == "ok"
+    gateway_url = simulator.url.split("/fsi/")[0]
+    assert only(points["yibao.platform.breaker.state"], gateway=gateway_url)["value"] == 0
 
 
 async def test_a_retried_query_is_one_span_per_attempt_and_counts_its_retries(
