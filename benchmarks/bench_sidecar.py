@@ -398,7 +398,9 @@ def print_comparison(phases: dict[tuple[str, str], list[Phase]], args: argparse.
     print("  loadgen CPU: the load generator per request (direct: the whole protocol layer)")
 
 
-def sustained(sidecar: Sidecar, target: str, args: argparse.Namespace) -> tuple[float, Phase]:
+def sustained(
+    sidecar: Sidecar, target: str, args: argparse.Namespace
+) -> tuple[float, Phase] | None:
     """The highest rate of GetEnrollment held (>= 97% achieved, no error, p99 <= max-p99)."""
     best: tuple[float, Phase] | None = None
     rate = args.ramp_start
@@ -414,8 +416,6 @@ def sustained(sidecar: Sidecar, target: str, args: argparse.Namespace) -> tuple[
             break
         best = (rate, phase)
         rate = rate * args.ramp_factor
-    if best is None:
-        raise RuntimeError(f"{target}: not even {args.ramp_start}/s was held")
     return best
 
 
@@ -524,8 +524,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0, help="warm-up before each measurement")
     ap.add_argument("--rate", type=float, default=100.0, help="requests/s of the comparison")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved direct/sidecar rounds")
-    ap.add_argument("--ramp-start", type=float, default=100.0)
-    ap.add_argument("--ramp-factor", type=float, default=1.25)
+    ap.add_argument("--ramp-start", type=float, default=25.0)
+    ap.add_argument("--ramp-factor", type=float, default=1.4)
     ap.add_argument("--ramp-limit", type=float, default=5000.0)
     ap.add_argument("--max-p99", type=float, default=0.25, help="seconds; for the ramp")
     ap.add_argument("--no-ramp", action="store_true", help="skip the highest sustained rate")
@@ -588,12 +588,11 @@ def main() -> None:
                 f"Highest sustained GetEnrollment rate (x{args.ramp_factor} steps; held: >= 97%"
                 f" achieved, no error, p99 <= {args.max_p99 * 1000:.0f} ms)"
             )
-            via, _ = sustained(sidecar, "sidecar", args)
-            direct, _ = sustained(sidecar, "direct", args)
-            print(
-                f"  highest held: sidecar {via:.0f}/s, direct {direct:.0f}/s "
-                f"(ratio {via / direct:.2f})"
-            )
+            held = {target: sustained(sidecar, target, args) for target in ("sidecar", "direct")}
+            rates = {
+                t: (f"{h[0]:.0f}/s" if h else f"< {args.ramp_start:.0f}/s") for t, h in held.items()
+            }
+            print(f"  highest held: sidecar {rates['sidecar']}, direct {rates['direct']}")
         memory = sidecar.memory()
         print(
             f"Sidecar peak RSS (VmHWM): {memory['VmHWM'] / 1024:.1f} MB "
