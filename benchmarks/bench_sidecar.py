@@ -465,6 +465,12 @@ slots = 2       # slot 0 the sidecar, slot 1 the direct load generator
 breaker_failure_threshold = 1000
 max_in_flight = 1024
 {security}
+[cache]
+ttl_seconds = 0   # off: every request reaches the platform
+
+[store]
+sqlite_path = "{work / "sidecar.db"}"
+
 [log]
 level = "WARNING"
 """)

@@ -7,22 +7,35 @@ the key, so that ``yibao-sidecar serve`` stops with one line instead of a traceb
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import ssl
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from sidecar import config, logs, telemetry, telemetry_export
-from sidecar.config import ConfigError, GatewayLoginConfig, Settings, read_secret
+from sidecar import certexpiry, config, logs, telemetry, telemetry_export
+from sidecar.access.front import PeerCredentialFront
+from sidecar.access.policy import PolicyError, PolicyFile
+from sidecar.access.ratelimit import RateLimiter
+from sidecar.config import ConfigError, GatewayLoginConfig, ServerTlsConfig, Settings, read_secret
+from sidecar.gateway import offsite_store
+from sidecar.gateway.account import AccountQueries
+from sidecar.gateway.cache import ReadCache
 from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
+from sidecar.gateway.paging import PageTokens
+from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.hsm_link import HsmLink, open_hsm
+from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
@@ -34,8 +47,10 @@ from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.store import Migration, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +62,34 @@ class Sidecar:
     server: Server
     platform: PlatformClient
     telemetry: telemetry.Telemetry
+    store: Store
+    migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    probes: Probes | None = None
+    certificates: certexpiry.CertificateWatch | None = None
+
+    def started(self) -> None:
+        """The listeners are up: say how long our certificates last."""
+        if self.certificates is not None:
+            self.certificates.log_remaining()
+
+    async def draining(self) -> None:
+        """SIGTERM arrived: stop being ready before the drain starts."""
+        if self.probes is not None:
+            await self.probes.draining()
+
+    async def prepare(self) -> None:
+        """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
+        await self.store.migrate(self.migrations)
 
     async def close(self) -> None:
         await self.platform.close()
+        await self.store.close()
         if self.hsm is not None:
             self.hsm.close()
         self.telemetry.shutdown()
+        if self.probes is not None:  # last: the kubelet's liveness answers until the very end
+            await self.probes.stop()
 
 
 def build(settings: Settings, observability: telemetry.Telemetry | None = None) -> Sidecar:
@@ -70,25 +106,65 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             tracer=observability.tracer,
             meter=meter,
         )
-        platform = _platform_client(settings, observability.tracer, meter, sealing)
+        transport = _transport(settings)
+        platform = _platform_client(settings, transport, observability.tracer, meter, sealing)
+        certificates = _certificate_watch(settings, hsm, meter)
     except BaseException:
         if hsm is not None:
             hsm.close()
         observability.shutdown()  # the scrape endpoint's port, the exporters' threads
         raise
+    store = open_store(settings.store)
+    migrations: tuple[Migration, ...] = ()
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
+    function_key = _function_key(settings)
+    tokens = PageTokens(_derived(function_key, b"page-tokens"))
+    cache = ReadCache(  # mutating functions (and consent revocation) call cache.invalidate
+        ttl_seconds=settings.cache.ttl_seconds,
+        max_entries=settings.cache.max_entries,
+        key=_derived(function_key, b"read-cache"),
+        meter=meter,
+    )
+    offsite = OffsiteRegistrations(
+        people,
+        platform,
+        offsite_store.OffsiteStore(
+            store,
+            lease_seconds=settings.offsite.request_lease_seconds,
+            keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
+        ),
+        tokens,
+        OffsiteCodes(codes.registration, codes.registration_cancel, codes.registration_query),
+        cache=cache,
+        settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
+    )
+    migrations += offsite_store.MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
         eligibility=EligibilityChecks(
             people, platform, codes.benefit_check, settings.institution.code
         ),
+        account=AccountQueries(
+            people,
+            platform,
+            tokens,
+            cumulative_infno=codes.cumulative_info,
+            statement_infno=codes.account_statement,
+        ),
+        offsite=offsite,
+        tokens=tokens,
+        cache=cache,
+        max_backdate_days=settings.offsite.max_backdate_days,
     )
     consent = ConsentService()
     registrations = [gateway.registration(), consent.registration()]
+    services = [registration.name for registration in registrations]
+    tcp_credentials = _tcp_credentials(settings.server.tls)
+    access, front = _access_control(settings, services)  # last: it makes a directory
     chain = FilterChain(
-        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity()],
-        services=[registration.name for registration in registrations],
+        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity(), *access],
+        services=services,
     )
     server = Server(
         registrations,
@@ -96,18 +172,95 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             socket_path=settings.server.socket_path,
             socket_mode=settings.server.socket_mode,
             tcp=settings.server.tcp_listen,
+            tcp_credentials=tcp_credentials,
+            front=front,
         ),
         interceptors=[chain],
         max_message_bytes=settings.server.max_message_bytes,
         max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         grace_period=settings.server.grace_period_seconds,
     )
-    return Sidecar(server=server, platform=platform, telemetry=observability, hsm=hsm)
+    probes = None
+    if settings.server.health_listen:
+        probes = Probes(
+            settings.server.health_listen,
+            hsm=HsmLoginCheck(hsm.token) if hsm else None,
+            platform=TunnelCheck(transport, settings.platform.connect_timeout_seconds),
+            interval=settings.server.health_check_interval_seconds,
+            readiness_includes_platform=settings.server.readiness_includes_platform,
+            meter=meter,
+        )
+    return Sidecar(
+        server=server,
+        platform=platform,
+        telemetry=observability,
+        store=store,
+        migrations=migrations,
+        hsm=hsm,
+        probes=probes,
+        certificates=certificates,
+    )
 
 
-def _platform_client(
-    settings: Settings, tracer: Tracer, meter: Meter, sealing: Sealing
-) -> PlatformClient:
+def _access_control(
+    settings: Settings, services: list[str]
+) -> tuple[list[AccessControl], PeerCredentialFront | None]:
+    """The access filter and the Unix socket's peer-credential front, if ``[access]`` is set."""
+    a = settings.access
+    if a is None:  # server.started says access_control false
+        return [], None
+    try:
+        policy = PolicyFile(a.policy_file, rpc_names(services), a.reload_interval_seconds)
+    except PolicyError as exc:
+        raise ConfigError(f"config: access.policy_file: {exc}") from None
+    try:
+        front = PeerCredentialFront(a.private_socket_parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"config: access.private_socket_parent: cannot make a directory: {exc.strerror}"
+        ) from None
+    return [AccessControl(policy, front.lookup, RateLimiter())], front
+
+
+def _tcp_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
+    """Mutual TLS for the TCP listener: callers must present a certificate of the client CA."""
+    if tls is None:
+        return None
+    pem = {
+        key: read_secret(getattr(tls, key), f"server.tls.{key}").encode()
+        for key in ("cert_file", "key_file", "client_ca_file")
+    }
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:  # grpc would only fail at the first handshake; say what is wrong at start-up
+        check.load_cert_chain(tls.cert_file, tls.key_file)
+        check.load_verify_locations(cadata=pem["client_ca_file"].decode())
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"config: server.tls.cert_file/key_file/client_ca_file: unusable ({exc.reason})"
+        ) from None
+    return grpc.ssl_server_credentials(
+        [(pem["key_file"], pem["cert_file"])],
+        root_certificates=pem["client_ca_file"],
+        require_client_auth=True,
+    )
+
+
+def _certificate_watch(
+    settings: Settings, hsm: HsmLink | None, meter: Meter
+) -> certexpiry.CertificateWatch:
+    try:
+        certificates = [certexpiry.from_pem_file("tls_client", settings.platform.client_cert_file)]
+        signing = certexpiry.signing_certificate(hsm.token, hsm.key_label) if hsm else None
+    except certexpiry.CertificateUnreadable as exc:
+        raise ConfigError(f"config: platform.client_cert_file/hsm: {exc}") from None
+    if signing is not None:
+        certificates.append(signing)
+    elif hsm is not None:
+        log.info("certificate.signing_absent", extra={"key": hsm.key_label})
+    return certexpiry.CertificateWatch(certificates, meter)
+
+
+def _transport(settings: Settings) -> HttpsTransport:
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -122,7 +275,7 @@ def _platform_client(
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
         ) from None
-    transport = HttpsTransport(
+    return HttpsTransport(
         p.url.rstrip("/") + p.path,
         tls,
         http2=p.http2,
@@ -131,6 +284,12 @@ def _platform_client(
         login=_gateway_login(p.gateway_login),
         pins=p.pinned_server_keys,
     )
+
+
+def _platform_client(
+    settings: Settings, transport: HttpsTransport, tracer: Tracer, meter: Meter, sealing: Sealing
+) -> PlatformClient:
+    p = settings.platform
     r = p.resilience
     policy = ResiliencePolicy(
         retry_attempts=r.retry_attempts,
@@ -184,6 +343,26 @@ def _gateway_login(config: GatewayLoginConfig) -> GatewayLogin:
     )
 
 
+def _function_key(settings: Settings) -> bytes:
+    """The secret behind page tokens and the cache's subject hashes: ``paging.token_key_file``
+    (64 hex digits; tokens then survive restarts and work across replicas), else random."""
+    path = settings.paging.token_key_file
+    if path is None:
+        return secrets.token_bytes(32)
+    text = read_secret(path, "paging.token_key_file")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"config: paging.token_key_file: {path} must hold 64 hex digits")
+    return key
+
+
+def _derived(key: bytes, purpose: bytes) -> bytes:
+    return hmac.new(key, purpose, hashlib.sha256).digest()
+
+
 def _mac_address() -> str:
     """This host's MAC address as sign-in reports it (``uuid.getnode``'s choice)."""
     node = uuid.getnode()
@@ -196,7 +375,19 @@ async def serve(config_path: Path) -> int:
     logs.configure(settings.log.level)
     sidecar = build(settings)
     try:
-        await serve_until_signalled(sidecar.server, on_stop=sidecar.close)
+        await sidecar.prepare()
+    except StoreError as exc:
+        await sidecar.close()
+        raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
+    try:
+        if sidecar.probes is not None:  # first: the kubelet's startupProbe may already be asking
+            await sidecar.probes.start()
+        await serve_until_signalled(
+            sidecar.server,
+            on_stop=sidecar.close,
+            on_signal=sidecar.draining,
+            on_started=sidecar.started,
+        )
     except OSError as exc:  # the socket path or port cannot be used
         await sidecar.close()
         raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None

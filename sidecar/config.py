@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "YIBAO_SIDECAR__"
 _SECRET_KEY = re.compile(r"(pin|password|secret|private_key|passphrase|token)$")
@@ -34,10 +42,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_listen(value: str) -> str:
+def _check_host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT")
+    return value
+
+
+def _check_listen(value: str) -> str:
+    _check_host_port(value)
+    host = value.rpartition(":")[0]
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -47,20 +61,62 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_health_listen(value: str) -> str:
+    _check_host_port(value)
+    try:
+        ipaddress.ip_address(value.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        raise ValueError("host must be an IP address, e.g. 0.0.0.0 for the kubelet") from None
+    return value
+
+
+class ServerTlsConfig(_Section):
+    """Mutual TLS on the TCP listener: our certificate, and the CA that issues callers' ones."""
+
+    cert_file: Path = Field(description="PEM: the sidecar's server certificate (and chain)")
+    key_file: Path = Field(description="PEM: its private key")
+    client_ca_file: Path = Field(description="PEM: CA certificates trusted to issue callers'")
+
+
 class ServerConfig(_Section):
     """How IM services reach the sidecar."""
 
     socket_path: Path = Path("/run/yibao/sidecar.sock")
     socket_mode: int = Field(0o660, ge=0, le=0o777)
-    tcp_listen: Annotated[str | None, Field(description="loopback HOST:PORT, optional")] = None
+    tls: ServerTlsConfig | None = None
+    tcp_plaintext_for_development: bool = False
+    tcp_listen: Annotated[
+        str | None, Field(description="HOST:PORT, optional; mutual TLS ([server.tls])")
+    ] = None
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
     grace_period_seconds: float = Field(10.0, ge=0, le=300)
+    health_listen: Annotated[
+        str | None, Field(description="plaintext HOST:PORT serving only grpc.health.v1 (probes)")
+    ] = None
+    health_check_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    readiness_includes_platform: bool = False
 
     @field_validator("tcp_listen")
     @classmethod
-    def _loopback_only(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _check_listen(value)
+    def _mutual_tls_or_development(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if info.data.get("tls") is not None:
+            return _check_host_port(value)
+        _check_listen(value)  # plaintext: loopback only, and only when asked for
+        if not info.data.get("tcp_plaintext_for_development"):
+            raise ValueError(
+                "TCP needs mutual TLS: configure [server.tls], or set "
+                "server.tcp_plaintext_for_development = true (development only)"
+            )
+        return value
+
+    @field_validator("health_listen")
+    @classmethod
+    def _health_address(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_health_listen(value)
 
 
 class InstitutionConfig(_Section):
@@ -96,6 +152,9 @@ class TransactionCodes(_Section):
     registration: str = "2501"
     registration_cancel: str = "2502"
     registration_query: str = "5304"
+    account_statement: str = Field(
+        "5307", description="regional personal-account statement; empty: the region has none"
+    )
     outpatient_registration: str = "2201"
     fee_upload: str = "2204"
     pre_settlement: str = "2206"
@@ -105,7 +164,9 @@ class TransactionCodes(_Section):
 
     @field_validator("*")
     @classmethod
-    def _shape(cls, value: str) -> str:
+    def _shape(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "account_statement" and value == "":
+            return value
         if not re.fullmatch(r"[0-9]{4}[A-Z]?", value):
             raise ValueError("must be 4 digits, optionally followed by one capital letter")
         return value
@@ -254,13 +315,6 @@ class HsmConfig(_Section):
     pool_size: int = Field(2, ge=1, le=64)
 
 
-def _check_host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("must be HOST:PORT")
-    return value
-
-
 class OtlpConfig(_Section):
     """OTLP export of spans and metrics to a collector; off while ``endpoint`` is unset.
 
@@ -311,6 +365,79 @@ class TelemetryConfig(_Section):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
 
 
+class CacheConfig(_Section):
+    """The short-lived in-memory cache of read-only answers (enrollment, account, eligibility)."""
+
+    ttl_seconds: float = Field(0.0, ge=0, le=3600, description="0: no cache")
+    max_entries: int = Field(10_000, ge=1, le=1_000_000)
+
+
+class OffsiteConfig(_Section):
+    """Policy for cross-region treatment registrations (异地就医备案)."""
+
+    max_backdate_days: int = Field(
+        0, ge=0, le=366, description="how far in the past a start date may lie (补备案)"
+    )
+    request_lease_seconds: float = Field(
+        120.0, gt=0, le=3600, description="a running request_id blocks repeats this long"
+    )
+    keep_request_ids_hours: float = Field(
+        168.0, ge=24, le=24 * 366, description="finished request_ids are remembered this long"
+    )
+    unknown_outcome_settle_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="after this long a lost 2501 the query cannot find counts as not made",
+    )
+
+
+class PagingConfig(_Section):
+    """Page tokens are MACed; without a key file each process draws its own key."""
+
+    token_key_file: Path | None = Field(None, description="file with 64 hex digits, optional")
+
+
+class AccessConfig(_Section):
+    """Caller access control (docs/security.md): who may call, for which tenants, how often."""
+
+    policy_file: Path = Field(description="TOML: callers, their tenants, RPCs and rates")
+    reload_interval_seconds: float = Field(
+        5.0, ge=0, le=3600, description="how often a call checks whether the file changed"
+    )
+    private_socket_parent: Path | None = Field(
+        None,
+        description="where the 0700 directory of gRPC's private socket is made "
+        "(default: the system's temporary directory)",
+    )
+
+
+class StoreConfig(_Section):
+    """The shared store: SQLite on one machine, PostgreSQL when many replicas share it."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    sqlite_path: Path = Path("/var/lib/yibao/sidecar.db")
+    postgresql_dsn: str | None = Field(
+        None, description="libpq conninfo or URI without the password, e.g. host=db dbname=yibao"
+    )
+    postgresql_password_file: Path | None = None
+    pool_size: int = Field(4, ge=1, le=100)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("postgresql_dsn")
+    @classmethod
+    def _no_inline_password(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"password\s*=|://[^/@]*:[^/@]*@", value):
+            raise ValueError("must not carry a password: use store.postgresql_password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> StoreConfig:
+        if self.backend == "postgresql" and not self.postgresql_dsn:
+            raise ValueError("backend postgresql needs store.postgresql_dsn")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -322,6 +449,11 @@ class Settings(_Section):
     institution: InstitutionConfig
     platform: PlatformConfig
     hsm: HsmConfig | None = None
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    offsite: OffsiteConfig = Field(default_factory=OffsiteConfig)
+    paging: PagingConfig = Field(default_factory=PagingConfig)
+    access: AccessConfig | None = None
+    store: StoreConfig = Field(default_factory=StoreConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 

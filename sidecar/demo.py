@@ -210,6 +210,9 @@ def _sidecar_config(
 socket_path = "{workdir / "sidecar.sock"}"
 grace_period_seconds = 5
 
+[store]
+sqlite_path = "{workdir / "store" / "sidecar.db"}"
+
 [institution]
 code = "{DEFAULT_INSTITUTION_CODE}"
 name = "演示企业医保服务"
@@ -275,6 +278,8 @@ async def _script(socket_path: Path, say: Transcript) -> None:
             )
             say.step(f"{label} {mask(person.certno)}: {verdict}")
 
+        await _account_and_registrations(stub, examples, say)
+
         say.title("refusals the IM service must handle")
         unknown = _enrollment_request(examples.unknown)
         await _expect(say, "unknown person", grpc.StatusCode.NOT_FOUND,
@@ -289,9 +294,98 @@ async def _script(socket_path: Path, say: Transcript) -> None:
         anonymous = _enrollment_request(examples.employee)
         await _expect(say, "no caller metadata", grpc.StatusCode.UNAUTHENTICATED,
                       lambda: stub.GetEnrollment(anonymous))  # fmt: skip
-        account = gateway.GetAccountRequest()
-        await _expect(say, "GetAccount (not built yet)", grpc.StatusCode.UNIMPLEMENTED,
-                      lambda: stub.GetAccount(account, metadata=METADATA))  # fmt: skip
+
+
+async def _account_and_registrations(
+    stub: gateway_grpc.InsuranceGatewayAsyncStub, examples: Any, say: Transcript
+) -> None:
+    """Acts for GetAccount and the registration family (异地就医备案)."""
+    say.title("医保账户查询 GetAccount (balances, this year's figures, statement newest first)")
+    for label, person in (("employee", examples.employee), ("resident", examples.resident)):
+        account = await stub.GetAccount(
+            gateway.GetAccountRequest(subject=_enrollment_request(person).subject, page_size=5),
+            metadata=METADATA,
+        )
+        balances = ", ".join(
+            f"{b.insurance_type_code} {yuan(b.balance_fen)}" for b in account.balances
+        )
+        say.step(f"{label} {mask(person.certno)}: balance {balances or 'none'}")
+        for figure in account.cumulative_figures:
+            say.step(
+                f"    {figure.year} {figure.insurance_type_code} {figure.category_code} "
+                f"{figure.category_name}: {yuan(figure.amount_fen)}"
+            )
+        entries = len(account.statement_entries)
+        more = ", more pages" if account.next_page_token else ""
+        say.step(f"    statement: {entries} entries on the first page{more}")
+
+    say.title("异地就医备案 SubmitOffsiteRegistration / ListOffsiteRegistrations / Cancel")
+    person = examples.employee
+    subject = _enrollment_request(person).subject
+    today = dt.date.today()
+    request = gateway.SubmitOffsiteRegistrationRequest(
+        request_id=f"demo-{secrets.token_hex(8)}",
+        subject=subject,
+        insurance_type=common.INSURANCE_TYPE_EMPLOYEE_BASIC,
+        target_division_code="440305",
+        start_date=today.isoformat(),
+        end_date=(today + dt.timedelta(days=180)).isoformat(),
+        reason=gateway.OFFSITE_REASON_RESIDENT_WORKING_ELSEWHERE,
+        contact_phone="13800000000",
+        address="深圳市南山区科技园1号",
+    )
+    made = (await stub.SubmitOffsiteRegistration(request, metadata=METADATA)).registration
+    state = gateway.OffsiteRegistrationState.Name(made.state).removeprefix(
+        "OFFSITE_REGISTRATION_STATE_"
+    )
+    say.step(
+        f"employee {mask(person.certno)} registers for 440305 (深圳南山) "
+        f"{made.start_date} to {made.end_date}: {made.registration_id} {state}"
+    )
+    again = (await stub.SubmitOffsiteRegistration(request, metadata=METADATA)).registration
+    if again.registration_id != made.registration_id:
+        raise DemoFailed("a repeated request_id registered twice")
+    say.step(f"    same request_id again: the same {again.registration_id}, not submitted twice")
+    listed = await stub.ListOffsiteRegistrations(
+        gateway.ListOffsiteRegistrationsRequest(subject=subject), metadata=METADATA
+    )
+    for item in listed.registrations:
+        say.step(f"    listed: {item.registration_id} to {item.target_division_code}, "
+                 f"{gateway.OffsiteRegistrationState.Name(item.state)}")  # fmt: skip
+    cancelled = await stub.CancelOffsiteRegistration(
+        gateway.CancelOffsiteRegistrationRequest(
+            request_id=f"demo-{secrets.token_hex(8)}",
+            subject=subject,
+            registration_id=made.registration_id,
+            reason="派驻结束",
+        ),
+        metadata=METADATA,
+    )
+    say.step(
+        f"    cancelled: {cancelled.registration.registration_id} "
+        f"{gateway.OffsiteRegistrationState.Name(cancelled.registration.state)}"
+    )
+    resident = gateway.SubmitOffsiteRegistrationRequest()
+    resident.CopyFrom(request)
+    resident.request_id = f"demo-{secrets.token_hex(8)}"
+    resident.subject.CopyFrom(_enrollment_request(examples.resident).subject)
+    await _expect(say, "resident registering under employee insurance",
+                  grpc.StatusCode.FAILED_PRECONDITION,
+                  lambda: stub.SubmitOffsiteRegistration(resident, metadata=METADATA))  # fmt: skip
+    backwards = gateway.SubmitOffsiteRegistrationRequest()
+    backwards.CopyFrom(request)
+    backwards.start_date = (today - dt.timedelta(days=30)).isoformat()
+    backwards.end_date = (today - dt.timedelta(days=60)).isoformat()
+    backwards.contact_phone = ""
+    await _expect(say, "registration with dates backwards and no phone",
+                  grpc.StatusCode.INVALID_ARGUMENT,
+                  lambda: stub.SubmitOffsiteRegistration(backwards, metadata=METADATA))  # fmt: skip
+
+
+def yuan(fen: int) -> str:
+    """Exact fen as yuan for the transcript: ``-12.05``, never through a float."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}¥{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def _show_hsm_login(log_file: Path, say: Transcript) -> None:

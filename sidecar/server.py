@@ -1,7 +1,7 @@
 """The gRPC server: where it listens, what it always offers, and how it stops.
 
 It listens on a Unix domain socket (the IM container in the same pod) and optionally on a
-loopback TCP port; offers the standard health and reflection services next to the sidecar's own;
+mutual-TLS TCP port; offers the standard health and reflection services next to the sidecar's own;
 bounds message sizes and concurrent RPCs; and on SIGTERM stops taking new calls, marks itself
 NOT_SERVING, and drains the calls in flight within the grace period.
 """
@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,11 +34,26 @@ class Registration:
     add_to: Callable[[grpc.aio.Server], None]
 
 
+class UnixFront(Protocol):
+    """Accepts on the public Unix socket itself and forwards to gRPC's ``upstream`` address."""
+
+    @property
+    def upstream(self) -> str: ...
+
+    async def start(self, public_path: Path) -> None: ...
+
+    def stop_accepting(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Listen:
     socket_path: Path | None
     socket_mode: int
     tcp: str | None
+    tcp_credentials: grpc.ServerCredentials | None = None  # None: plaintext (development)
+    front: UnixFront | None = None  # on socket_path, e.g. sidecar/access/front.py
 
 
 class Server:
@@ -83,23 +98,33 @@ class Server:
             ],
             self._server,
         )
+        front = self._listen.front
         if self._listen.socket_path is not None:
             _prepare_socket_path(self._listen.socket_path)
-            self._bind(f"unix:{self._listen.socket_path}")
+            self._bind(front.upstream if front else f"unix:{self._listen.socket_path}")
         if self._listen.tcp:
-            self.tcp_port = self._bind(self._listen.tcp)
+            self.tcp_port = self._bind(self._listen.tcp, self._listen.tcp_credentials)
         await self._server.start()
         if self._listen.socket_path is not None:
+            if front is not None:
+                await front.start(self._listen.socket_path)
             os.chmod(self._listen.socket_path, self._listen.socket_mode)
         for name in ("", *names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server.started",
-            extra={"socket": str(self._listen.socket_path or ""), "tcp_port": self.tcp_port},
+            extra={
+                "socket": str(self._listen.socket_path or ""),
+                "tcp_port": self.tcp_port,
+                "tcp_mutual_tls": self._listen.tcp_credentials is not None,
+                "access_control": front is not None,
+            },
         )
 
-    def _bind(self, address: str) -> int:
+    def _bind(self, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
         try:
+            if credentials is not None:
+                return self._server.add_secure_port(address, credentials)
             return self._server.add_insecure_port(address)
         except RuntimeError:  # grpc's only signal: "Failed to bind to address ..."
             raise OSError(f"cannot listen on {address}") from None
@@ -108,7 +133,11 @@ class Server:
         """Refuse new calls, report NOT_SERVING, let calls in flight finish within the grace."""
         await self.health.enter_graceful_shutdown()
         log.info("server.draining", extra={"grace_seconds": self._grace})
+        if self._listen.front is not None:
+            self._listen.front.stop_accepting()
         await self._server.stop(self._grace)
+        if self._listen.front is not None:
+            await self._listen.front.close()
         if self._listen.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._listen.socket_path.unlink()
@@ -130,17 +159,32 @@ def _prepare_socket_path(path: Path) -> None:
     path.unlink()
 
 
-async def serve_until_signalled(server: Server, on_stop: Callable[[], Any] | None = None) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, then drain it and call ``on_stop``."""
+async def serve_until_signalled(
+    server: Server,
+    on_stop: Callable[[], Any] | None = None,
+    on_signal: Callable[[], Any] | None = None,
+    on_started: Callable[[], Any] | None = None,
+) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, then drain it; the hooks run around that.
+
+    ``on_started`` once the listeners are up, ``on_signal`` when the signal arrives (before the
+    drain), ``on_stop`` after it.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    await _run_hook(on_started)
     await stop.wait()
     log.info("server.signal_received")
+    await _run_hook(on_signal)
     await server.stop()
-    if on_stop is not None:
-        result = on_stop()
+    await _run_hook(on_stop)
+
+
+async def _run_hook(hook: Callable[[], Any] | None) -> None:
+    if hook is not None:
+        result = hook()
         if asyncio.iscoroutine(result):
             await result

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.store_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SH = REPO / "hsm" / "softhsm" / "build.sh"
 TOKEN_ENV_SH = REPO / "hsm" / "softhsm" / "token-env.sh"

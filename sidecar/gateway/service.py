@@ -14,13 +14,19 @@ from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.errors import FieldViolation
+from sidecar.gateway import offsite_requests
+from sidecar.gateway.account import AccountQueries, account_query
+from sidecar.gateway.cache import ReadCache
 from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.eligibility import EligibilityChecks, EligibilityQuestion
 from sidecar.gateway.enrollment import EnrollmentQueries
+from sidecar.gateway.paging import PageTokens
+from sidecar.gateway.registrations import OffsiteRegistrations
 from sidecar.gateway.subjects import check_subject
-from sidecar.interceptors.caller import caller_of
+from sidecar.interceptors.caller import Caller, caller_of
 from sidecar.interceptors.chain import current_call
 from sidecar.platform.client import Operator
+from sidecar.platform.envelope import beijing_now
 from sidecar.server import Registration
 
 Context = Any  # grpc.aio.ServicerContext; the generated base class accepts either flavour
@@ -28,9 +34,24 @@ SERVICE_NAME = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name
 
 
 class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
-    def __init__(self, *, enrollment: EnrollmentQueries, eligibility: EligibilityChecks) -> None:
+    def __init__(
+        self,
+        *,
+        enrollment: EnrollmentQueries,
+        eligibility: EligibilityChecks,
+        account: AccountQueries,
+        offsite: OffsiteRegistrations,
+        tokens: PageTokens,
+        cache: ReadCache,
+        max_backdate_days: int = 0,
+    ) -> None:
         self._enrollment = enrollment
         self._eligibility = eligibility
+        self._account = account
+        self._offsite = offsite
+        self._tokens = tokens
+        self._cache = cache  # read-only answers; mutating functions invalidate their subject
+        self._max_backdate_days = max_backdate_days
 
     def registration(self) -> Registration:
         return Registration(
@@ -46,29 +67,58 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         if subject is None:
             raise errors.invalid_request(violations)
-        return await self._enrollment.get(subject, _operator(), context.time_remaining())
-
-    # Built by the functions issue; until then the filter chain answers UNIMPLEMENTED.
+        budget = context.time_remaining()
+        return await self._cache.read(
+            "GetEnrollment",
+            _caller().tenant,
+            subject,
+            request,
+            lambda: self._enrollment.get(subject, _operator(), budget),
+        )
 
     async def GetAccount(  # noqa: N802
         self, request: gateway.GetAccountRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.GetAccountResponse:
+        tenant = _caller().tenant
+        query = account_query(
+            request, tokens=self._tokens, tenant=tenant, today=beijing_now().date()
+        )
+        budget = context.time_remaining()
+        return await self._cache.read(
+            "GetAccount",
+            tenant,
+            query.subject,
+            request,
+            lambda: self._account.get(query, _operator(), budget),
+        )
 
     async def SubmitOffsiteRegistration(  # noqa: N802
         self, request: gateway.SubmitOffsiteRegistrationRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.SubmitOffsiteRegistrationResponse:
+        submission = offsite_requests.submission(
+            request,
+            tenant=_caller().tenant,
+            today=beijing_now().date(),
+            max_backdate_days=self._max_backdate_days,
+        )
+        return await self._offsite.submit(submission, _operator(), context.time_remaining())
 
     async def ListOffsiteRegistrations(  # noqa: N802
         self, request: gateway.ListOffsiteRegistrationsRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.ListOffsiteRegistrationsResponse:
+        tenant = _caller().tenant
+        listing = offsite_requests.listing(request, tokens=self._tokens, tenant=tenant)
+        return await self._offsite.list_registrations(
+            listing, tenant, _operator(), context.time_remaining()
+        )
 
     async def CancelOffsiteRegistration(  # noqa: N802
         self, request: gateway.CancelOffsiteRegistrationRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.CancelOffsiteRegistrationResponse:
+        cancellation = offsite_requests.cancellation(request, tenant=_caller().tenant)
+        return await self._offsite.cancel(cancellation, _operator(), context.time_remaining())
+
+    # Built by the settlement helper; until then the filter chain answers UNIMPLEMENTED.
 
     async def SettleWithEVoucher(  # noqa: N802
         self, request: gateway.SettleWithEVoucherRequest, context: Context
@@ -89,7 +139,14 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         self, request: gateway.CheckEligibilityRequest, context: Context
     ) -> gateway.CheckEligibilityResponse:
         question = eligibility_question(request)
-        return await self._eligibility.check(question, _operator(), context.time_remaining())
+        budget = context.time_remaining()
+        return await self._cache.read(
+            "CheckEligibility",
+            _caller().tenant,
+            question.subject,
+            request,
+            lambda: self._eligibility.check(question, _operator(), budget),
+        )
 
 
 def eligibility_question(request: gateway.CheckEligibilityRequest) -> EligibilityQuestion:
@@ -132,3 +189,7 @@ def eligibility_question(request: gateway.CheckEligibilityRequest) -> Eligibilit
 def _operator() -> Operator:
     caller = caller_of(current_call())
     return Operator(id=caller.operator, name=caller.operator)
+
+
+def _caller() -> Caller:
+    return caller_of(current_call())

@@ -41,6 +41,8 @@ class AccessLog:
                     "reason": reason,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                     "tenant": getattr(call.attributes.get("caller"), "tenant", ""),
+                    # access control's policy name of the calling workload (never personal data)
+                    "caller": getattr(call.attributes.get("access"), "caller", ""),
                     "trace_id": match.group(1) if match else "",
                 },
             )

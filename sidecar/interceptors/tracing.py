@@ -24,7 +24,7 @@ class Tracing:
             meter, instruments.RPC_DURATION, "gRPC server call latency"
         )
         self._calls = meter.create_counter(
-            instruments.RPC_CALLS, unit="{call}", description="gRPC calls by method and status"
+            instruments.RPC_CALLS, description="gRPC calls by method and status"
         )
 
     async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message:
@@ -55,5 +55,6 @@ class Tracing:
                 if tenant:
                     span.set_attribute("yibao.tenant", tenant)
                 labels = {"rpc.method": call.rpc, "rpc.grpc.status": status.name}
-                self._duration.record(time.perf_counter() - started, labels)
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                self._duration.record(elapsed, labels)
                 self._calls.add(1, labels)

@@ -243,7 +243,7 @@ class PlatformClient:
                 raise
             finally:
                 span.set_attribute("yibao.platform.infcode", infcode)
-                elapsed = time.perf_counter() - started
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
                 self._duration.record(elapsed, {"infno": infno, "infcode": infcode})
 
     async def _send(
@@ -320,5 +320,5 @@ class PlatformClient:
                 raise
             finally:
                 span.set_attribute("yibao.security.outcome", outcome)
-                elapsed = time.perf_counter() - started
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
                 self._verify_duration.record(elapsed, {"scheme": self._scheme, "outcome": outcome})

@@ -72,14 +72,12 @@ class Guard:
         self._state = "closed"
         meter = meter or metrics.NoOpMeter("yibao-sidecar")
         self._retries = meter.create_counter(
-            instruments.PLATFORM_RETRIES,
-            unit="{retry}",
-            description="query retries after no valid answer",
+            instruments.PLATFORM_RETRIES, description="query retries after no valid answer"
         )
         meter.create_observable_gauge(
-            instruments.BREAKER_STATE,
+            instruments.BREAKER_OPEN,
             callbacks=[self._observe_breaker],
-            description="the gateway's circuit breaker: 0 closed, 1 half-open, 2 open",
+            description="1 while the gateway's circuit breaker is open",
         )
 
     @property
@@ -136,5 +134,4 @@ class Guard:
             log.warning("platform.breaker", extra={"gateway": name, "state": self._state})
 
     def _observe_breaker(self, options: CallbackOptions) -> Iterable[Observation]:
-        value = instruments.BREAKER_STATES.get(self._state, 2)
-        return [Observation(value, {"gateway": self._name})]
+        return [Observation(1 if self.breaker_open else 0, {"gateway": self._name})]

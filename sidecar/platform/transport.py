@@ -121,6 +121,23 @@ class HttpsTransport:
                 f"connection to the platform failed: {_reason(exc)}", sent=True
             ) from None
 
+    async def probe(self, *, timeout: float) -> int:
+        """Whether the tunnel answers: a body-less GET of the endpoint; the HTTP status.
+
+        It travels the same pool, TLS context and pins as the transactions, so an answer proves
+        name resolution, the mutual TLS handshake and an HTTP exchange with the gateway. It sends
+        no envelope and signs nobody in; the endpoint answers a GET with 405 (or 401 in front of
+        an access gateway). ``TransportError`` when no HTTP answer arrived.
+        """
+        limits = httpx.Timeout(timeout, connect=min(self._connect_timeout, timeout))
+        try:
+            response = await self._client.get(self._url, timeout=limits)
+        except httpx.TimeoutException:
+            raise TransportTimeout("timed out probing the platform", sent=False) from None
+        except httpx.TransportError as exc:
+            raise TransportError(f"cannot reach the platform: {_reason(exc)}", sent=False) from None
+        return response.status_code
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

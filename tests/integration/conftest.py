@@ -85,6 +85,7 @@ def settings_for(simulator: RunningSimulator, socket_dir: Path, **server: Any) -
     return Settings.model_validate(
         {
             "server": {"socket_path": str(socket_dir / "sidecar.sock"), **server},
+            "store": {"sqlite_path": str(socket_dir / "store" / "sidecar.db")},
             "institution": {
                 "code": simulator.app.institution_code,
                 "name": "测试机构",
@@ -113,6 +114,7 @@ async def running_sidecar(
     settings: Settings, observability: telemetry.Telemetry | None = None
 ) -> AsyncIterator[RunningSidecar]:
     sidecar = app.build(settings, observability)
+    await sidecar.prepare()
     await sidecar.server.start()
     try:
         async with grpc.aio.insecure_channel(f"unix:{settings.server.socket_path}") as channel:

@@ -68,6 +68,7 @@ async def main(config_path: Path) -> None:
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
     observability = telemetry.build(exporter, readers=(reader,), synchronous=True)
     sidecar = app.build(config.load(config_path), observability)
+    await sidecar.prepare()
     await sidecar.server.start()
     print("serving", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes

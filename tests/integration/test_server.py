@@ -36,6 +36,8 @@ CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 
 
 IMPLEMENTED = {"GetEnrollment", "CheckEligibility"}
+IMPLEMENTED |= {"GetAccount", "SubmitOffsiteRegistration", "ListOffsiteRegistrations"}
+IMPLEMENTED |= {"CancelOffsiteRegistration"}
 
 
 def request_for(method: Any) -> Any:
@@ -214,6 +216,9 @@ url = "{settings.platform.url}"
 ca_file = "{settings.platform.ca_file}"
 client_cert_file = "{settings.platform.client_cert_file}"
 client_key_file = "{settings.platform.client_key_file}"
+
+[store]
+sqlite_path = "{settings.store.sqlite_path}"
 """
     )
     return path
@@ -289,7 +294,9 @@ async def test_missing_certificate_file_names_the_key(
 
 
 async def test_optional_loopback_tcp_listener(simulator: RunningSimulator, short_dir: Path) -> None:
-    settings = settings_for(simulator, short_dir, tcp_listen="127.0.0.1:0")
+    settings = settings_for(
+        simulator, short_dir, tcp_listen="127.0.0.1:0", tcp_plaintext_for_development=True
+    )
     async with running_sidecar(settings) as running:
         port = running.sidecar.server.tcp_port
         assert port
@@ -330,3 +337,18 @@ async def test_an_unusable_socket_path_stops_start_up_with_one_line(
     assert len(stderr.splitlines()) == 1
     assert stderr.startswith("yibao-sidecar: cannot start:")
     assert "is not a socket" in stderr.splitlines()[-1]
+
+
+async def test_an_unusable_store_stops_start_up_with_one_line(
+    simulator: RunningSimulator, short_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+    (short_dir / "store").write_text("a file where the store's directory should be")
+    process = sidecar_process(config)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert stderr.splitlines() == [
+        f"yibao-sidecar: cannot start: store: cannot open SQLite database "
+        f"{short_dir / 'store' / 'sidecar.db'}: File exists"
+    ]
+    assert not (short_dir / "sidecar.sock").exists()

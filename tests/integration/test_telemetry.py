@@ -220,7 +220,7 @@ async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verificatio
     verified = only(points["yibao.platform.verify.duration"], scheme="EnvelopeSignature")
     assert verified["count"] == 4 and verified["attributes"]["outcome"] == "ok"
     gateway_url = simulator.url.split("/fsi/")[0]
-    assert only(points["yibao.platform.breaker.state"], gateway=gateway_url)["value"] == 0
+    assert only(points["yibao.platform.breaker_open"], gateway=gateway_url)["value"] == 0
 
 
 async def test_a_retried_query_is_one_span_per_attempt_and_counts_its_retries(
@@ -281,11 +281,11 @@ async def test_the_prometheus_endpoint_serves_the_metrics_of_real_calls(
 
     ok = ('rpc_method="GetEnrollment"', 'rpc_grpc_status="OK"')
     assert sample("yibao_rpc_calls_total", *ok) == 1
-    assert sample("yibao_rpc_duration_seconds_count", *ok) == 1
-    assert sample("yibao_rpc_duration_seconds_bucket", *ok, 'le="+Inf"') == 1
-    assert sample("yibao_platform_duration_seconds_count", 'infno="1101"', 'infcode="0"') == 1
-    assert sample("yibao_platform_breaker_state", f'gateway="{settings.platform.url}"') == 0
-    assert "# TYPE yibao_rpc_duration_seconds histogram" in lines
+    assert sample("yibao_rpc_duration_milliseconds_count", *ok) == 1
+    assert sample("yibao_rpc_duration_milliseconds_bucket", *ok, 'le="+Inf"') == 1
+    assert sample("yibao_platform_duration_milliseconds_count", 'infno="1101"', 'infcode="0"') == 1
+    assert sample("yibao_platform_breaker_open", f'gateway="{settings.platform.url}"') == 0
+    assert "# TYPE yibao_rpc_duration_milliseconds histogram" in lines
     assert person.certno not in response.text and person.psn_name not in response.text
     # closed with the sidecar: the port no longer answers
     with pytest.raises(httpx.ConnectError):

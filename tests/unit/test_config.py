@@ -41,6 +41,7 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     environ = {
         "YIBAO_SIDECAR__SERVER__TCP_LISTEN": "127.0.0.1:50051",
+        "YIBAO_SIDECAR__SERVER__TCP_PLAINTEXT_FOR_DEVELOPMENT": "true",
         "YIBAO_SIDECAR__SERVER__GRACE_PERIOD_SECONDS": "2.5",
         "YIBAO_SIDECAR__PLATFORM__TRANSACTIONS__PERSON_INFO": "1101A",
         "UNRELATED": "x",

@@ -1,0 +1,226 @@
+"""Kubernetes probes: grpc.health.v1 on a plaintext port of its own, one service name per probe.
+
+The kubelet's gRPC probe cannot do TLS and cannot reach a Unix socket, so the probes get a
+listener that carries nothing but the standard health service (``server.health_listen``). Each
+probe asks for its own service name:
+
+=========================  ==================================================================
+``yibao.sidecar.startup``  SERVING from the first moment the HSM login is confirmed (if ``[hsm]``
+                           is configured) and the platform tunnel answered; stays SERVING
+``yibao.sidecar.readiness``  SERVING while the HSM login holds, re-checked every
+                           ``server.health_check_interval_seconds`` (and the tunnel, if
+                           ``server.readiness_includes_platform``); NOT_SERVING from SIGTERM on
+``yibao.sidecar.liveness``  SERVING while the event loop answers: the answer is the proof, since
+                           the health service runs on the same loop as everything else
+``""``                     the same as readiness
+=========================  ==================================================================
+
+The checks are plain async callables returning ``True`` when healthy, so tests can hand in
+fakes; the real ones are :class:`HsmLoginCheck` and :class:`TunnelCheck`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from pkcs11 import exceptions as p11e
+
+from hsm.errors import HsmError, LoginError
+from hsm.token import HsmToken, WorkerSession, session_handle
+from sidecar.platform.transport import TransportError
+
+log = logging.getLogger(__name__)
+
+STARTUP = "yibao.sidecar.startup"
+READINESS = "yibao.sidecar.readiness"
+LIVENESS = "yibao.sidecar.liveness"
+SERVICE_NAMES = (STARTUP, READINESS, LIVENESS)
+
+# Until start-up has passed, checks repeat this often (the kubelet's startupProbe polls too).
+STARTUP_RETRY_SECONDS = 1.0
+
+Check = Callable[[], Awaitable[bool]]
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HsmLoginCheck:
+    """The token's login holds: a worker session must be a user session.
+
+    A session that is gone or no longer logged in raises ``UserNotLoggedIn`` inside the worker,
+    which makes the pool recover exactly as it would for a signature (reopen, log in again once).
+    A refused PIN is never tried again: after a ``LoginError`` this check answers ``False`` until
+    the process restarts (with a corrected PIN file), so probes cannot lock the token. An HSM that
+    does not answer within ``timeout`` seconds counts as a lost login.
+    """
+
+    def __init__(self, token: HsmToken, timeout: float = 5.0) -> None:
+        self._token = token
+        self._timeout = timeout
+        self._refused = False
+
+    async def __call__(self) -> bool:
+        if self._refused:
+            return False
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._token.run(self._confirm)
+        except TimeoutError:  # a network HSM that does not answer: not logged in, as far as we know
+            log.warning("probes.hsm_unavailable", extra={"error": "timeout"})
+            return False
+        except LoginError:
+            self._refused = True
+            log.error("probes.hsm_login_refused", extra={"token": self._token.token_label})
+            return False
+        except (HsmError, p11e.PKCS11Error) as exc:
+            log.warning("probes.hsm_unavailable", extra={"error": type(exc).__name__})
+            return False
+        return True
+
+    def _confirm(self, ws: WorkerSession) -> None:
+        if not self._token.raw.is_user_logged_in(session_handle(ws.p11)):
+            raise p11e.UserNotLoggedIn()
+
+
+class Probeable(Protocol):
+    async def probe(self, *, timeout: float) -> int: ...
+
+
+class TunnelCheck:
+    """The platform tunnel answers: any HTTP status below 500 to the transport's probe."""
+
+    def __init__(self, transport: Probeable, timeout: float) -> None:
+        self._transport = transport
+        self._timeout = timeout
+
+    async def __call__(self) -> bool:
+        try:
+            status = await self._transport.probe(timeout=self._timeout)
+        except TransportError as exc:
+            log.warning("probes.platform_unreachable", extra={"error": str(exc)})
+            return False
+        if status >= 500:
+            log.warning("probes.platform_unreachable", extra={"http_status": status})
+            return False
+        return True
+
+
+class Probes:
+    """The health listener and the loop that keeps its three service names true."""
+
+    def __init__(
+        self,
+        listen: str,
+        *,
+        hsm: Check | None,
+        platform: Check,
+        interval: float,
+        readiness_includes_platform: bool = False,
+        meter: metrics.Meter | None = None,
+    ) -> None:
+        self._listen = listen
+        self._hsm = hsm
+        self._platform = platform
+        self._interval = interval
+        self._readiness_includes_platform = readiness_includes_platform
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # grpc-stubs has no type for the asyncio health servicer.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._draining = False
+        self.hsm_ok: bool | None = None
+        self.platform_ok: bool | None = None
+        self.port: int | None = None
+        meter = meter or metrics.NoOpMeter("yibao-sidecar")
+        meter.create_observable_gauge(
+            "yibao.hsm.logged_in",
+            callbacks=[self._observe_hsm],
+            description="1 while the HSM login holds (as last checked by the probes)",
+        )
+        meter.create_observable_gauge(
+            "yibao.platform.reachable",
+            callbacks=[self._observe_platform],
+            description="1 while the platform tunnel answers (as last checked by the probes)",
+        )
+
+    async def start(self) -> None:
+        """Listen at once, NOT_SERVING except liveness, and start checking."""
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        try:
+            self.port = self._server.add_insecure_port(self._listen)
+        except RuntimeError:  # grpc's only signal: "Failed to bind to address ..."
+            raise OSError(f"cannot listen on {self._listen}") from None
+        for name in ("", STARTUP, READINESS):
+            await self.health.set(name, _NOT_SERVING)
+        await self.health.set(LIVENESS, _SERVING)
+        await self._server.start()
+        self._task = asyncio.create_task(self._run(), name="probes")
+        log.info("probes.started", extra={"listen": self._listen, "port": self.port})
+
+    async def draining(self) -> None:
+        """SIGTERM: no longer ready (liveness holds, so the drain is not cut short)."""
+        self._draining = True
+        await self._stop_checking()
+        for name in ("", READINESS):
+            await self.health.set(name, _NOT_SERVING)
+
+    async def stop(self) -> None:
+        """Close the health listener: the last thing before the process exits."""
+        await self._stop_checking()
+        await self._server.stop(0)
+
+    async def check_once(self) -> None:
+        """Run the checks and set the service statuses from their answers."""
+        hsm_ok = await self._hsm() if self._hsm is not None else True
+        platform_ok = await self._platform()
+        self._record("hsm", self.hsm_ok, hsm_ok)
+        self._record("platform", self.platform_ok, platform_ok)
+        self.hsm_ok, self.platform_ok = hsm_ok, platform_ok
+        if self._draining:
+            return
+        if not self._started and hsm_ok and platform_ok:
+            self._started = True
+            await self.health.set(STARTUP, _SERVING)
+            log.info("probes.startup_passed")
+        ready = self._started and hsm_ok and (platform_ok or not self._readiness_includes_platform)
+        for name in ("", READINESS):
+            await self.health.set(name, _SERVING if ready else _NOT_SERVING)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception as exc:  # a probe must never die silently; the next round retries
+                log.error("probes.check_failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(self._interval if self._started else STARTUP_RETRY_SECONDS)
+
+    async def _stop_checking(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @staticmethod
+    def _record(what: str, before: bool | None, now: bool) -> None:
+        if before is not now:
+            level = logging.INFO if now else logging.WARNING
+            log.log(level, "probes.changed", extra={"check": what, "ok": now})
+
+    def _observe_hsm(self, _: CallbackOptions) -> list[Observation]:
+        if self._hsm is None or self.hsm_ok is None:
+            return []
+        return [Observation(int(self.hsm_ok))]
+
+    def _observe_platform(self, _: CallbackOptions) -> list[Observation]:
+        return [] if self.platform_ok is None else [Observation(int(self.platform_ok))]

@@ -1,0 +1,74 @@
+"""The tunnel probe against the real simulator: an answer needs mutual TLS and an HTTP exchange."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.probes import TunnelCheck
+from sidecar.simulator.server import RunningSimulator
+from tests.integration.test_server import sidecar_process, write_config
+
+
+def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False) -> HttpsTransport:
+    pki = simulator.pki
+    identity = (
+        ClientIdentity(pki.other_client_cert, pki.other_client_key)
+        if foreign
+        else ClientIdentity(pki.client_cert, pki.client_key)
+    )
+    return HttpsTransport(url, client_tls_context(pki.ca_cert, identity), connect_timeout=2)
+
+
+async def test_the_simulator_answers_the_probe_without_a_transaction(
+    simulator: RunningSimulator,
+) -> None:
+    transport = transport_to(simulator.endpoint, simulator)
+    try:
+        assert await transport.probe(timeout=5) == 405  # the endpoint takes POSTs only
+        assert await TunnelCheck(transport, timeout=5)() is True
+    finally:
+        await transport.aclose()
+    assert simulator.app.calls.total == 0  # no envelope reached the platform
+
+
+async def test_a_client_certificate_the_gateway_refuses_fails_the_probe(
+    simulator: RunningSimulator,
+) -> None:
+    transport = transport_to(simulator.endpoint, simulator, foreign=True)
+    try:
+        assert await TunnelCheck(transport, timeout=5)() is False
+    finally:
+        await transport.aclose()
+
+
+async def test_nothing_listening_fails_the_probe(simulator: RunningSimulator) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    transport = transport_to(f"https://127.0.0.1:{port}/fsi/api", simulator)
+    try:
+        assert await TunnelCheck(transport, timeout=2)() is False
+    finally:
+        await transport.aclose()
+
+
+async def test_a_health_port_in_use_stops_start_up_with_one_line(
+    simulator: RunningSimulator, short_dir: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "sidecar.toml", simulator, short_dir, f'health_listen = "127.0.0.1:{port}"'
+        )
+        process = sidecar_process(config)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    # grpc's core logs its own line about the bind first; ours is the last, and names the address
+    assert (
+        stderr.splitlines()[-1] == f"yibao-sidecar: cannot start: cannot listen on 127.0.0.1:{port}"
+    )
+    assert not (short_dir / "sidecar.sock").exists()

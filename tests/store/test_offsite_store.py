@@ -1,0 +1,135 @@
+"""The registration family's idempotency keys on both store back ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from sidecar import errors
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.errors import GatewayError
+from sidecar.gateway.offsite_store import (
+    MIGRATIONS,
+    ClaimKind,
+    OffsiteStore,
+    Outcome,
+    RequestKey,
+    request_key,
+)
+from sidecar.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+KEY = RequestKey("acme", "SubmitOffsiteRegistration", "req-1", "a" * 64)
+
+
+async def keys(store: Store, clock: Clock) -> OffsiteStore:
+    await store.migrate(MIGRATIONS)
+    await store.migrate(MIGRATIONS)  # idempotent
+    return OffsiteStore(store, lease_seconds=10.0, clock=clock)
+
+
+async def test_claim_finish_and_replay(store: Store) -> None:
+    clock = Clock()
+    offsite = await keys(store, clock)
+    assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH
+    answer = gateway.SubmitOffsiteRegistrationResponse()
+    answer.registration.registration_id = "R1"
+    await offsite.mark_sent(KEY)
+    await offsite.finish(KEY, Outcome(answer=answer.SerializeToString()))
+    replay = await offsite.claim(KEY)
+    assert replay.kind is ClaimKind.REPLAY and replay.outcome is not None
+    assert replay.outcome.answer == answer.SerializeToString()
+    with pytest.raises(GatewayError) as caught:
+        await offsite.claim(RequestKey(KEY.tenant, KEY.method, KEY.request_id, "b" * 64))
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    # keys are per tenant and per method
+    assert (await offsite.claim(RequestKey("other", KEY.method, "req-1", "b" * 64))).kind is (
+        ClaimKind.FRESH
+    )
+    cancel = RequestKey(KEY.tenant, "CancelOffsiteRegistration", "req-1", "b" * 64)
+    assert (await offsite.claim(cancel)).kind is ClaimKind.FRESH
+
+
+async def test_a_refusal_is_replayed_verbatim(store: Store) -> None:
+    offsite = await keys(store, Clock())
+    await offsite.claim(KEY)
+    refusal = errors.platform_refused("-1", "备案地区暂停办理")
+    await offsite.finish(KEY, Outcome(error=refusal))
+    replay = await offsite.claim(KEY)
+    assert replay.outcome is not None and replay.outcome.error == refusal
+
+
+async def test_leases_free_and_release(store: Store) -> None:
+    clock = Clock()
+    offsite = await keys(store, clock)
+    await offsite.claim(KEY)
+    with pytest.raises(GatewayError) as caught:
+        await offsite.claim(KEY)
+    assert caught.value.code == grpc.StatusCode.ABORTED
+    assert caught.value.reason == "REQUEST_IN_PROGRESS" and caught.value.retry_after_seconds
+    await offsite.free(KEY)  # nothing sent: forgotten
+    assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH
+    await offsite.mark_sent(KEY)
+    sent_at = clock.now
+    clock.now += 5
+    await offsite.free(KEY)  # sent: kept, to be resolved
+    resolve = await offsite.claim(KEY)
+    assert resolve.kind is ClaimKind.RESOLVE and resolve.sent_at == pytest.approx(sent_at)
+    await offsite.release(KEY)  # the resend did not go out
+    assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH
+    clock.now += 11  # a crashed holder's lease runs out
+    assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    offsite = await keys(store, Clock())
+    results = await asyncio.gather(*(offsite.claim(KEY) for _ in range(20)), return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, GatewayError)]
+    assert len(winners) == 1 and len(losers) == 19
+    assert {loser.reason for loser in losers} == {"REQUEST_IN_PROGRESS"}
+
+
+async def test_submission_times(store: Store) -> None:
+    offsite = await keys(store, Clock())
+    await offsite.record_submission("acme", "R1", 1_800_000_000.25)
+    await offsite.record_submission("acme", "R1", 1_800_000_999.0)  # first one stays
+    assert await offsite.submit_times("acme", ["R1", "R2"]) == {"R1": 1_800_000_000.25}
+    assert await offsite.submit_times("other", ["R1"]) == {}
+
+
+def test_the_payload_hash_ignores_the_request_id_only() -> None:
+    one = gateway.SubmitOffsiteRegistrationRequest(request_id="a", address="x")
+    two = gateway.SubmitOffsiteRegistrationRequest(request_id="b", address="x")
+    three = gateway.SubmitOffsiteRegistrationRequest(request_id="a", address="y")
+    k1, k2, k3 = (request_key("t", "M", r) for r in (one, two, three))
+    assert k1.payload_sha256 == k2.payload_sha256 != k3.payload_sha256
+    assert (k1.request_id, k2.request_id) == ("a", "b")
+
+
+async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -> None:
+    clock = Clock()
+    await store.migrate(MIGRATIONS)
+    offsite = OffsiteStore(store, lease_seconds=10.0, keep_seconds=86_400.0, clock=clock)
+    unknown = RequestKey("acme", "SubmitOffsiteRegistration", "req-2", "a" * 64)
+    await offsite.claim(KEY)
+    await offsite.finish(KEY, Outcome(answer=b""))
+    await offsite.claim(unknown)
+    await offsite.mark_sent(unknown)
+    await offsite.free(unknown)
+    clock.now += 86_399
+    assert await offsite.purge() == 0
+    clock.now += 2
+    assert await offsite.purge() == 1
+    assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH  # forgotten
+    assert (await offsite.claim(unknown)).kind is ClaimKind.RESOLVE  # never dropped
