@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access lock clean
+.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-hsm - SM2 signing rates through the HSM pool vs a raw session, SM4, SM3"
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
 	@echo "make bench-access - the peer-credential front and access filter vs direct gRPC"
+	@echo "make bench-consent - the consent gate's per-call ledger read on SQLite and PostgreSQL"
 	@echo "make lock   - re-pin constraints.txt from the current .venv"
 
 bootstrap:
@@ -62,6 +63,9 @@ bench-protocol: bootstrap softhsm
 
 bench-access: bootstrap
 	$(PY) benchmarks/bench_access.py
+
+bench-consent: bootstrap
+	$(PY) benchmarks/bench_consent.py
 
 proto: bootstrap
 	$(PY) scripts/gen_protos.py

@@ -24,7 +24,18 @@ from sidecar import certexpiry, config, logs, telemetry, telemetry_export
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
-from sidecar.config import ConfigError, GatewayLoginConfig, ServerTlsConfig, Settings, read_secret
+from sidecar.compliance import consent_ledger
+from sidecar.compliance.consent_gate import ConsentGate
+from sidecar.compliance.consent_ledger import ConsentLedger
+from sidecar.compliance.pseudonyms import HostPseudonymizer, Pseudonymizer
+from sidecar.config import (
+    ConfigError,
+    ConsentConfig,
+    GatewayLoginConfig,
+    ServerTlsConfig,
+    Settings,
+    read_secret,
+)
 from sidecar.gateway import offsite_store
 from sidecar.gateway.account import AccountQueries
 from sidecar.gateway.cache import ReadCache
@@ -40,10 +51,12 @@ from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
+from sidecar.platform import msgid_lease
 from sidecar.platform.client import Codes, Institution, PlatformClient
 from sidecar.platform.freshness import ReplayGuard
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
-from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.msgid import MsgIdGenerator, MsgIds
+from sidecar.platform.msgid_lease import LeasedMsgIds, LeaseTerms, SlotLease
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
@@ -67,6 +80,7 @@ class Sidecar:
     hsm: HsmLink | None = None
     probes: Probes | None = None
     certificates: certexpiry.CertificateWatch | None = None
+    msgid_lease: SlotLease | None = None
 
     def started(self) -> None:
         """The listeners are up: say how long our certificates last."""
@@ -81,8 +95,15 @@ class Sidecar:
     async def prepare(self) -> None:
         """Before serving: bring the shared store's schema up to date (StoreError if it cannot)."""
         await self.store.migrate(self.migrations)
+        if self.msgid_lease is not None:
+            try:
+                await self.msgid_lease.start()
+            except msgid_lease.NoFreeSlot as exc:
+                raise StoreError(f"msgid: {exc}") from None
 
     async def close(self) -> None:
+        if self.msgid_lease is not None:
+            await self.msgid_lease.stop()
         await self.platform.close()
         await self.store.close()
         if self.hsm is not None:
@@ -97,6 +118,9 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     observability = observability or telemetry_export.build(settings.telemetry)
     meter = observability.meter
     user_id = settings.platform.security.user_id.encode()
+    store = open_store(settings.store)
+    pseudonymizer = _pseudonymizer(settings.consent)
+    lease, msgids = _msgids(settings, store)
     hsm: HsmLink | None = None
     try:
         hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
@@ -107,15 +131,17 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             meter=meter,
         )
         transport = _transport(settings)
-        platform = _platform_client(settings, transport, observability.tracer, meter, sealing)
+        platform = _platform_client(
+            settings, transport, observability.tracer, meter, sealing, msgids
+        )
         certificates = _certificate_watch(settings, hsm, meter)
     except BaseException:
         if hsm is not None:
             hsm.close()
         observability.shutdown()  # the scrape endpoint's port, the exporters' threads
         raise
-    store = open_store(settings.store)
-    migrations: tuple[Migration, ...] = ()
+    migrations: tuple[Migration, ...] = consent_ledger.MIGRATIONS + msgid_lease.MIGRATIONS
+    ledger = ConsentLedger(store)
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
     function_key = _function_key(settings)
@@ -157,13 +183,19 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         cache=cache,
         max_backdate_days=settings.offsite.max_backdate_days,
     )
-    consent = ConsentService()
+    consent = ConsentService(ledger, pseudonymizer, cache=cache)
     registrations = [gateway.registration(), consent.registration()]
     services = [registration.name for registration in registrations]
     tcp_credentials = _tcp_credentials(settings.server.tls)
     access, front = _access_control(settings, services)  # last: it makes a directory
     chain = FilterChain(
-        [AccessLog(), Tracing(observability.tracer, meter), CallerIdentity(), *access],
+        [
+            AccessLog(),
+            Tracing(observability.tracer, meter),
+            CallerIdentity(),
+            *access,
+            ConsentGate(ledger, pseudonymizer),
+        ],
         services=services,
     )
     server = Server(
@@ -199,6 +231,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         hsm=hsm,
         probes=probes,
         certificates=certificates,
+        msgid_lease=lease,
     )
 
 
@@ -286,8 +319,36 @@ def _transport(settings: Settings) -> HttpsTransport:
     )
 
 
+def _pseudonymizer(config: ConsentConfig) -> Pseudonymizer:
+    """The keyed pseudonyms of data subjects (the HSM-held key replaces the host key)."""
+    if config.pseudonym_key_file is None:
+        raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
+    text = read_secret(config.pseudonym_key_file, "consent.pseudonym_key_file")
+    try:
+        return HostPseudonymizer(bytes.fromhex(text))
+    except ValueError:
+        raise ConfigError(
+            "config: consent.pseudonym_key_file: must hold at least 32 hex digits"
+        ) from None
+
+
+def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:
+    """Msgids from a configured slot, or from a slot leased in the shared store."""
+    m, code = settings.platform.msgid, settings.institution.code
+    if m.slot != "lease":
+        return None, MsgIdGenerator(code, slot=m.slot, slots=m.slots)
+    terms = LeaseTerms(m.slots, m.lease_seconds, m.renew_seconds, m.lease_safety_seconds)
+    lease = SlotLease(store, code, terms)
+    return lease, LeasedMsgIds(code, lease)
+
+
 def _platform_client(
-    settings: Settings, transport: HttpsTransport, tracer: Tracer, meter: Meter, sealing: Sealing
+    settings: Settings,
+    transport: HttpsTransport,
+    tracer: Tracer,
+    meter: Meter,
+    sealing: Sealing,
+    msgids: MsgIds,
 ) -> PlatformClient:
     p = settings.platform
     r = p.resilience
@@ -302,7 +363,7 @@ def _platform_client(
     i = settings.institution
     return PlatformClient(
         transport,
-        MsgIdGenerator(i.code, slot=p.msgid.slot, slots=p.msgid.slots),
+        msgids,
         Institution(
             code=i.code,
             name=i.name,

@@ -173,15 +173,27 @@ class TransactionCodes(_Section):
 
 
 class MsgIdConfig(_Section):
-    """This replica's share of the msgid sequence space (see sidecar/platform/msgid.py)."""
+    """This replica's share of the msgid sequence space (see sidecar/platform/msgid.py).
+
+    ``slot`` is a number unique per replica (StatefulSet ordinal), or ``"lease"``: take a slot
+    from the shared store and keep it leased (Deployments; sidecar/platform/msgid_lease.py).
+    """
 
     slots: int = Field(1, ge=1, le=100, description="how many replicas share the institution")
-    slot: int = Field(0, ge=0, le=99, description="this replica's slot, unique per replica")
+    slot: int | Literal["lease"] = Field(0, description='this replica\'s slot, or "lease"')
+    lease_seconds: float = Field(30.0, ge=5, le=600, description='with slot = "lease"')
+    renew_seconds: float = Field(10.0, gt=0, le=300, description="how often the lease is renewed")
+    lease_safety_seconds: float = Field(
+        5.0, ge=2, le=60, description="stop issuing this long before the lease could lapse"
+    )
 
     @model_validator(mode="after")
     def _slot_in_range(self) -> MsgIdConfig:
-        if self.slot >= self.slots:
-            raise ValueError(f"slot must be below slots ({self.slots})")
+        if self.slot == "lease":
+            if self.renew_seconds >= self.lease_seconds - self.lease_safety_seconds:
+                raise ValueError("renew_seconds must be below lease_seconds - lease_safety_seconds")
+        elif not 0 <= self.slot < self.slots:
+            raise ValueError(f'slot must be below slots ({self.slots}), or be "lease"')
         return self
 
 
@@ -438,6 +450,16 @@ class StoreConfig(_Section):
         return self
 
 
+class ConsentConfig(_Section):
+    """The consent ledger (sidecar/compliance/)."""
+
+    pseudonym_key_file: Path | None = Field(
+        None,
+        description="file with the host-held HMAC-SM3 key (hex, 32+ digits) that pseudonymises "
+        "data subjects; required until the HSM-held key is wired",
+    )
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -454,6 +476,7 @@ class Settings(_Section):
     paging: PagingConfig = Field(default_factory=PagingConfig)
     access: AccessConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 

@@ -30,10 +30,11 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from sidecar import devcerts
+from sidecar import demo_consent, devcerts
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.masking import mask_id, mask_name
 from sidecar.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE
 from sidecar.simulator.population import Person, Population
 from sidecar.validation import check_resident_id
@@ -93,6 +94,7 @@ class DemoHsm:
     user_pin_file: Path
     public_key_file: Path
     sm4_key_file: Path
+    pseudonym_key_file: Path
 
 
 def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
@@ -127,7 +129,9 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     _hsm(say, "export-public", "--out", str(public_key), *common)
     # The scheme-A SM4 key, agreed with the platform out of band.
     sm4_key = _secret_file(directory / "scheme-a.sm4key", secrets.token_hex(16))
-    return DemoHsm(module, conf, user_pin, public_key, sm4_key)
+    # The key that pseudonymises data subjects in the consent ledger (host-held until the HSM's).
+    pseudonym_key = _secret_file(directory / "pseudonym.key", secrets.token_hex(32))
+    return DemoHsm(module, conf, user_pin, public_key, sm4_key, pseudonym_key)
 
 
 def _secret_file(path: Path, value: str | None = None) -> Path:
@@ -213,6 +217,9 @@ grace_period_seconds = 5
 [store]
 sqlite_path = "{workdir / "store" / "sidecar.db"}"
 
+[consent]
+pseudonym_key_file = "{hsm.pseudonym_key_file}"
+
 [institution]
 code = "{DEFAULT_INSTITUTION_CODE}"
 name = "演示企业医保服务"
@@ -258,6 +265,15 @@ async def _script(socket_path: Path, say: Transcript) -> None:
         await _wait_serving(channel, say)
         stub = gateway_grpc.InsuranceGatewayStub(channel)
 
+        say.title("个人信息处理同意 GrantConsent (the IM service's consent dialog)")
+        queries = (common.PURPOSE_ENROLLMENT_QUERY, common.PURPOSE_ELIGIBILITY_CHECK,
+                   common.PURPOSE_ACCOUNT_QUERY, common.PURPOSE_OFFSITE_REGISTRATION)  # fmt: skip
+        people = (("employee", examples.employee), ("resident", examples.resident),
+                  ("suspended", examples.suspended), ("unknown", examples.unknown))  # fmt: skip
+        for label, person in people:
+            subject = _enrollment_request(person).subject
+            await demo_consent.grant(channel, METADATA, label, subject, queries, say)
+
         say.title("参保信息查询 GetEnrollment")
         for label, person in (("employee", examples.employee), ("resident", examples.resident),
                               ("suspended", examples.suspended)):  # fmt: skip
@@ -276,7 +292,7 @@ async def _script(socket_path: Path, say: Transcript) -> None:
             verdict = (
                 "eligible" if verdict_of.eligible else f"not eligible: {verdict_of.refusal_reason}"
             )
-            say.step(f"{label} {mask(person.certno)}: {verdict}")
+            say.step(f"{label} {mask_id(person.certno)}: {verdict}")
 
         await _account_and_registrations(stub, examples, say)
 
@@ -294,6 +310,12 @@ async def _script(socket_path: Path, say: Transcript) -> None:
         anonymous = _enrollment_request(examples.employee)
         await _expect(say, "no caller metadata", grpc.StatusCode.UNAUTHENTICATED,
                       lambda: stub.GetEnrollment(anonymous))  # fmt: skip
+        revoked = _enrollment_request(examples.resident)
+        await demo_consent.revoke(
+            channel, METADATA, revoked.subject, common.PURPOSE_ENROLLMENT_QUERY, say
+        )
+        await _expect(say, "consent revoked", grpc.StatusCode.FAILED_PRECONDITION,
+                      lambda: stub.GetEnrollment(revoked, metadata=METADATA))  # fmt: skip
 
 
 async def _account_and_registrations(
@@ -309,7 +331,7 @@ async def _account_and_registrations(
         balances = ", ".join(
             f"{b.insurance_type_code} {yuan(b.balance_fen)}" for b in account.balances
         )
-        say.step(f"{label} {mask(person.certno)}: balance {balances or 'none'}")
+        say.step(f"{label} {mask_id(person.certno)}: balance {balances or 'none'}")
         for figure in account.cumulative_figures:
             say.step(
                 f"    {figure.year} {figure.insurance_type_code} {figure.category_code} "
@@ -339,7 +361,7 @@ async def _account_and_registrations(
         "OFFSITE_REGISTRATION_STATE_"
     )
     say.step(
-        f"employee {mask(person.certno)} registers for 440305 (深圳南山) "
+        f"employee {mask_id(person.certno)} registers for 440305 (深圳南山) "
         f"{made.start_date} to {made.end_date}: {made.registration_id} {state}"
     )
     again = (await stub.SubmitOffsiteRegistration(request, metadata=METADATA)).registration
@@ -454,9 +476,7 @@ class Transcript:
 
     def enrollment(self, label: str, person: Person, answer: gateway.GetEnrollmentResponse) -> None:
         p = answer.person
-        self.step(
-            f"{label}: {p.name} ({mask(p.certificate_number)}), born {p.birth_date}, age {p.age}"
-        )
+        self.step(f"{label}: {mask_name(p.name)} ({mask_id(p.certificate_number)}), age {p.age}")
         if not answer.enrollments:
             self.step("    no enrollments")
         for e in answer.enrollments:
@@ -485,8 +505,3 @@ class Transcript:
                 detail.Unpack(bad)
                 for violation in bad.field_violations:
                     self.step(f"    BadRequest {violation.field}: {violation.description}")
-
-
-def mask(number: str) -> str:
-    """``110105********1234``: enough to recognise, not enough to identify."""
-    return number[:6] + "*" * (len(number) - 10) + number[-4:] if len(number) > 10 else "****"

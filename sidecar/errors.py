@@ -103,7 +103,8 @@ def platform_refused(platform_code: str, platform_message: str) -> GatewayError:
     return GatewayError(
         grpc.StatusCode.FAILED_PRECONDITION,
         "PLATFORM_REFUSED",
-        f"the insurance platform refused the request: {platform_message}",
+        # The platform's text may quote personal data: it travels in ErrorInfo metadata only.
+        f"the insurance platform refused the request (infcode {platform_code})",
         metadata={"platform_code": platform_code, "platform_message": platform_message},
     )
 

@@ -13,6 +13,8 @@ import logging
 import sys
 from typing import Any, TextIO
 
+from sidecar.masking import scrub
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -27,11 +29,12 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": scrub(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+                # a safety net: identity and phone numbers that slipped into text are masked
+                entry[key] = scrub(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             # The type only: tracebacks can quote local values that hold personal data.
             entry["exception"] = record.exc_info[0].__name__
@@ -45,6 +48,9 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Libraries' debug chatter can include URLs and headers; keep them at WARNING.
-    for noisy in ("hpack", "httpx", "httpcore", "h2", "hypercorn.access"):
+    # Libraries' debug chatter can include URLs and headers, and the store drivers' the SQL
+    # parameters (personal data of other components' rows); keep them at WARNING.
+    for noisy in (
+        "hpack", "httpx", "httpcore", "h2", "hypercorn.access", "aiosqlite", "psycopg",
+    ):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -26,7 +26,7 @@ def translated(not_found_markers: Sequence[str] = (), not_found_reason: str = ""
             raise errors.GatewayError(
                 grpc.StatusCode.NOT_FOUND,
                 not_found_reason,
-                f"the insurance platform found no match: {refusal.err_msg}",
+                "the insurance platform found no match (see ErrorInfo platform_message)",
                 metadata={
                     "platform_code": str(refusal.infcode),
                     "platform_message": refusal.err_msg,

@@ -30,7 +30,7 @@ from sidecar.platform.envelope import (
 )
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.platform.freshness import ReplayGuard, StaleAnswer
-from sidecar.platform.msgid import MsgIdGenerator
+from sidecar.platform.msgid import MsgIds
 from sidecar.platform.resilience import Guard
 from sidecar.platform.sealing import Plain, Sealing
 from sidecar.platform.security.errors import SecurityError
@@ -73,7 +73,7 @@ class PlatformClient:
     def __init__(
         self,
         transport: Transport,
-        msgids: MsgIdGenerator,
+        msgids: MsgIds,
         institution: Institution,
         codes: Codes,
         *,

@@ -10,7 +10,7 @@ the next second when the second's share is used up.
 
 Who gives each replica its slot is deployment's job: a StatefulSet ordinal or an environment
 variable per replica (``YIBAO_SIDECAR__PLATFORM__MSGID__SLOT``); replicas of a Deployment, which
-have no ordinals, will lease a slot from the shared store once it exists.
+have no ordinals, lease a slot from the shared store (``slot = "lease"``, msgid_lease.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from typing import Protocol
 
 from sidecar.platform.envelope import beijing_now
 
 SEQUENCE_SPACE = 10_000
+
+
+class MsgIds(Protocol):
+    """Where the platform client takes its message IDs from."""
+
+    async def next(self) -> str: ...
 
 
 class MsgIdGenerator:

@@ -22,6 +22,7 @@ from sidecar.config import Settings
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.conftest import TOKEN_ENV_SH, write_secret
+from tests.integration.consent_support import consent_to, subject_of
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def settings_for(simulator: RunningSimulator, socket_dir: Path, **server: Any) -
         {
             "server": {"socket_path": str(socket_dir / "sidecar.sock"), **server},
             "store": {"sqlite_path": str(socket_dir / "store" / "sidecar.db")},
+            "consent": {"pseudonym_key_file": str(pseudonym_key_file(socket_dir))},
             "institution": {
                 "code": simulator.app.institution_code,
                 "name": "测试机构",
@@ -100,6 +102,14 @@ def settings_for(simulator: RunningSimulator, socket_dir: Path, **server: Any) -
             },
         }
     )
+
+
+def pseudonym_key_file(directory: Path) -> Path:
+    """The host-held pseudonym key of a test sidecar (one per directory, made once)."""
+    path = directory / "pseudonym.key"
+    if not path.exists():
+        write_secret(path, secrets.token_hex(32))
+    return path
 
 
 @dataclass
@@ -126,5 +136,8 @@ async def running_sidecar(
 
 @pytest.fixture
 async def sidecar(simulator: RunningSimulator, short_dir: Path) -> AsyncIterator[RunningSidecar]:
+    """A sidecar in front of the simulator; the first five people consent to every purpose."""
     async with running_sidecar(settings_for(simulator, short_dir)) as running:
+        people = simulator.app.population.people[:5]  # the four examples and one more
+        await consent_to(running.channel, [subject_of(person) for person in people])
         yield running

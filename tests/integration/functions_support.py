@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     running_sidecar,
     settings_for,
 )
+from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import subject_of
 
 TARGET = "310115"  # 上海市浦东新区: a real division, never the simulator's insured areas
@@ -61,6 +62,9 @@ async def sidecar_with(
 ) -> AsyncIterator[RunningSidecar]:
     settings = settings_with(simulator, socket_dir, store=store, **sections)
     async with running_sidecar(settings, observability) as running:
+        # the first five people (the examples and one more) consent to every purpose
+        people = simulator.app.population.people[:5]
+        await consent_to(running.channel, [subject_of(person) for person in people])
         yield running
 
 

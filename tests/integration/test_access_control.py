@@ -42,7 +42,8 @@ from sidecar.config import ConfigError, Settings
 from sidecar.logs import JsonFormatter
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import running_simulator
-from tests.integration.conftest import settings_for
+from tests.integration.conftest import pseudonym_key_file, settings_for
+from tests.integration.consent_support import consent_to
 from tests.integration.test_server import SlowSimulator, enrollment_request
 
 TENANT = "acme-corp"
@@ -174,6 +175,8 @@ class Env:
     def settings(self, *, access: bool = True, **server: Any) -> Settings:
         data: dict[str, Any] = {
             "server": {"socket_path": str(self.socket_dir / "sidecar.sock"), **server},
+            "store": {"sqlite_path": str(self.socket_dir / "store" / "sidecar.db")},
+            "consent": {"pseudonym_key_file": str(pseudonym_key_file(self.socket_dir))},
             "institution": {"code": "H44030500001", "name": "测试机构", "division": "440300"},
             "platform": {
                 "url": "https://127.0.0.1:9",
@@ -211,6 +214,7 @@ def env(short_dir: Path, platform_pki: devcerts.DevPki, pki: Pki) -> Env:
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[app.Sidecar]:
     sidecar = app.build(settings)
+    await sidecar.prepare()
     await sidecar.server.start()
     try:
         yield sidecar
@@ -259,7 +263,7 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     ]
 
 
-ALLOWED = grpc.StatusCode.UNIMPLEMENTED  # ConsentService answers this once past the filters
+ALLOWED = grpc.StatusCode.INVALID_ARGUMENT  # ConsentService's answer to an empty request
 
 
 def unix_channel(env: Env) -> grpc.aio.Channel:
@@ -564,7 +568,7 @@ async def test_the_kernel_identity_decides_not_the_process_that_asks(env: Env) -
         async with unix_channel(env) as channel:
             as_root_now = await call(channel)
     assert as_nobody_refused == "UNAUTHENTICATED PEER_UNAUTHENTICATED"
-    assert as_nobody_allowed == "UNIMPLEMENTED NOT_IMPLEMENTED"
+    assert as_nobody_allowed == "INVALID_ARGUMENT INVALID_REQUEST"  # past the filters
     assert as_root_now.reason == "PEER_UNAUTHENTICATED"
 
 
@@ -648,7 +652,8 @@ def test_unusable_tls_files_stop_start_up_with_one_line(env: Env) -> None:
 
 
 async def test_calls_through_the_front_reach_the_platform_and_drain_on_stop(env: Env) -> None:
-    write_policy(env.policy, policy_text(rpcs=["InsuranceGateway/GetEnrollment"]))
+    rpcs = ["InsuranceGateway/GetEnrollment", "ConsentService/GrantConsent"]
+    write_policy(env.policy, policy_text(rpcs=rpcs))
     platform = SlowSimulator(Population.generate(7, 20))
     async with running_simulator(platform) as simulator:
         base = settings_for(simulator, env.socket_dir, grace_period_seconds=10)
@@ -662,6 +667,7 @@ async def test_calls_through_the_front_reach_the_platform_and_drain_on_stop(env:
             stub = gateway_grpc.InsuranceGatewayStub(channel)
             request = enrollment_request(platform.population)
             metadata = (("x-yibao-tenant", TENANT), ("x-yibao-operator", OPERATOR))
+            await consent_to(channel, [request.subject], metadata=metadata)
             await stub.GetEnrollment(request, metadata=metadata)  # sign in first
             in_flight = [
                 asyncio.ensure_future(stub.GetEnrollment(request, metadata=metadata))

@@ -19,6 +19,7 @@ from sidecar.simulator.security import SchemeAPlatform
 from sidecar.simulator.server import running_simulator
 from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
+from tests.integration.consent_support import consent_to
 from tests.integration.functions_support import submission
 from tests.integration.test_gateway import details, subject_of
 from tests.integration.test_hsm_startup import hsm_section
@@ -50,6 +51,7 @@ async def test_answers_with_a_bad_signature_are_never_used(
         try:
             async with grpc.aio.insecure_channel(f"unix:{short_dir / 'sidecar.sock'}") as channel:
                 await wait_serving(channel, process)
+                await consent_to(channel, [subject_of(person)])
                 stub = gateway_grpc.InsuranceGatewayStub(channel)
                 # A query: every answer forged, retried three times, never used.
                 app.faults.set("5206", Fault(FaultKind.BAD_SIGNATURE))

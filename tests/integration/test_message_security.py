@@ -21,6 +21,7 @@ from sidecar.simulator.security import SchemeAPlatform, SchemeBPlatform
 from sidecar.simulator.server import running_simulator
 from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
+from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import details, subject_of
 from tests.integration.test_hsm_startup import hsm_section
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
@@ -73,6 +74,7 @@ async def test_signed_and_encrypted_round_trip_and_a_forged_answer_is_refused(
             async with grpc.aio.insecure_channel(f"unix:{short_dir / 'sidecar.sock'}") as channel:
                 await wait_serving(channel, process)
                 stub = gateway_grpc.InsuranceGatewayStub(channel)
+                await consent_to(channel, [request.subject])
                 answer = await stub.GetEnrollment(request, metadata=TENANT_METADATA, timeout=10)
                 assert answer.person.name == person.psn_name
                 assert app.calls.count("1101") == 1  # the simulator verified our HSM signature

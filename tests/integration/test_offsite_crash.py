@@ -15,6 +15,7 @@ from sidecar.simulator.faults import Fault, FaultKind
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA
+from tests.integration.consent_support import consent_to
 from tests.integration.functions_support import submission
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
 
@@ -42,6 +43,7 @@ async def test_a_killed_sidecar_leaves_a_key_that_the_next_one_resolves(
     try:
         async with grpc.aio.insecure_channel(socket) as channel:
             await wait_serving(channel, first)
+            await consent_to(channel, [request.subject])  # in the store: the second sees it
             stub = gateway_grpc.InsuranceGatewayStub(channel)
             call = asyncio.ensure_future(
                 stub.SubmitOffsiteRegistration(request, metadata=TENANT_METADATA, timeout=10)

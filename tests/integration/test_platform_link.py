@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     running_sidecar,
     settings_for,
 )
+from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import call_enrollment, details, subject_of
 from tests.integration.test_server import SlowSimulator
 
@@ -41,11 +42,12 @@ async def test_operators_sign_in_separately_and_sign_out_on_close(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:
     subject = subject_of(population.examples().employee)
+    other = (("x-yibao-tenant", "t"), ("x-yibao-operator", "op-2"))
     async with running_sidecar(settings_for(simulator, short_dir)) as running:
+        await consent_to(running.channel, [subject])
+        await consent_to(running.channel, [subject], metadata=other)  # consent is per tenant
         await call_enrollment(running, subject)
-        await call_enrollment(
-            running, subject, (("x-yibao-tenant", "t"), ("x-yibao-operator", "op-2"))
-        )
+        await call_enrollment(running, subject, other)
         assert simulator.app.calls.count("9001") == 2
         assert simulator.app.sign_ins.current("im-bot-01") is not None
     assert simulator.app.calls.count("9002") == 2
@@ -70,6 +72,7 @@ async def test_unreachable_platform_is_unavailable_with_a_retry_hint(
         }
     )
     async with running_sidecar(settings) as running:
+        await consent_to(running.channel, [subject_of(population.examples().employee)])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call_enrollment(running, subject_of(population.examples().employee))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -85,6 +88,7 @@ async def test_slow_platform_is_deadline_exceeded(short_dir: Path) -> None:
             update={"platform": settings.platform.model_copy(update={"timeout_seconds": 0.5})}
         )
         async with running_sidecar(settings) as running:
+            await consent_to(running.channel, [subject_of(app.population.examples().employee)])
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call_enrollment(running, subject_of(app.population.examples().employee))
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -108,6 +112,7 @@ async def test_tls_that_is_not_mutually_trusted_never_reaches_the_platform(
         update={"platform": settings.platform.model_copy(update=changes)}
     )
     async with running_sidecar(settings) as running:
+        await consent_to(running.channel, [subject_of(population.examples().employee)])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call_enrollment(running, subject_of(population.examples().employee))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -124,6 +129,7 @@ async def test_the_callers_deadline_bounds_the_platform_call(short_dir: Path) ->
         running_sidecar(settings_for(simulator, short_dir), observability) as running,
     ):
         app.delay = 0.0
+        await consent_to(running.channel, [subject])
         await call_enrollment(running, subject)  # signs in
         app.delay = 4.5  # inside the 5 s platform timeout, far beyond the caller's deadline
         stub = gateway_grpc.InsuranceGatewayStub(running.channel)
@@ -152,6 +158,7 @@ async def test_answers_from_a_platform_clock_far_off_are_refused(short_dir: Path
         running_simulator(app) as simulator,
         running_sidecar(settings_for(simulator, short_dir)) as running,
     ):
+        await consent_to(running.channel, [subject_of(app.population.examples().employee)])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call_enrollment(running, subject_of(app.population.examples().employee))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -168,10 +175,10 @@ async def test_a_platform_certificate_for_another_name_is_refused(
     pki = devcerts.generate(tmp_path / "pki", server_names=("gateway.other-region.invalid",))
     async with running_simulator(pki=pki, seed=5, population_size=10) as simulator:
         async with running_sidecar(settings_for(simulator, short_dir)) as running:
+            subject = subject_of(simulator.app.population.examples().employee)
+            await consent_to(running.channel, [subject])
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await call_enrollment(
-                    running, subject_of(simulator.app.population.examples().employee)
-                )
+                await call_enrollment(running, subject)
         assert simulator.app.calls.total == 0
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "cannot connect to the platform" in (caught.value.details() or "")
@@ -202,6 +209,7 @@ async def test_an_oauth2_gateway_in_front_is_logged_in_to_and_again_after_401(
         settings = settings.model_copy(update={"platform": platform})
         async with running_sidecar(settings) as running:
             subject = subject_of(app.population.examples().employee)
+            await consent_to(running.channel, [subject])  # kept in the store for the next sidecar
             await call_enrollment(running, subject)
             await call_enrollment(running, subject)
             assert gate.issued == 1  # one token for both calls
@@ -246,6 +254,7 @@ async def test_a_pinned_gateway_key_is_required_before_anything_is_sent(
     )
     async with running_sidecar(settings) as running:
         subject = subject_of(population.examples().employee)
+        await consent_to(running.channel, [subject])
         if pinned:
             answer = await call_enrollment(running, subject)
             assert answer.person.name == subject.name

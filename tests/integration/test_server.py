@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     running_sidecar,
     settings_for,
 )
+from tests.integration.consent_support import consent_to
 
 GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["InsuranceGateway"]
 CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
@@ -38,6 +39,7 @@ CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 IMPLEMENTED = {"GetEnrollment", "CheckEligibility"}
 IMPLEMENTED |= {"GetAccount", "SubmitOffsiteRegistration", "ListOffsiteRegistrations"}
 IMPLEMENTED |= {"CancelOffsiteRegistration"}
+IMPLEMENTED |= {m.name for m in CONSENT.methods}
 
 
 def request_for(method: Any) -> Any:
@@ -133,6 +135,7 @@ async def test_shutdown_drains_calls_in_flight_and_refuses_new_ones(short_dir: P
         async with running_sidecar(settings) as running:
             stub = gateway_grpc.InsuranceGatewayStub(running.channel)
             request = enrollment_request(app.population)
+            await consent_to(running.channel, [request.subject])
             await stub.GetEnrollment(request, metadata=TENANT_METADATA)  # sign in first
             in_flight = [
                 asyncio.ensure_future(stub.GetEnrollment(request, metadata=TENANT_METADATA))
@@ -158,6 +161,7 @@ async def test_calls_beyond_the_grace_period_are_cancelled(short_dir: Path) -> N
         settings = settings_for(simulator, short_dir, grace_period_seconds=0.3)
         async with running_sidecar(settings) as running:
             stub = gateway_grpc.InsuranceGatewayStub(running.channel)
+            await consent_to(running.channel, [enrollment_request(app.population).subject])
             call = asyncio.ensure_future(
                 stub.GetEnrollment(enrollment_request(app.population), metadata=TENANT_METADATA)
             )
@@ -219,6 +223,9 @@ client_key_file = "{settings.platform.client_key_file}"
 
 [store]
 sqlite_path = "{settings.store.sqlite_path}"
+
+[consent]
+pseudonym_key_file = "{settings.consent.pseudonym_key_file}"
 """
     )
     return path
@@ -235,6 +242,7 @@ async def test_sigterm_stops_the_process_cleanly_and_logs_are_json_without_perso
             await wait_serving(channel, process)
             stub = gateway_grpc.InsuranceGatewayStub(channel)
             request = enrollment_request(simulator.app.population)
+            await consent_to(channel, [request.subject])
             await stub.GetEnrollment(request, metadata=TENANT_METADATA)
         assert oct(socket_path.stat().st_mode & 0o777) == "0o660"
     finally:
@@ -244,7 +252,7 @@ async def test_sigterm_stops_the_process_cleanly_and_logs_are_json_without_perso
     events = [json.loads(line) for line in stderr.splitlines()]
     names = [e["event"] for e in events]
     assert {"server.started", "rpc", "server.draining", "server.stopped"} <= set(names)
-    rpc = next(e for e in events if e["event"] == "rpc")
+    rpc = next(e for e in events if e["event"] == "rpc" and e["method"] == "GetEnrollment")
     assert (
         rpc["method"] == "GetEnrollment" and rpc["status"] == "OK" and rpc["tenant"] == "acme-corp"
     )

@@ -44,6 +44,7 @@ from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.conftest import write_secret
 from tests.integration import recording_sidecar
 from tests.integration.conftest import TENANT_METADATA, Token, running_sidecar, settings_for
+from tests.integration.consent_support import consent_to
 from tests.integration.test_eligibility import question
 from tests.integration.test_gateway import call_enrollment, subject_of
 from tests.integration.test_hsm_startup import hsm_section
@@ -146,6 +147,7 @@ async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verificatio
         try:
             async with grpc.aio.insecure_channel(f"unix:{short_dir / 'sidecar.sock'}") as channel:
                 await wait_serving(channel, process)
+                await consent_to(channel, [subject_of(person)])
                 stub = gateway_grpc.InsuranceGatewayStub(channel)
                 request = gateway_pb2.GetEnrollmentRequest(subject=subject_of(person))
                 metadata = (*TENANT_METADATA, TRACEPARENT)
@@ -203,9 +205,10 @@ async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verificatio
     for step in steps:
         assert [c["name"] for c in kids(spans, step)] == ["hsm sign", "answer verify"]
 
-    # No personal data anywhere: names, attributes, events and statuses of every span.
+    # No personal data anywhere: names, attributes, events and statuses of every span (the
+    # consent grants' too).
     text = json.dumps(spans, ensure_ascii=False)
-    assert len(spans) == 2 + 5 * 3  # 2 RPCs; 5 platform spans, each with its sign and verify
+    assert len([s for s in spans if s["name"] in ("hsm sign", "answer verify")]) == 2 * 5
     for value in personal_data(person):
         assert value not in text
 
@@ -231,6 +234,7 @@ async def test_a_retried_query_is_one_span_per_attempt_and_counts_its_retries(
     observability = telemetry.build(exporter, readers=(reader,), synchronous=True)
     person = population.examples().employee
     async with running_sidecar(settings_for(simulator, short_dir), observability) as running:
+        await consent_to(running.channel, [subject_of(person)])
         await call_enrollment(running, subject_of(person))
         points = metric_points(reader)
     spans = exporter.get_finished_spans()
@@ -266,6 +270,7 @@ async def test_the_prometheus_endpoint_serves_the_metrics_of_real_calls(
     async with running_sidecar(settings) as running:  # the exporters of [telemetry], as `serve`
         assert running.sidecar.telemetry.scrape_address is not None
         host, port = running.sidecar.telemetry.scrape_address
+        await consent_to(running.channel, [subject_of(person)])
         await call_enrollment(running, subject_of(person))
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://{host}:{port}/metrics")
@@ -369,6 +374,7 @@ async def test_otlp_over_http_reaches_a_collector_with_the_secret_header(
     settings = telemetry_settings(simulator, short_dir, otlp=otlp)
     person = population.examples().employee
     async with running_sidecar(settings) as running:
+        await consent_to(running.channel, [subject_of(person)])
         await call_enrollment(running, subject_of(person))
     # closing the sidecar flushed the batch of spans and made a last metrics export
     assert received.paths == {"/v1/traces", "/v1/metrics"}
@@ -398,7 +404,9 @@ async def test_otlp_over_grpc_reaches_a_collector(
     settings = telemetry_settings(simulator, short_dir, otlp=otlp)
     try:
         async with running_sidecar(settings) as running:
-            await call_enrollment(running, subject_of(population.examples().employee))
+            subject = subject_of(population.examples().employee)
+            await consent_to(running.channel, [subject])
+            await call_enrollment(running, subject)
     finally:
         collector.stop(grace=None)
     assert {ENROLLMENT, "platform 9001", "platform 1101"} <= set(received.spans)

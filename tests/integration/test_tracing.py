@@ -11,6 +11,7 @@ from sidecar import telemetry
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
+from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import call_enrollment, subject_of
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -25,6 +26,7 @@ async def test_span_tree_of_get_enrollment(
     person = population.examples().employee
     metadata = (*TENANT_METADATA, ("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"))
     async with running_sidecar(settings_for(simulator, short_dir), observability) as running:
+        await consent_to(running.channel, [subject_of(person)])
         await call_enrollment(running, subject_of(person), metadata)
     spans = {span.name: span for span in exporter.get_finished_spans()}
     server = spans["yibao.gateway.v1.InsuranceGateway/GetEnrollment"]
@@ -58,6 +60,7 @@ async def test_refusals_mark_spans_as_errors_without_personal_data(
     observability = telemetry.build(exporter, synchronous=True)
     unknown = population.examples().unknown
     async with running_sidecar(settings_for(simulator, short_dir), observability) as running:
+        await consent_to(running.channel, [subject_of(unknown)])
         with pytest.raises(grpc.aio.AioRpcError):
             await call_enrollment(running, subject_of(unknown))
     spans = {span.name: span for span in exporter.get_finished_spans()}

@@ -1,0 +1,1 @@
+"""Compliance components: the consent ledger and its gate (the audit trail: sidecar/audit)."""
