@@ -117,7 +117,25 @@ async def sidecar_calls(socket: str, rpc: str) -> tuple[Callable[[Any], Awaitabl
         )
         return await stub.CheckEligibility(request, metadata=METADATA, timeout=DEADLINE)
 
-    return (enrollment if rpc == "GetEnrollment" else eligibility), channel
+    async def consent(person: Any) -> None:  # the IM service's consent dialog, once per person
+        from sidecar import demo_consent
+
+        purposes = (common.PURPOSE_ENROLLMENT_QUERY, common.PURPOSE_ELIGIBILITY_CHECK)
+        await demo_consent.grant(channel, METADATA, "", subject(person), purposes, Quiet())
+
+    async def with_consent(person: Any) -> Any:
+        if person.certno not in consented:
+            await consent(person)
+            consented.add(person.certno)
+        return await (enrollment if rpc == "GetEnrollment" else eligibility)(person)
+
+    consented: set[str] = set()
+    return with_consent, channel
+
+
+class Quiet:
+    def step(self, text: str) -> None:
+        pass
 
 
 async def direct_calls(config: Path, rpc: str) -> tuple[Callable[[Any], Awaitable[Any]], Any]:
@@ -424,6 +442,9 @@ def write_config(
 ) -> Path:
     """The sidecar's configuration; ``keys`` (module, PIN file, SM4 key file) for scheme A."""
     s = sim.lines
+    pseudonym_key = work / "pseudonym.key"
+    pseudonym_key.touch(mode=0o600)
+    pseudonym_key.write_text(secrets.token_hex(32) + "\n")
     security = ""
     if keys is not None:
         lib, pin_file, sm4_file = keys
@@ -467,6 +488,9 @@ max_in_flight = 1024
 {security}
 [cache]
 ttl_seconds = 0   # off: every request reaches the platform
+
+[consent]
+pseudonym_key_file = "{pseudonym_key}"
 
 [store]
 sqlite_path = "{work / "sidecar.db"}"
