@@ -45,6 +45,7 @@ from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
+from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
@@ -63,6 +64,13 @@ from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tl
 from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.security_link import build_sealing
 from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
+from sidecar.settlement.machine import Codes as SettlementCodes
+from sidecar.settlement.machine import Institution as SettlementInstitution
+from sidecar.settlement.machine import Policy as SettlementPolicy
+from sidecar.settlement.machine import Settlements
+from sidecar.settlement.records import SettlementRecords
+from sidecar.settlement.resolver import Resolver
 from sidecar.store import Migration, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,7 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    resolver: Resolver | None = None
     probes: Probes | None = None
     certificates: certexpiry.CertificateWatch | None = None
     msgid_lease: SlotLease | None = None
@@ -100,8 +109,12 @@ class Sidecar:
                 await self.msgid_lease.start()
             except msgid_lease.NoFreeSlot as exc:
                 raise StoreError(f"msgid: {exc}") from None
+        if self.resolver is not None:
+            self.resolver.start()  # settlements left unresolved by an earlier run
 
     async def close(self) -> None:
+        if self.resolver is not None:
+            await self.resolver.stop()
         if self.msgid_lease is not None:
             await self.msgid_lease.stop()
         await self.platform.close()
@@ -166,6 +179,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
     )
     migrations += offsite_store.MIGRATIONS
+    settlements = _settlements(settings, store, platform, cache)
+    migrations += SETTLEMENT_MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
         eligibility=EligibilityChecks(
@@ -182,6 +197,12 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         tokens=tokens,
         cache=cache,
         max_backdate_days=settings.offsite.max_backdate_days,
+        settlement=SettlementFunctions(
+            settlements,
+            institution_code=settings.institution.code,
+            division=settings.institution.division,
+            second_confirmation=settings.settlement.second_confirmation,
+        ),
     )
     consent = ConsentService(ledger, pseudonymizer, cache=cache)
     registrations = [gateway.registration(), consent.registration()]
@@ -232,7 +253,53 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         probes=probes,
         certificates=certificates,
         msgid_lease=lease,
+        resolver=Resolver(
+            settlements,
+            interval=settings.settlement.resolver_interval_seconds,
+            min_age=settings.settlement.resolver_min_age_seconds,
+        ),
     )
+
+
+def _settlements(
+    settings: Settings, store: Store, platform: PlatformClient, cache: ReadCache
+) -> Settlements:
+    """The settlement state machine; every settle and cancel invalidates its subject's cache."""
+    codes = settings.platform.transactions
+    s = settings.settlement
+    return Settlements(
+        SettlementRecords(store),
+        platform,
+        SettlementInstitution(settings.institution.code, settings.institution.name),
+        codes=SettlementCodes(
+            person_info=codes.person_info,
+            registration=codes.outpatient_registration,
+            fee_upload=codes.fee_upload,
+            pre_settlement=codes.pre_settlement,
+            settlement=codes.settlement,
+            cancellation=codes.settlement_cancel,
+            reversal=codes.reversal,
+        ),
+        policy=SettlementPolicy(
+            default_budget_seconds=s.default_budget_seconds,
+            resolve_reserve_seconds=s.resolve_reserve_seconds,
+            late_arrival_seconds=s.late_arrival_seconds,
+            reversal_not_found=s.reversal_not_found_messages,
+            reversal_already_done=s.reversal_done_messages,
+            cancellation_already_done=s.cancellation_done_messages,
+            voucher_mismatch=s.voucher_mismatch_messages,
+        ),
+        replica=_replica(settings),
+        cache=cache,
+    )
+
+
+def _replica(settings: Settings) -> str:
+    """A configured msgid slot is unique among live replicas: a restarted replica may take over
+    the settlements its dead predecessor held. A leased slot is known only after start-up and
+    changes hands on expiry, so then rows wait for their lease to run out instead."""
+    slot = settings.platform.msgid.slot
+    return "" if slot == "lease" else f"slot{slot}"
 
 
 def _access_control(

@@ -450,6 +450,40 @@ class StoreConfig(_Section):
         return self
 
 
+class SettlementConfig(_Section):
+    """电子凭证结算: timing of the state machine (docs/settlement.md) and second confirmation."""
+
+    default_budget_seconds: float = Field(
+        90.0, gt=0, le=600, description="the whole chain's budget when the caller set no deadline"
+    )
+    resolve_reserve_seconds: float = Field(
+        5.0, ge=0, le=60, description="kept from the deadline to reverse a lost 2207 answer"
+    )
+    late_arrival_seconds: float = Field(
+        60.0, ge=0, le=3600, description="2601 'not found' is final only this long after 2207"
+    )
+    resolver_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    resolver_min_age_seconds: float = Field(5.0, ge=0, le=3600)
+    second_confirmation: dict[str, Literal["sms_code", "dynamic_token"]] = Field(
+        default_factory=dict,
+        description="division code (2, 4 or 6 digits) -> what its platform demands in 2207",
+    )
+    reversal_not_found_messages: tuple[str, ...] = ("原交易不存在或未成功",)
+    reversal_done_messages: tuple[str, ...] = ("原交易已冲正或已撤销",)
+    cancellation_done_messages: tuple[str, ...] = ("已撤销",)
+    voucher_mismatch_messages: tuple[str, ...] = ("就诊凭证编号与证件号码不一致",)
+
+    @field_validator("second_confirmation")
+    @classmethod
+    def _division_keys(
+        cls, value: dict[str, Literal["sms_code", "dynamic_token"]]
+    ) -> dict[str, Literal["sms_code", "dynamic_token"]]:
+        for key in value:
+            if not re.fullmatch(r"[0-9]{2}|[0-9]{4}|[0-9]{6}", key):
+                raise ValueError(f"{key!r} is not a division code of 2, 4 or 6 digits")
+        return value
+
+
 class ConsentConfig(_Section):
     """The consent ledger (sidecar/compliance/)."""
 
@@ -476,6 +510,7 @@ class Settings(_Section):
     paging: PagingConfig = Field(default_factory=PagingConfig)
     access: AccessConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
+    settlement: SettlementConfig = Field(default_factory=SettlementConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,7 +30,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from sidecar import demo_consent, devcerts
+from sidecar import demo_consent, demo_settlement, devcerts
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
@@ -52,6 +52,7 @@ class DemoFailed(Exception):
 class Processes:
     simulator: subprocess.Popen[str]
     sidecar: subprocess.Popen[str] | None = None
+    ec_tokens: dict[str, str] = field(default_factory=dict)  # resident ID -> e-voucher token
 
 
 def run(workdir: Path | None, pkcs11_module: Path | None) -> int:
@@ -79,7 +80,7 @@ def _run_in(workdir: Path, module: Path) -> int:
     with _started(workdir, pki, hsm, say) as processes:
         try:
             socket_path = workdir / "sidecar.sock"
-            asyncio.run(_script(socket_path, say))
+            asyncio.run(_script(socket_path, say, processes.ec_tokens))
             _show_hsm_login(workdir / "sidecar.log", say)
         finally:
             _stop(processes, say)
@@ -161,12 +162,16 @@ def _started(
         [sys.executable, "-m", "sidecar", "simulate", "--listen", "127.0.0.1:0",
          "--seed", str(SEED), "--pki-dir", str(pki.ca_cert.parent),
          "--security", "a", "--client-public-key", str(hsm.public_key_file),
-         "--sm4-key-file", str(hsm.sm4_key_file)],
+         "--sm4-key-file", str(hsm.sm4_key_file),
+         "--issue-ec-token", Population.generate(SEED).examples().employee.certno],
         stdout=subprocess.PIPE, stderr=simulator_log, text=True, env=env,
     )  # fmt: skip
     processes = Processes(simulator)
     try:
         announced = _read_announcement(simulator)
+        processes.ec_tokens.update(
+            {k.removeprefix("ec_token_"): v for k, v in announced.items() if k.startswith("ec_")}
+        )
         url = announced["url"]
         say.step(f"platform simulator listening on {url} (client certificate required)")
         say.step("message security: scheme A, SM4-encrypted input/output, SM2 signatures both ways")
@@ -259,7 +264,9 @@ def _stop(processes: Processes, say: Transcript) -> None:
             raise DemoFailed(f"the {name} exited with code {code}")
 
 
-async def _script(socket_path: Path, say: Transcript) -> None:
+async def _script(
+    socket_path: Path, say: Transcript, ec_tokens: dict[str, str] | None = None
+) -> None:
     examples = Population.generate(SEED).examples()
     async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
         await _wait_serving(channel, say)
@@ -295,6 +302,25 @@ async def _script(socket_path: Path, say: Transcript) -> None:
             say.step(f"{label} {mask_id(person.certno)}: {verdict}")
 
         await _account_and_registrations(stub, examples, say)
+
+        say.title("电子凭证结算 SettleWithEVoucher, GetSettlement, CancelSettlement (employee)")
+        employee = examples.employee
+        token = (ec_tokens or {}).get(employee.certno)
+        if token is None:
+            raise DemoFailed("the simulator printed no e-voucher token for the employee")
+        await demo_consent.grant(
+            channel,
+            METADATA,
+            "employee",
+            _enrollment_request(employee).subject,
+            (common.PURPOSE_SETTLEMENT,),
+            say,
+        )
+        say.step(f"employee {mask_id(employee.certno)} shows the e-voucher QR code (token scanned)")
+        try:
+            await demo_settlement.act(stub, employee, token, say.step)
+        except demo_settlement.ActFailed as failure:
+            raise DemoFailed(str(failure)) from None
 
         say.title("refusals the IM service must handle")
         unknown = _enrollment_request(examples.unknown)

@@ -8,7 +8,7 @@ yet raise ``NotImplementedError``, which the filter chain answers with UNIMPLEME
 from __future__ import annotations
 
 import re
-from typing import Any, NoReturn
+from typing import Any
 
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
@@ -22,6 +22,7 @@ from sidecar.gateway.eligibility import EligibilityChecks, EligibilityQuestion
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteRegistrations
+from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.gateway.subjects import check_subject
 from sidecar.interceptors.caller import Caller, caller_of
 from sidecar.interceptors.chain import current_call
@@ -44,6 +45,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         tokens: PageTokens,
         cache: ReadCache,
         max_backdate_days: int = 0,
+        settlement: SettlementFunctions | None = None,
     ) -> None:
         self._enrollment = enrollment
         self._eligibility = eligibility
@@ -52,6 +54,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         self._tokens = tokens
         self._cache = cache  # read-only answers; mutating functions invalidate their subject
         self._max_backdate_days = max_backdate_days
+        self._settlement = settlement
 
     def registration(self) -> Registration:
         return Registration(
@@ -122,18 +125,30 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
 
     async def SettleWithEVoucher(  # noqa: N802
         self, request: gateway.SettleWithEVoucherRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.SettleWithEVoucherResponse:
+        if self._settlement is None:
+            raise NotImplementedError
+        caller = caller_of(current_call())
+        return await self._settlement.settle(
+            request, caller.tenant, _operator(), context.time_remaining()
+        )
 
     async def GetSettlement(  # noqa: N802
         self, request: gateway.GetSettlementRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.GetSettlementResponse:
+        if self._settlement is None:
+            raise NotImplementedError
+        return await self._settlement.get(request, caller_of(current_call()).tenant)
 
     async def CancelSettlement(  # noqa: N802
         self, request: gateway.CancelSettlementRequest, context: Context
-    ) -> NoReturn:
-        raise NotImplementedError
+    ) -> gateway.CancelSettlementResponse:
+        if self._settlement is None:
+            raise NotImplementedError
+        caller = caller_of(current_call())
+        return await self._settlement.cancel(
+            request, caller.tenant, _operator(), context.time_remaining()
+        )
 
     async def CheckEligibility(  # noqa: N802
         self, request: gateway.CheckEligibilityRequest, context: Context

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,9 @@ from sidecar.platform.security.errors import SecurityError
 from sidecar.platform.transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
+
+
+BeforeSend = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -118,21 +121,27 @@ class PlatformClient:
         insured_area: str = "",
         budget: float | None = None,
         retry_safe: bool = False,
+        before_send: BeforeSend | None = None,
     ) -> Any:
         """Run one business transaction and return its ``output``.
 
         ``budget`` is the caller's remaining deadline in seconds: sign-in, the transaction,
         retries and a renewed attempt all fit inside it, so no platform call outlives the gRPC call
         that asked. ``retry_safe`` (queries only) lets the guard retry when no valid answer came.
+        ``before_send`` is awaited with each msgid of this transaction (not of sign-in) before
+        its request leaves, so a caller can record it durably first (a settlement must be
+        reversible by its msgid even if this process dies while the answer is on its way).
         """
         try:
             async with asyncio.timeout(budget):
                 if not retry_safe:
-                    return await self._call(infno, data, operator, insured_area, 1)
+                    return await self._call(infno, data, operator, insured_area, 1, before_send)
                 async for attempt in self._guard.retrying(infno):
                     with attempt:
                         number = attempt.retry_state.attempt_number
-                        return await self._call(infno, data, operator, insured_area, number)
+                        return await self._call(
+                            infno, data, operator, insured_area, number, before_send
+                        )
                 raise AssertionError("unreachable: retrying re-raises the last failure")
         except TimeoutError:
             raise PlatformUnreachable(
@@ -148,11 +157,19 @@ class PlatformClient:
         operator: Operator,
         insured_area: str,
         attempt: int,
+        before_send: BeforeSend | None = None,
     ) -> Any:
         sign_no = await self._sign_no(operator)
         try:
             return await self._exchange(
-                infno, data, operator, sign_no, insured_area, None, attempt=attempt
+                infno,
+                data,
+                operator,
+                sign_no,
+                insured_area,
+                None,
+                attempt=attempt,
+                before_send=before_send,
             )
         except PlatformRefusal as refusal:
             if not self._sign_in_expired(refusal):
@@ -160,7 +177,14 @@ class PlatformClient:
         log.info("platform.sign_in_expired", extra={"infno": infno})
         sign_no = await self._sign_no(operator, stale=sign_no)
         return await self._exchange(
-            infno, data, operator, sign_no, insured_area, None, attempt=attempt + 1
+            infno,
+            data,
+            operator,
+            sign_no,
+            insured_area,
+            None,
+            attempt=attempt + 1,
+            before_send=before_send,
         )
 
     async def close(self) -> None:
@@ -207,6 +231,7 @@ class PlatformClient:
         timeout: float | None,
         *,
         attempt: int = 1,
+        before_send: BeforeSend | None = None,
     ) -> Any:
         """One request and its answer, in a client span named for the transaction.
 
@@ -214,6 +239,8 @@ class PlatformClient:
         query shows as sibling spans with ``yibao.platform.attempt`` 1, 2, ...
         """
         msgid = await self._msgids.next()
+        if before_send is not None:
+            await before_send(msgid)
         with self._tracer.start_as_current_span(
             f"platform {infno}",
             kind=SpanKind.CLIENT,

@@ -8,6 +8,10 @@ produce the same ID, whatever their clocks do, without talking to each other per
 a replica, IDs are handed out in order, never step back when the wall clock does, and wait for
 the next second when the second's share is used up.
 
+A generator never issues an ID in the second it was created: a replica restarted within the
+second its predecessor last sent in (SIGKILL, crash loop) would otherwise hand out the same
+sequence numbers again. Waiting for the next second costs the first message at most one second.
+
 Who gives each replica its slot is deployment's job: a StatefulSet ordinal or an environment
 variable per replica (``YIBAO_SIDECAR__PLATFORM__MSGID__SLOT``); replicas of a Deployment, which
 have no ordinals, lease a slot from the shared store (``slot = "lease"``, msgid_lease.py).
@@ -51,8 +55,9 @@ class MsgIdGenerator:
         size = SEQUENCE_SPACE // slots
         self._first = slot * size
         self._end = self._first + size
-        self._second = ""
-        self._next = self._first
+        # The creation second counts as used up: a predecessor in this slot may have sent in it.
+        self._second = clock().strftime("%Y%m%d%H%M%S")
+        self._next = self._end
         self._lock = asyncio.Lock()
 
     @property

@@ -49,6 +49,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="make 2207 require a confirmation code in data[FIELD] (e.g. sms_code)",
     )
     add_security_options(parser)
+    parser.add_argument(
+        "--issue-ec-token",
+        action="append",
+        default=[],
+        metavar="RESIDENT_ID",
+        help="print an e-voucher token for this enrolled person at start-up (repeatable; demos)",
+    )
     parser.set_defaults(handler=command)
 
 
@@ -166,6 +173,7 @@ def command(args: argparse.Namespace) -> int:
         aliases=aliases,
         second_confirmation=second_confirmation,
         security=security,
+        ec_tokens_for=list(args.issue_ec_token),
     )
 
 

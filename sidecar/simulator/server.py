@@ -217,6 +217,7 @@ def run(
     aliases: Sequence[str] = (),
     second_confirmation: str | None = None,
     security: MessageSecurity | None = None,
+    ec_tokens_for: Sequence[str] = (),
 ) -> int:
     """The ``yibao-sidecar simulate`` command: serve until SIGINT or SIGTERM; the exit status.
 
@@ -229,6 +230,8 @@ def run(
     Prints one line each: the endpoint URL, then the CA certificate and the client certificate
     and key that an integrator's client should use; with scheme A or B also the platform's SM2
     public key (hex of 04||X||Y, its Base64, and the path of a PEM copy in ``pki_dir``).
+    For each resident ID in ``ec_tokens_for`` (a demo's stand-in for scanning the person's QR
+    code) it prints ``ec_token_<ID>: <token>``, valid for a few minutes, before the key lines.
     """
     try:
         host, port = parse_listen(listen)
@@ -245,6 +248,11 @@ def run(
     app = PlatformSimulator(
         Population.generate(seed, population_size), transactions=registry, security=security
     )
+    for certno in ec_tokens_for:
+        person = app.population.find(certno)
+        if person is None or not person.enrolled:
+            print(f"error: --issue-ec-token: no enrolled person with ID {certno}", file=sys.stderr)
+            return 2
     platform_key = getattr(security, "platform_public_key", None)
     pem_path = pki_dir / "platform-sm2-public.pem"
     if platform_key is not None:
@@ -259,6 +267,8 @@ def run(
         print(f"ca_cert: {pki.ca_cert}", flush=True)
         print(f"client_cert: {pki.client_cert}", flush=True)
         print(f"client_key: {pki.client_key}", flush=True)
+        for certno in ec_tokens_for:
+            print(f"ec_token_{certno}: {app.issue_ec_token(certno)}", flush=True)
         if platform_key is not None:
             point = platform_key.point()
             print(f"platform_public_key: {point.hex().upper()}", flush=True)

@@ -37,6 +37,7 @@ CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 
 
 IMPLEMENTED = {"GetEnrollment", "CheckEligibility"}
+IMPLEMENTED |= {"SettleWithEVoucher", "GetSettlement", "CancelSettlement"}
 IMPLEMENTED |= {"GetAccount", "SubmitOffsiteRegistration", "ListOffsiteRegistrations"}
 IMPLEMENTED |= {"CancelOffsiteRegistration"}
 IMPLEMENTED |= {m.name for m in CONSENT.methods}

@@ -127,7 +127,12 @@ async def test_msgids_come_from_the_leased_share_and_stop_without_a_lease(
     mine = taken[2]
     assert mine.valid_slot() == 2
     second = dt.datetime(2026, 11, 26, 9, 0, 0)
-    ids = LeasedMsgIds(INSTITUTION, mine, clock=lambda: second)
+    times = iter([second - dt.timedelta(seconds=1)])  # the generator's creation second
+
+    def clock() -> dt.datetime:
+        return next(times, second)
+
+    ids = LeasedMsgIds(INSTITUTION, mine, clock=clock)
     issued = [await ids.next() for _ in range(5)]
     assert [int(i[-4:]) for i in issued] == [5000, 5001, 5002, 5003, 5004]  # slot 2 of 4
     assert all(i.startswith(INSTITUTION + "20261126090000") for i in issued)

@@ -142,7 +142,8 @@ async def test_msgids_are_unique_ordered_and_well_formed() -> None:
 
 async def test_msgid_sequence_waits_for_the_next_second_when_exhausted() -> None:
     times = iter(
-        [dt.datetime(2026, 11, 26, 9, 30, 0, tzinfo=BEIJING)] * 10_001
+        [dt.datetime(2026, 11, 26, 9, 29, 59, tzinfo=BEIJING)]  # created the second before
+        + [dt.datetime(2026, 11, 26, 9, 30, 0, tzinfo=BEIJING)] * 10_001
         + [dt.datetime(2026, 11, 26, 9, 30, 1, tzinfo=BEIJING)] * 2
     )
     generator = MsgIdGenerator("H11010500001", clock=lambda: next(times))
@@ -155,6 +156,7 @@ async def test_msgid_sequence_waits_for_the_next_second_when_exhausted() -> None
 async def test_msgid_never_reuses_a_second_when_the_clock_steps_back() -> None:
     times = iter(
         [
+            dt.datetime(2026, 11, 26, 9, 30, 4, tzinfo=BEIJING),  # created
             dt.datetime(2026, 11, 26, 9, 30, 5, tzinfo=BEIJING),
             dt.datetime(2026, 11, 26, 9, 30, 4, tzinfo=BEIJING),
         ]
@@ -165,6 +167,7 @@ async def test_msgid_never_reuses_a_second_when_the_clock_steps_back() -> None:
 
 
 async def test_replicas_with_distinct_slots_never_collide_even_in_the_same_second() -> None:
+    created = dt.datetime(2026, 11, 26, 9, 29, 59, tzinfo=BEIJING)
     same_second = dt.datetime(2026, 11, 26, 9, 30, 0, tzinfo=BEIJING)
     later = dt.datetime(2026, 11, 26, 9, 30, 1, tzinfo=BEIJING)
     replicas = 4
@@ -173,7 +176,9 @@ async def test_replicas_with_distinct_slots_never_collide_even_in_the_same_secon
     def clock_for(slot: int):  # type: ignore[no-untyped-def]
         def clock() -> dt.datetime:
             calls[slot] += 1
-            return same_second if calls[slot] <= 2500 else later
+            if calls[slot] == 1:
+                return created
+            return same_second if calls[slot] <= 2501 else later
 
         return clock
 
@@ -196,6 +201,18 @@ async def test_replicas_with_distinct_slots_never_collide_even_in_the_same_secon
     for slot, ids in enumerate(results):
         sequences = {int(i[-4:]) for i in ids if i[12:26] == "20261126093000"}
         assert sequences == set(range(slot * 2500, (slot + 1) * 2500))
+
+
+async def test_a_restarted_generator_never_reuses_its_predecessors_second() -> None:
+    """SIGKILL and restart within one second: the new generator waits for the next second."""
+    second = dt.datetime(2026, 11, 26, 9, 30, 0, tzinfo=BEIJING)
+    one = dt.timedelta(seconds=1)
+    before_times = iter([second - one, second])
+    predecessor = MsgIdGenerator("H11010500001", clock=lambda: next(before_times))
+    restarted_times = iter([second, second, second + one])
+    restarted = MsgIdGenerator("H11010500001", clock=lambda: next(restarted_times))
+    assert (await predecessor.next()).endswith("202611260930000000")
+    assert (await restarted.next()).endswith("202611260930010000")
 
 
 def test_a_slot_outside_the_partition_is_refused() -> None:

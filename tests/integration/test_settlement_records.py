@@ -1,0 +1,69 @@
+"""The settlement tables on both store back ends: one claim per key, moves only by the holder."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sidecar.settlement.records import MIGRATIONS, LostClaim, Record, SettlementRecords, State
+from sidecar.store import Store
+from sidecar.store.base import now_micros
+
+
+def record(owner: str = "a-1", **changes: object) -> Record:
+    now = now_micros()
+    values: dict[str, object] = {
+        "tenant": "acme",
+        "request_id": "r1",
+        "payload_sha256": "p" * 64,
+        "subject_sha256": "s" * 64,
+        "state": State.RUNNING,
+        "lease_owner": owner,
+        "lease_until": now + 60_000_000,
+        "operator": "op",
+        "created_at": now,
+        "updated_at": now,
+        "insurance_type_code": "310",
+        "medical_type_code": "11",
+        "institution_code": "H44030500001",
+        "institution_name": "x",
+        "total_fen": 3000,
+    }
+    values.update(changes)
+    return Record(**values)  # type: ignore[arg-type]
+
+
+async def test_one_claim_wins_among_concurrent_ones(store: Store) -> None:
+    await store.migrate(MIGRATIONS)
+    records = SettlementRecords(store)
+    results = await asyncio.gather(*(records.claim(record(f"w-{n}")) for n in range(10)))
+    winners = [n for n, existing in enumerate(results) if existing is None]
+    assert len(winners) == 1
+    assert {existing.lease_owner for existing in results if existing} == {f"w-{winners[0]}"}
+
+
+async def test_only_the_holder_moves_a_row_and_takeover_needs_a_dead_lease(store: Store) -> None:
+    await store.migrate(MIGRATIONS)
+    records = SettlementRecords(store)
+    mine = record("a-1")
+    assert await records.claim(mine) is None
+    theirs = record("b-1")
+    assert await records.move(theirs, (State.RUNNING,), State.FAILED) is None
+    assert await records.take_over(mine, "b-1", now_micros() + 1) is None  # lease still runs
+    sending = await records.record_attempt(
+        mine, "M1", "2207", psn_no="P1", insured_area="310000", mdtrt_id="V1"
+    )
+    assert sending.state is State.SENDING and sending.psn_no == "P1"
+    assert [a.msgid for a in await records.attempts(sending)] == ["M1"]
+    taken = await records.take_over(sending, "b-1", now_micros() + 1, force=True)
+    assert taken is not None and taken.lease_owner == "b-1"
+    with pytest.raises(LostClaim):  # the old holder may not send 2207 any more
+        await records.record_attempt(
+            sending, "M2", "2207", psn_no="P1", insured_area="310000", mdtrt_id="V1"
+        )
+    done = await records.move(taken, (State.SENDING,), State.REVERSED, lease_until=0)
+    assert done is not None and done.state is State.REVERSED
+    assert await records.unresolved(now_micros()) == []
+    await records.release(done)  # a final row is never given back
+    assert await records.get("acme", "r1") == done
