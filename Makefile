@@ -4,13 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
+.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
 	@echo "make test   - lint, type check, buf lint, stub drift check and the whole test suite"
 	@echo "make proto  - regenerate sidecar/_proto from proto/"
 	@echo "make k8s-check - render, validate and check k8s/, lint the Containerfile, start the dev pod"
+	@echo "make bench  - GetEnrollment/CheckEligibility through the sidecar vs straight to the platform"
 	@echo "make bench-hsm - SM2 signing rates through the HSM pool vs a raw session, SM4, SM3"
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
 	@echo "make bench-access - the peer-credential front and access filter vs direct gRPC"
@@ -52,6 +53,9 @@ k8s-check: bootstrap softhsm
 	$(VENV)/bin/pytest tests/k8s
 
 # Benchmarks print figures; they are commands, never timed tests.
+bench: bootstrap softhsm
+	$(PY) benchmarks/bench_sidecar.py $(BENCH_ARGS)
+
 bench-hsm: bootstrap softhsm
 	$(PY) benchmarks/bench_hsm.py
 

@@ -20,7 +20,7 @@ import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from sidecar import certexpiry, config, logs, telemetry
+from sidecar import certexpiry, config, logs, telemetry, telemetry_export
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
@@ -140,19 +140,25 @@ class Sidecar:
 
 
 def build(settings: Settings, observability: telemetry.Telemetry | None = None) -> Sidecar:
-    """Wire a sidecar; ``observability`` defaults to providers without exporters."""
-    observability = observability or telemetry.build()
-    meter = observability.meter_provider.get_meter(telemetry.INSTRUMENTATION)
+    """Wire a sidecar; ``observability`` defaults to the exporters of ``[telemetry]``."""
+    observability = observability or telemetry_export.build(settings.telemetry)
+    meter = observability.meter
     user_id = settings.platform.security.user_id.encode()
     store = open_store(settings.store)
     pseudonymizer = _pseudonymizer(settings.consent)
     lease, msgids = _msgids(settings, store)
-    hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+    hsm: HsmLink | None = None
     trail: AuditTrail | None = None
     try:
+        hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
         if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
             trail = build_trail(settings.audit, store, audit_keys(hsm.token))
-        sealing = build_sealing(settings.platform.security, hsm.signer if hsm else None)
+        sealing = build_sealing(
+            settings.platform.security,
+            hsm.signer if hsm else None,
+            tracer=observability.tracer,
+            meter=meter,
+        )
         transport = _transport(settings)
         platform = _platform_client(
             settings, transport, observability.tracer, meter, sealing, msgids, recorder=trail
@@ -161,6 +167,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     except BaseException:
         if hsm is not None:
             hsm.close()
+        observability.shutdown()  # the scrape endpoint's port, the exporters' threads
         raise
     migrations: tuple[Migration, ...] = consent_ledger.MIGRATIONS + msgid_lease.MIGRATIONS
     if trail is not None:

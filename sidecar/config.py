@@ -327,6 +327,56 @@ class HsmConfig(_Section):
     pool_size: int = Field(2, ge=1, le=64)
 
 
+class OtlpConfig(_Section):
+    """OTLP export of spans and metrics to a collector; off while ``endpoint`` is unset.
+
+    ``endpoint`` is the collector's base URL: ``http://collector:4318`` for ``http/protobuf``
+    (``/v1/traces`` and ``/v1/metrics`` are appended), ``http://collector:4317`` for ``grpc``.
+    Headers that carry credentials come from ``headers_file`` (``name=value`` per line).
+    """
+
+    endpoint: str | None = Field(None, pattern=r"^https?://")
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="headers without credentials (see headers_file)"
+    )
+    headers_file: Path | None = Field(None, description="credential headers, name=value per line")
+    ca_file: Path | None = Field(None, description="CA bundle for an https endpoint")
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    traces: bool = True
+    metrics: bool = True
+    metrics_interval_seconds: float = Field(15.0, ge=1, le=3600)
+
+    @field_validator("headers")
+    @classmethod
+    def _no_credentials_inline(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if re.search(r"(?i)auth|token|key|secret|password|cookie|credential", name):
+                raise ValueError(f"header {name} looks like a credential: put it in headers_file")
+        return value
+
+
+class PrometheusConfig(_Section):
+    """A Prometheus scrape endpoint (``GET /metrics``); off while ``listen`` is unset."""
+
+    listen: str | None = Field(None, description="HOST:PORT, e.g. 0.0.0.0:9464")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_host_port(value)
+
+
+class TelemetryConfig(_Section):
+    """Where spans and metrics go (docs/metrics.md lists every metric)."""
+
+    trace_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="root spans sampled; a caller's sampled flag is followed"
+    )
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+
+
 class CacheConfig(_Section):
     """The short-lived in-memory cache of read-only answers (enrollment, account, eligibility)."""
 
@@ -485,6 +535,7 @@ class Settings(_Section):
     settlement: SettlementConfig = Field(default_factory=SettlementConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @model_validator(mode="after")
     def _signing_needs_the_hsm(self) -> Settings:

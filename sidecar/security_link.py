@@ -7,11 +7,16 @@ request), and returns the ``Sealing`` the platform client uses.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from hsm.errors import HsmError
 from hsm.sm2 import Sm2Signer as HsmSigner
+from sidecar import instruments
 from sidecar.config import ConfigError, MessageSecurityConfig, read_secret
 from sidecar.platform.certificates import CertificateRefused, load_platform_key
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
@@ -26,23 +31,61 @@ KEY = "platform.security"
 
 
 class HsmSm2Signer:
-    """The ``Sm2Signer`` seam of the security layer, signing in the HSM (raw r || s)."""
+    """The ``Sm2Signer`` seam of the security layer, signing in the HSM (raw r || s).
 
-    def __init__(self, signer: HsmSigner) -> None:
+    Each signature gets an ``hsm sign`` span (a child of the platform transaction's) and its
+    latency, queueing for a pool session included, in ``yibao.hsm.duration``.
+    """
+
+    def __init__(
+        self,
+        signer: HsmSigner,
+        *,
+        tracer: trace.Tracer | None = None,
+        meter: metrics.Meter | None = None,
+    ) -> None:
         self._signer = signer
+        self._tracer = tracer or trace.NoOpTracer()
+        meter = meter or metrics.NoOpMeter("yibao-sidecar")
+        self._duration = instruments.duration(
+            meter, instruments.HSM_DURATION, "HSM operation latency, pool queueing included"
+        )
 
     async def sign(self, message: bytes) -> bytes:
-        signature = await self._signer.sign(message)
+        started = time.perf_counter()
+        outcome = "ok"
+        with self._tracer.start_as_current_span(
+            "hsm sign",
+            kind=SpanKind.INTERNAL,
+            attributes={"yibao.hsm.operation": "sign", "yibao.hsm.algorithm": "SM2"},
+            record_exception=False,  # an HSM error's text is not for traces
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                signature = await self._signer.sign(message)
+            except BaseException as exc:
+                outcome = "error"
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                self._duration.record(elapsed, {"operation": "sign", "outcome": outcome})
         return signature.to_raw()
 
 
-def build_sealing(config: MessageSecurityConfig, signer: HsmSigner | None) -> Sealing:
+def build_sealing(
+    config: MessageSecurityConfig,
+    signer: HsmSigner | None,
+    *,
+    tracer: trace.Tracer | None = None,
+    meter: metrics.Meter | None = None,
+) -> Sealing:
     if config.scheme == "plain":
         return Plain()
     if signer is None:  # the settings validator already demands [hsm]
         raise ConfigError(f"config: {KEY}.scheme {config.scheme} needs [hsm]")
     try:
-        ours = HsmSm2Signer(signer)
+        ours = HsmSm2Signer(signer, tracer=tracer, meter=meter)
         user_id = config.user_id.encode()
         encoding = SignatureEncoding(config.signature_encoding)
         platform_key = _platform_key(config)

@@ -1,21 +1,22 @@
 """OpenTelemetry wiring: one tracer and one meter for the whole sidecar.
 
 Spans and metrics never carry personal data: identifiers of the call (method, infno, msgid,
-status, tenant) only. Exporters are chosen in the composition root; tests pass an in-memory
-exporter and read the finished spans.
+status, tenant) only. The exporters configured in ``[telemetry]`` are attached by
+``sidecar/telemetry_export.py``; tests pass an in-memory exporter and read the finished spans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from opentelemetry import context, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sidecar import __version__
@@ -31,10 +32,19 @@ class Telemetry:
     tracer: trace.Tracer
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    scrape_address: tuple[str, int] | None = None  # the Prometheus endpoint, once listening
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def meter(self) -> metrics.Meter:
+        return self.meter_provider.get_meter(INSTRUMENTATION, __version__)
 
     def shutdown(self) -> None:
+        """Flush and stop the exporters (a last OTLP export), then close the scrape endpoint."""
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+        for close in self.closers:
+            close()
 
 
 def build(
@@ -42,10 +52,17 @@ def build(
     *,
     readers: tuple[MetricReader, ...] = (),
     synchronous: bool = False,
+    sample_ratio: float = 1.0,
 ) -> Telemetry:
-    """Providers with this service's resource; spans go to ``exporter`` if one is given."""
+    """Providers with this service's resource; spans go to ``exporter`` if one is given.
+
+    ``sample_ratio`` applies to traces the sidecar starts; a caller's sampling decision (the
+    ``traceparent`` flags) is followed.
+    """
     resource = Resource.create({"service.name": "yibao-sidecar", "service.version": __version__})
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBasedTraceIdRatio(sample_ratio)
+    )
     if exporter is not None:
         processor = SimpleSpanProcessor(exporter) if synchronous else BatchSpanProcessor(exporter)
         tracer_provider.add_span_processor(processor)

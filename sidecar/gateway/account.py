@@ -18,13 +18,13 @@ subject, tenant and filters; a statement that shrank below its anchor is refused
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.deadlines import deadline_after, time_left
 from sidecar.errors import FieldViolation
 from sidecar.gateway import codes
 from sidecar.gateway.codes import INSURANCE_TYPE_CODES
@@ -156,9 +156,9 @@ class AccountQueries:
     async def get(
         self, query: AccountQuery, operator: Operator, budget: float | None = None
     ) -> gateway.GetAccountResponse:
-        deadline = None if budget is None else time.monotonic() + budget
+        deadline = deadline_after(budget)
         with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
-            person = await self._people.person_info(query.subject, operator, _left(deadline))
+            person = await self._people.person_info(query.subject, operator, time_left(deadline))
             base = person.get("baseinfo") if isinstance(person, Mapping) else None
             psn_no = text_of(base, "psn_no")
             if not psn_no:
@@ -202,7 +202,7 @@ class AccountQueries:
             data,
             operator,
             insured_area=area,
-            budget=_left(deadline),
+            budget=time_left(deadline),
             retry_safe=True,
         )
         rows = output.get("cuminfo") if isinstance(output, Mapping) else None
@@ -318,7 +318,7 @@ class AccountQueries:
             data,
             operator,
             insured_area=area,
-            budget=_left(deadline),
+            budget=time_left(deadline),
             retry_safe=True,
         )
         summary = output.get("data") if isinstance(output, Mapping) else None
@@ -357,7 +357,3 @@ def _date(value: str, default: dt.date) -> dt.date | None:
     if validation.check_iso_date(value):
         return None
     return dt.date.fromisoformat(value)
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())

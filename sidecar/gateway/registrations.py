@@ -44,6 +44,7 @@ from google.protobuf.message import Message
 
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.deadlines import deadline_after, time_left
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
 from sidecar.gateway.cache import ReadCache
@@ -117,7 +118,7 @@ class OffsiteRegistrations:
     async def submit(
         self, request: Submission, operator: Operator, budget: float | None = None
     ) -> gateway.SubmitOffsiteRegistrationResponse:
-        deadline = _deadline(budget)
+        deadline = deadline_after(budget)
         with store_errors_unavailable():
             await self._store.purge_now_and_then()
             claim = await self._store.claim(request.key)
@@ -163,7 +164,7 @@ class OffsiteRegistrations:
                 {"refmedin": _refmedin(request, person, area)},
                 operator,
                 insured_area=area or "",
-                budget=_left(deadline),
+                budget=time_left(deadline),
             )
         except PlatformRefusal as refusal:
             raise _Final(_translated(refusal)) from None
@@ -204,7 +205,7 @@ class OffsiteRegistrations:
         sent_at: float,
     ) -> gateway.OffsiteRegistration | None:
         """Resolve a lost 2501 now if there is time left; ``None`` when not (yet) found."""
-        left = _left(deadline)
+        left = time_left(deadline)
         if left is not None and left < 0.2:
             return None
         try:
@@ -248,7 +249,7 @@ class OffsiteRegistrations:
     async def cancel(
         self, request: Cancellation, operator: Operator, budget: float | None = None
     ) -> gateway.CancelOffsiteRegistrationResponse:
-        deadline = _deadline(budget)
+        deadline = deadline_after(budget)
         with store_errors_unavailable():
             await self._store.purge_now_and_then()
             claim = await self._store.claim(request.key)
@@ -281,7 +282,7 @@ class OffsiteRegistrations:
         area = person.insured_areas.get(current.insurance_type_code, "")
         try:
             await self._platform.call(
-                self._codes.cancel, data, operator, insured_area=area, budget=_left(deadline)
+                self._codes.cancel, data, operator, insured_area=area, budget=time_left(deadline)
             )
         except PlatformRefusal as refusal:
             # Cancelled meanwhile (by another channel)? Then it is done all the same.
@@ -302,7 +303,7 @@ class OffsiteRegistrations:
     async def _try_registration(
         self, request: Cancellation, person: _Person, operator: Operator, deadline: float | None
     ) -> gateway.OffsiteRegistration | None:
-        left = _left(deadline)
+        left = time_left(deadline)
         if left is not None and left < 0.2:
             return None
         try:
@@ -327,7 +328,7 @@ class OffsiteRegistrations:
     async def list_registrations(
         self, request: Listing, tenant: str, operator: Operator, budget: float | None = None
     ) -> gateway.ListOffsiteRegistrationsResponse:
-        deadline = _deadline(budget)
+        deadline = deadline_after(budget)
         person = await self._person(request.subject, operator, deadline)
         with translated():
             rows = await self._query(person, operator, deadline)
@@ -396,7 +397,7 @@ class OffsiteRegistrations:
         self, subject: Subject, operator: Operator, deadline: float | None
     ) -> _Person:
         with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
-            output = await self._people.person_info(subject, operator, _left(deadline))
+            output = await self._people.person_info(subject, operator, time_left(deadline))
             base = output.get("baseinfo") if isinstance(output, Mapping) else None
             psn_no = text_of(base, "psn_no")
             if not psn_no:
@@ -418,7 +419,7 @@ class OffsiteRegistrations:
             {"data": {"psn_no": person.psn_no}},
             operator,
             insured_area=area,
-            budget=_left(deadline),
+            budget=time_left(deadline),
             retry_safe=True,
         )
         rows = output.get("refmedin") if isinstance(output, Mapping) else None
@@ -565,11 +566,3 @@ def _registration(row: Any, today: dt.date) -> gateway.OffsiteRegistration:
 
 def _sort_key(row: Any) -> tuple[str, str]:
     return (text_of(row, "crte_time"), text_of(row, "trt_dcla_detl_sn"))
-
-
-def _deadline(budget: float | None) -> float | None:
-    return None if budget is None else time.monotonic() + budget
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from sidecar import errors
+from sidecar import errors, instruments
 from sidecar.interceptors.chain import Call, Proceed
 from sidecar.telemetry import extract_parent
 
@@ -20,10 +20,12 @@ class Tracing:
 
     def __init__(self, tracer: trace.Tracer, meter: Meter) -> None:
         self._tracer = tracer
-        self._duration = meter.create_histogram(
-            "yibao.rpc.duration", unit="ms", description="gRPC server call latency"
+        self._duration = instruments.duration(
+            meter, instruments.RPC_DURATION, "gRPC server call latency"
         )
-        self._calls = meter.create_counter("yibao.rpc.calls", description="gRPC calls by status")
+        self._calls = meter.create_counter(
+            instruments.RPC_CALLS, description="gRPC calls by method and status"
+        )
 
     async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message:
         started = time.perf_counter()
@@ -53,5 +55,6 @@ class Tracing:
                 if tenant:
                     span.set_attribute("yibao.tenant", tenant)
                 labels = {"rpc.method": call.rpc, "rpc.grpc.status": status.name}
-                self._duration.record((time.perf_counter() - started) * 1000, labels)
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                self._duration.record(elapsed, labels)
                 self._calls.add(1, labels)

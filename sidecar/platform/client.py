@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from sidecar import instruments
 from sidecar.platform.envelope import (
     INF_TIME_FORMAT,
     EnvelopeError,
@@ -115,9 +116,14 @@ class PlatformClient:
         self._sign_in_locks: dict[str, asyncio.Lock] = {}
         self._tracer = tracer or trace.NoOpTracer()
         meter = meter or metrics.NoOpMeter("yibao-sidecar")
-        self._duration = meter.create_histogram(
-            "yibao.platform.duration", unit="ms", description="platform transaction latency"
+        self._duration = instruments.duration(
+            meter, instruments.PLATFORM_DURATION, "platform transaction latency, per attempt"
         )
+        self._verify_duration = instruments.duration(
+            meter, instruments.VERIFY_DURATION, "opening a secured answer: signature, decryption"
+        )
+        self._scheme = type(self._sealing).__name__
+        self._verifies = not isinstance(self._sealing, Plain)
 
     async def call(
         self,
@@ -143,7 +149,7 @@ class PlatformClient:
             async with asyncio.timeout(budget):
                 if not retry_safe:
                     return await self._call(infno, data, operator, insured_area, 1, before_send)
-                async for attempt in self._guard.retrying():
+                async for attempt in self._guard.retrying(infno):
                     with attempt:
                         number = attempt.retry_state.attempt_number
                         return await self._call(
@@ -240,7 +246,11 @@ class PlatformClient:
         attempt: int = 1,
         before_send: BeforeSend | None = None,
     ) -> Any:
-        """One request and its answer, in a client span named for the transaction."""
+        """One request and its answer, in a client span named for the transaction.
+
+        One span per attempt: every attempt is its own exchange with its own msgid, so a retried
+        query shows as sibling spans with ``yibao.platform.attempt`` 1, 2, ...
+        """
         msgid = await self._msgids.next()
         if before_send is not None:
             await before_send(msgid)
@@ -251,6 +261,7 @@ class PlatformClient:
                 "yibao.platform.infno": infno,
                 "yibao.platform.msgid": msgid,
                 "yibao.platform.attempt": attempt,
+                "yibao.platform.breaker": self._guard.breaker_state,
             },
             record_exception=False,
             set_status_on_exception=False,
@@ -272,7 +283,7 @@ class PlatformClient:
                 raise
             finally:
                 span.set_attribute("yibao.platform.infcode", infcode)
-                elapsed = (time.perf_counter() - started) * 1000
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
                 self._duration.record(elapsed, {"infno": infno, "infcode": infcode})
 
     async def _recorded(
@@ -347,7 +358,7 @@ class PlatformClient:
         except TransportError as exc:
             raise PlatformUnreachable(str(exc), sent=exc.sent) from None
         try:
-            answer = ResponseEnvelope.from_dict(self._sealing.open(body))
+            answer = ResponseEnvelope.from_dict(self._open(body))
         except EnvelopeError as exc:
             raise PlatformUnreachable(f"malformed answer to {infno}: {exc}", sent=True) from None
         except SecurityError as exc:
@@ -361,3 +372,28 @@ class PlatformClient:
         if not answer.ok:
             raise PlatformRefusal(infno, answer.infcode, answer.err_msg or "(no message)")
         return answer.output, str(answer.infcode)
+
+    def _open(self, body: bytes) -> Any:
+        """The plain answer; a secured one in an ``answer verify`` span (signature, decryption)."""
+        if not self._verifies:
+            return self._sealing.open(body)
+        started = time.perf_counter()
+        outcome = "error"
+        with self._tracer.start_as_current_span(
+            "answer verify",
+            attributes={"yibao.security.scheme": self._scheme},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                opened = self._sealing.open(body)
+                outcome = "ok"
+                return opened
+            except (SecurityError, EnvelopeError) as exc:
+                outcome = "refused" if isinstance(exc, SecurityError) else "malformed"
+                span.set_status(Status(StatusCode.ERROR, outcome))
+                raise
+            finally:
+                span.set_attribute("yibao.security.outcome", outcome)
+                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                self._verify_duration.record(elapsed, {"scheme": self._scheme, "outcome": outcome})

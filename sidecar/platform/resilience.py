@@ -30,6 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from sidecar import instruments
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 
 log = logging.getLogger(__name__)
@@ -68,20 +69,25 @@ class Guard:
             exclude=[PlatformRefusal],
         )
         self._breakers.add_listener(self._on_event)
-        self._open = False
+        self._state = "closed"
         meter = meter or metrics.NoOpMeter("yibao-sidecar")
         self._retries = meter.create_counter(
-            "yibao.platform.retries", description="query retries after no valid answer"
+            instruments.PLATFORM_RETRIES, description="query retries after no valid answer"
         )
         meter.create_observable_gauge(
-            "yibao.platform.breaker_open",
+            instruments.BREAKER_OPEN,
             callbacks=[self._observe_breaker],
             description="1 while the gateway's circuit breaker is open",
         )
 
     @property
     def breaker_open(self) -> bool:
-        return self._open
+        return self._state == "opened"
+
+    @property
+    def breaker_state(self) -> str:
+        """``closed``, ``half-opened`` or ``opened`` (purgatory's names), for spans."""
+        return self._state
 
     async def guarded(self, send: Callable[[], Awaitable[T]]) -> T:
         """Run ``send`` through the breaker, within the bound on requests in flight."""
@@ -99,8 +105,17 @@ class Guard:
                     retry_after=retry_after,
                 ) from None
 
-    def retrying(self) -> AsyncRetrying:
-        """Retry loop for queries: ``async for attempt in guard.retrying(): with attempt: ...``."""
+    def retrying(self, infno: str = "") -> AsyncRetrying:
+        """Retry loop for queries: ``async for attempt in guard.retrying(): with attempt: ...``.
+
+        ``infno`` labels the retries counted in ``yibao.platform.retries``.
+        """
+        labels = {"gateway": self._name, "infno": infno}
+
+        def count_retry(state: RetryCallState) -> None:
+            self._retries.add(1, labels)
+            log.info("platform.retry", extra={"attempt": state.attempt_number, "infno": infno})
+
         return AsyncRetrying(
             stop=stop_after_attempt(self._policy.retry_attempts),
             wait=wait_exponential_jitter(
@@ -109,20 +124,14 @@ class Guard:
                 max=self._policy.retry_max_backoff,
             ),
             retry=retry_if_exception(_retryable),
-            before_sleep=self._count_retry,
+            before_sleep=count_retry,
             reraise=True,
         )
 
-    def _count_retry(self, state: RetryCallState) -> None:
-        self._retries.add(1, {"gateway": self._name})
-        log.info("platform.retry", extra={"attempt": state.attempt_number})
-
     def _on_event(self, name: str, event_type: str, event: Any) -> None:
         if event_type == "state_changed":
-            self._open = getattr(event, "state", "") == "opened"
-            log.warning(
-                "platform.breaker", extra={"gateway": name, "state": getattr(event, "state", "")}
-            )
+            self._state = str(getattr(event, "state", "")) or self._state
+            log.warning("platform.breaker", extra={"gateway": name, "state": self._state})
 
     def _observe_breaker(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(1 if self._open else 0, {"gateway": self._name})]
+        return [Observation(1 if self.breaker_open else 0, {"gateway": self._name})]

@@ -49,6 +49,9 @@ def test_the_configmap_is_a_configuration_the_sidecar_accepts(
     assert settings.server.health_listen is not None
     assert settings.server.tcp_listen is None  # the health port is the only TCP listener
     assert settings.hsm is not None
+    assert settings.access is not None  # callers are identified and authorised in every overlay
+    if rendered.overlay == "prod":  # spans and metrics leave the pod for the collector
+        assert settings.telemetry.otlp.endpoint is not None
 
 
 def test_the_sidecar_is_a_native_sidecar_sharing_the_socket_with_the_im_container(
