@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent lock clean
+.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
 	@echo "make bench-access - the peer-credential front and access filter vs direct gRPC"
 	@echo "make bench-consent - the consent gate's per-call ledger read on SQLite and PostgreSQL"
+	@echo "make bench-audit - audit records/s on SQLite and PostgreSQL, latency the trail adds to an RPC"
 	@echo "make lock   - re-pin constraints.txt from the current .venv"
 
 bootstrap:
@@ -66,6 +67,9 @@ bench-access: bootstrap
 
 bench-consent: bootstrap
 	$(PY) benchmarks/bench_consent.py
+
+bench-audit: bootstrap softhsm
+	$(PY) benchmarks/bench_audit.py
 
 proto: bootstrap
 	$(PY) scripts/gen_protos.py

@@ -159,8 +159,8 @@ def _open(cfg: TokenConfig) -> HsmToken:
 
 def _sign_label(store: KeyStore, label: str | None) -> KeyInfo:
     info = store.usable(label) if label else store.active("sign")
-    if info.purpose != "sign":
-        raise ConfigError(f"key {info.label} is not a sign key")
+    if info.public_key is None:
+        raise ConfigError(f"key {info.label} is not an SM2 key pair (sign or audit)")
     return info
 
 
@@ -328,6 +328,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                     "; ".join(reasons) or f"non-extractable, {k.state}",
                 )
             for purpose in PURPOSES:
+                if purpose not in ("sign", "kek") and not any(k.purpose == purpose for k in keys):
+                    continue  # audit and pseudonym keys exist only where the audit trail runs
                 active = [k.label for k in keys if k.purpose == purpose and k.state == "active"]
                 record(
                     f"active {purpose} key",

@@ -39,18 +39,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from hsm.errors import ConfigError, NotFound, PolicyError, TokenError, WrongKeyType
 from hsm.sm2 import Sm2PublicKey
 
 if TYPE_CHECKING:
+    from hsm.mechanisms import Registered
     from hsm.token import HsmToken, WorkerSession
 
-Purpose = Literal["sign", "kek"]
+Purpose = Literal["sign", "kek", "audit", "pseudonym"]
 State = Literal["active", "previous", "retired"]
-PURPOSES: tuple[Purpose, ...] = ("sign", "kek")
+PURPOSES: tuple[Purpose, ...] = ("sign", "kek", "audit", "pseudonym")
+#: SM2 key pairs: ``sign`` (the platform's signatures), ``audit`` (audit-trail checkpoints).
+SM2_PURPOSES: frozenset[Purpose] = frozenset({"sign", "audit"})
+#: HMAC-SM3 keys (generic secrets, profile operation ``sm3_hmac``): subject pseudonyms.
+HMAC_PURPOSES: frozenset[Purpose] = frozenset({"pseudonym"})
+PSEUDONYM_KEY_BITS = 256
 _VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}(?:\.[0-9]+)?$")
 T = TypeVar("T")
 
@@ -61,9 +67,20 @@ def parse_label(label: str) -> tuple[Purpose, str]:
     if not sep or purpose not in PURPOSES or not _VERSION.match(version):
         raise ConfigError(
             f"key label {label!r} is not <purpose>/<version> "
-            "(purpose sign or kek, version YYYY-MM or YYYY-MM.N)"
+            f"(purpose {', '.join(PURPOSES)}, version YYYY-MM or YYYY-MM.N)"
         )
-    return ("sign" if purpose == "sign" else "kek"), version
+    return _PURPOSE_OF[purpose], version
+
+
+_PURPOSE_OF: dict[str, Purpose] = {p: p for p in PURPOSES}
+
+
+def _expected_key_type(mechs: Registered, purpose: Purpose) -> KeyType:
+    if purpose in SM2_PURPOSES:
+        return mechs.key_type("sm2")
+    if purpose in HMAC_PURPOSES:
+        return KeyType.GENERIC_SECRET
+    return mechs.key_type("sm4")
 
 
 def version_key(version: str) -> tuple[int, int, int]:
@@ -171,8 +188,8 @@ class KeyStore:
     # ------------------------------------------------------------------ lookup
     def _primary(self, ws: WorkerSession, label: str, purpose: Purpose) -> Any:
         """The private key (sign) or secret key (kek) called ``label``, type-checked."""
-        cls = ObjectClass.PRIVATE_KEY if purpose == "sign" else ObjectClass.SECRET_KEY
-        expected = self.mechs.key_type("sm2" if purpose == "sign" else "sm4")
+        cls = ObjectClass.PRIVATE_KEY if purpose in SM2_PURPOSES else ObjectClass.SECRET_KEY
+        expected = _expected_key_type(self.mechs, purpose)
         objs = list(ws.p11.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label}))
         if not objs:
             others = list(ws.p11.get_objects({Attribute.LABEL: label}))
@@ -213,7 +230,7 @@ class KeyStore:
         }
         public_key = None
         has_cert = False
-        if purpose == "sign":
+        if purpose in SM2_PURPOSES:
             pub = self._public(ws, label)
             if pub is None:
                 raise NotFound(f"public key of {label} not found on the token")
@@ -227,11 +244,14 @@ class KeyStore:
                     )
                 )
             )
+        elif purpose in HMAC_PURPOSES:
+            can_use = bool(_attr(obj, Attribute.SIGN))
+            can_check = bool(_attr(obj, Attribute.VERIFY))
         else:
             can_use = bool(_attr(obj, Attribute.ENCRYPT))
             can_check = bool(_attr(obj, Attribute.DECRYPT))
         # SoftHSM cannot read CK_DATEs of private objects back; use the public key's.
-        dated = self._public(ws, label) if purpose == "sign" else obj
+        dated = self._public(ws, label) if purpose in SM2_PURPOSES else obj
         state: State = "active" if can_use else "previous" if can_check else "retired"
         return KeyInfo(
             label=label,
@@ -247,11 +267,12 @@ class KeyStore:
         )
 
     def _labels(self, ws: WorkerSession, purpose: Purpose | None) -> list[str]:
-        """Labels of sign private keys and kek secret keys (other objects are ignored)."""
+        """Labels of SM2 private keys and secret keys named by purpose (others are ignored)."""
         labels = set()
-        for p, cls in (("sign", ObjectClass.PRIVATE_KEY), ("kek", ObjectClass.SECRET_KEY)):
+        for p in PURPOSES:
             if purpose is not None and p != purpose:
                 continue
+            cls = ObjectClass.PRIVATE_KEY if p in SM2_PURPOSES else ObjectClass.SECRET_KEY
             for obj in ws.p11.get_objects({Attribute.CLASS: cls}):
                 label = _attr(obj, Attribute.LABEL) or ""
                 lp, sep, v = label.partition("/")
@@ -301,7 +322,7 @@ class KeyStore:
             Attribute.MODIFIABLE: True,  # state changes flip usage flags
             Attribute.START_DATE: today,
         }
-        if purpose == "sign":
+        if purpose in SM2_PURPOSES:
             ws.p11.generate_keypair(
                 self.mechs.key_type("sm2"),
                 mechanism=self.mechs.mech("sm2_keygen"),
@@ -315,6 +336,24 @@ class KeyStore:
                     Attribute.START_DATE: today,
                 },
                 private_template={**common, Attribute.DERIVE: False, Attribute.DECRYPT: False},
+            )
+        elif purpose in HMAC_PURPOSES:
+            self.mechs.mech("sm3_hmac")  # the profile must offer HMAC-SM3 before we make a key
+            ws.p11.generate_key(
+                KeyType.GENERIC_SECRET,
+                PSEUDONYM_KEY_BITS,
+                mechanism=Mechanism.GENERIC_SECRET_KEY_GEN,
+                id=label.encode(),
+                label=label,
+                store=True,
+                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                template={
+                    **common,
+                    Attribute.WRAP: False,
+                    Attribute.UNWRAP: False,
+                    Attribute.ENCRYPT: False,
+                    Attribute.DECRYPT: False,
+                },
             )
         else:
             ws.p11.generate_key(
@@ -331,16 +370,19 @@ class KeyStore:
     def _set_state(self, ws: WorkerSession, label: str, state: State) -> None:
         purpose, _ = parse_label(label)
         obj = self._primary(ws, label, purpose)
-        if purpose == "sign":
+        if purpose in SM2_PURPOSES:
             pub = self._public(ws, label)
             obj[Attribute.SIGN] = state == "active"
             if pub is not None:
                 pub[Attribute.VERIFY] = state != "retired"
+        elif purpose in HMAC_PURPOSES:
+            obj[Attribute.SIGN] = state == "active"
+            obj[Attribute.VERIFY] = state != "retired"
         else:
             obj[Attribute.ENCRYPT] = state == "active"
             obj[Attribute.DECRYPT] = state != "retired"
         if state == "retired":
-            for o in (obj, self._public(ws, label) if purpose == "sign" else None):
+            for o in (obj, self._public(ws, label) if purpose in SM2_PURPOSES else None):
                 if o is not None:
                     with contextlib.suppress(p11e.PKCS11Error):  # informational only
                         o[Attribute.END_DATE] = dt.datetime.now(dt.UTC).date()
@@ -388,7 +430,7 @@ class KeyStore:
         from hsm.x509 import certificate_public_key, certificate_subject_der
 
         info = self.get(label)
-        if info.purpose != "sign" or info.public_key is None:
+        if info.purpose not in SM2_PURPOSES or info.public_key is None:
             raise WrongKeyType(f"key {label} is not an SM2 signing key")
         cert_key = certificate_public_key(cert_der)
         if cert_key != info.public_key:

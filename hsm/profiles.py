@@ -37,6 +37,10 @@ OPERATIONS: tuple[str, ...] = (
     "sm4_cbc",  # C_Encrypt/C_Decrypt, SM4-CBC without padding, 16-byte IV parameter
     "sm4_wrap",  # C_WrapKey/C_UnwrapKey with an SM4 key
 )
+#: Operations a profile may leave out; what needs one refuses to start without it.
+OPTIONAL_OPERATIONS: tuple[str, ...] = (
+    "sm3_hmac",  # C_Sign/C_Verify, HMAC-SM3 with a generic secret key (audit pseudonyms)
+)
 KEY_TYPES: tuple[str, ...] = ("sm2", "sm4")
 SignatureEncoding = Literal["raw", "der"]
 
@@ -85,17 +89,23 @@ def load_profile(name_or_path: str) -> Profile:
     return parse_profile(text, source=f"{name_or_path}.toml")
 
 
-def _entries(table: object, required: tuple[str, ...], what: str, source: str) -> dict[str, Entry]:
+def _entries(
+    table: object,
+    required: tuple[str, ...],
+    what: str,
+    source: str,
+    optional: tuple[str, ...] = (),
+) -> dict[str, Entry]:
     if not isinstance(table, dict):
         raise ConfigError(f"profile {source}: [{what}] table is missing")
     missing = [k for k in required if k not in table]
     if missing:
         raise ConfigError(f"profile {source}: [{what}] lacks {', '.join(missing)}")
-    unknown = [k for k in table if k not in required]
+    unknown = [k for k in table if k not in required and k not in optional]
     if unknown:
         raise ConfigError(f"profile {source}: [{what}] has unknown entries {', '.join(unknown)}")
     out: dict[str, Entry] = {}
-    for key in required:
+    for key in (*required, *(k for k in optional if k in table)):
         item = table[key]
         if (
             not isinstance(item, dict)
@@ -123,7 +133,9 @@ def parse_profile(text: str, source: str) -> Profile:
     if encoding not in ("raw", "der"):
         raise ConfigError(f'profile {source}: signature_encoding must be "raw" or "der"')
     description = doc.get("description", "")
-    mechs = _entries(doc.get("mechanisms"), OPERATIONS, "mechanisms", source)
+    mechs = _entries(
+        doc.get("mechanisms"), OPERATIONS, "mechanisms", source, optional=OPTIONAL_OPERATIONS
+    )
     kts = _entries(doc.get("key_types"), KEY_TYPES, "key_types", source)
     return Profile(
         name=name,

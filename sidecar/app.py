@@ -24,6 +24,11 @@ from sidecar import certexpiry, config, logs, telemetry, telemetry_export
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
+from sidecar.audit.filter import AuditFilter
+from sidecar.audit.link import audit_keys, build_trail
+from sidecar.audit.schema import MIGRATIONS as AUDIT_MIGRATIONS
+from sidecar.audit.trail import AuditTrail
+from sidecar.audit.writer import AuditUnavailable
 from sidecar.compliance import consent_ledger
 from sidecar.compliance.consent_gate import ConsentGate
 from sidecar.compliance.consent_ledger import ConsentLedger
@@ -53,7 +58,7 @@ from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.tracing import Tracing
 from sidecar.platform import msgid_lease
-from sidecar.platform.client import Codes, Institution, PlatformClient
+from sidecar.platform.client import Codes, Institution, PlatformClient, TransactionRecorder
 from sidecar.platform.freshness import ReplayGuard
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator, MsgIds
@@ -90,6 +95,7 @@ class Sidecar:
     probes: Probes | None = None
     certificates: certexpiry.CertificateWatch | None = None
     msgid_lease: SlotLease | None = None
+    audit: AuditTrail | None = None
 
     def started(self) -> None:
         """The listeners are up: say how long our certificates last."""
@@ -109,6 +115,11 @@ class Sidecar:
                 await self.msgid_lease.start()
             except msgid_lease.NoFreeSlot as exc:
                 raise StoreError(f"msgid: {exc}") from None
+        if self.audit is not None:
+            try:
+                await self.audit.start()
+            except AuditUnavailable as exc:
+                raise StoreError(f"audit: {exc}") from None
         if self.resolver is not None:
             self.resolver.start()  # settlements left unresolved by an earlier run
 
@@ -118,6 +129,8 @@ class Sidecar:
         if self.msgid_lease is not None:
             await self.msgid_lease.stop()
         await self.platform.close()
+        if self.audit is not None:
+            await self.audit.close()  # after sign-out, whose transactions it records
         await self.store.close()
         if self.hsm is not None:
             self.hsm.close()
@@ -135,8 +148,11 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     pseudonymizer = _pseudonymizer(settings.consent)
     lease, msgids = _msgids(settings, store)
     hsm: HsmLink | None = None
+    trail: AuditTrail | None = None
     try:
         hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+        if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
+            trail = build_trail(settings.audit, store, audit_keys(hsm.token))
         sealing = build_sealing(
             settings.platform.security,
             hsm.signer if hsm else None,
@@ -145,7 +161,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         )
         transport = _transport(settings)
         platform = _platform_client(
-            settings, transport, observability.tracer, meter, sealing, msgids
+            settings, transport, observability.tracer, meter, sealing, msgids, recorder=trail
         )
         certificates = _certificate_watch(settings, hsm, meter)
     except BaseException:
@@ -154,6 +170,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         observability.shutdown()  # the scrape endpoint's port, the exporters' threads
         raise
     migrations: tuple[Migration, ...] = consent_ledger.MIGRATIONS + msgid_lease.MIGRATIONS
+    if trail is not None:
+        migrations += AUDIT_MIGRATIONS
     ledger = ConsentLedger(store)
     codes = settings.platform.transactions
     people = EnrollmentQueries(platform, codes.person_info)
@@ -213,6 +231,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         [
             AccessLog(),
             Tracing(observability.tracer, meter),
+            *([AuditFilter(trail)] if trail is not None else []),  # outside the refusing filters
             CallerIdentity(),
             *access,
             ConsentGate(ledger, pseudonymizer),
@@ -253,6 +272,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         probes=probes,
         certificates=certificates,
         msgid_lease=lease,
+        audit=trail,
         resolver=Resolver(
             settlements,
             interval=settings.settlement.resolver_interval_seconds,
@@ -416,6 +436,7 @@ def _platform_client(
     meter: Meter,
     sealing: Sealing,
     msgids: MsgIds,
+    recorder: TransactionRecorder | None = None,
 ) -> PlatformClient:
     p = settings.platform
     r = p.resilience
@@ -449,6 +470,7 @@ def _platform_client(
         replay_guard=ReplayGuard(p.freshness_window_seconds),
         tracer=tracer,
         meter=meter,
+        recorder=recorder,
     )
 
 

@@ -450,6 +450,27 @@ class StoreConfig(_Section):
         return self
 
 
+class AuditConfig(_Section):
+    """The audit trail (sidecar/audit, docs/audit.md); it needs ``[hsm]`` for its keys."""
+
+    instance: str = Field(
+        "sidecar", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="names this replica's chains"
+    )
+    chain_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._/-]{1,128}$",
+        description="fixed chain id; default: <instance>/<start time>-<random>, one per start",
+    )
+    checkpoint_interval_seconds: float = Field(60.0, ge=0.1, le=86_400)
+    spool_dir: Path = Path("/var/lib/yibao/audit-spool")
+    replay_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    commit_delay_seconds: float = Field(
+        0.02, ge=0, le=1, description="outcomes wait this long to share a commit (group commit)"
+    )
+    key_rotation_seconds: float = Field(86_400.0, ge=1, le=31 * 86_400)
+    retention_days: int = Field(730, ge=730, le=36_500, description="two years at least")
+
+
 class SettlementConfig(_Section):
     """电子凭证结算: timing of the state machine (docs/settlement.md) and second confirmation."""
 
@@ -510,6 +531,7 @@ class Settings(_Section):
     paging: PagingConfig = Field(default_factory=PagingConfig)
     access: AccessConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
+    audit: AuditConfig | None = None
     settlement: SettlementConfig = Field(default_factory=SettlementConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -522,6 +544,8 @@ class Settings(_Section):
                 f"platform.security.scheme {self.platform.security.scheme} signs with the HSM: "
                 "configure [hsm]"
             )
+        if self.audit is not None and self.hsm is None:
+            raise ValueError("the audit trail keeps its keys in the HSM: configure [hsm]")
         return self
 
 

@@ -84,6 +84,7 @@ def _run_in(workdir: Path, module: Path) -> int:
             _show_hsm_login(workdir / "sidecar.log", say)
         finally:
             _stop(processes, say)
+    _verify_audit_trail(workdir, say)
     say.title("demo finished: every step answered as expected")
     return 0
 
@@ -114,6 +115,8 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     say.step("token 'yibao-demo' initialised; SO PIN and user PIN in separate 0600 files")
     _hsm(say, "keygen", "--purpose", "sign", *common)
     _hsm(say, "keygen", "--purpose", "kek", *common)
+    _hsm(say, "keygen", "--purpose", "audit", *common)  # the audit trail's checkpoints
+    _hsm(say, "keygen", "--purpose", "pseudonym", *common)  # its HMAC-SM3 subject pseudonyms
     for line in _hsm(say, "list", *common).splitlines():
         say.step(f"    {line}")
     csr = directory / "sidecar.csr.pem"
@@ -246,7 +249,41 @@ sm4_key_file = "{hsm.sm4_key_file}"
 module = "{hsm.module}"
 token_label = "yibao-demo"
 user_pin_file = "{hsm.user_pin_file}"
+
+[audit]
+instance = "demo"
+spool_dir = "{workdir / "audit-spool"}"
 """
+
+
+def _verify_audit_trail(workdir: Path, say: Transcript) -> None:
+    """The auditor's part: every chain checked offline with the exported ``audit`` public key."""
+    say.title("audit trail: yibao-audit verify with the exported public key only")
+    hsm_dir = workdir / "hsm"
+    common = ["--module", str(_demo_module(workdir)), "--token-label", "yibao-demo",
+              "--user-pin-file", str(hsm_dir / "user.pin")]  # fmt: skip
+    label = next(
+        line.split()[0] for line in _hsm(say, "list", *common).splitlines()
+        if line.startswith("audit/")
+    )  # fmt: skip
+    public_key = hsm_dir / "audit.pem"
+    _hsm(say, "export-public", "--label", label, "--out", str(public_key), *common)
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "sidecar.audit.cli", "verify", "--config",
+         str(workdir / "sidecar.toml"), "--public-key", str(public_key)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise DemoFailed(f"yibao-audit verify: {(result.stdout + result.stderr).strip()}")
+    for line in result.stdout.splitlines():
+        say.step(line)
+
+
+def _demo_module(workdir: Path) -> Path:
+    for line in (workdir / "sidecar.toml").read_text().splitlines():
+        if line.startswith("module = "):
+            return Path(line.split('"')[1])
+    raise DemoFailed("the demo configuration names no PKCS#11 module")
 
 
 def _stop(processes: Processes, say: Transcript) -> None:

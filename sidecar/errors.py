@@ -132,3 +132,13 @@ def not_implemented(method: str) -> GatewayError:
 
 def internal() -> GatewayError:
     return GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see sidecar logs")
+
+
+def audit_unavailable(retry_after_seconds: float = 1.0) -> GatewayError:
+    """The audit trail cannot record the call: fail closed, nothing was sent to the platform."""
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        "AUDIT_UNAVAILABLE",
+        "the audit trail cannot be written; nothing was sent to the platform",
+        retry_after_seconds=retry_after_seconds,
+    )

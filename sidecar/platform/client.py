@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -70,6 +70,17 @@ class Codes:
     sign_out: str
 
 
+class TransactionRecorder(Protocol):
+    """Records every transaction: ``intent`` before it is sent (raising stops the send) and
+    ``outcome`` after it, whatever happened (the audit trail implements it)."""
+
+    async def intent(
+        self, infno: str, msgid: str, operator: str, data: Mapping[str, Any]
+    ) -> object: ...
+
+    async def outcome(self, ticket: object, *, infcode: str, error: str, answer: Any) -> None: ...
+
+
 class PlatformClient:
     """Sends transactions to one platform gateway on behalf of operators."""
 
@@ -88,8 +99,10 @@ class PlatformClient:
         replay_guard: ReplayGuard | None = None,
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
+        recorder: TransactionRecorder | None = None,
     ) -> None:
         self._transport = transport
+        self._recorder = recorder
         self._guard = guard or Guard("platform")
         self._sealing = sealing or Plain()
         self._replays = replay_guard or ReplayGuard()
@@ -256,7 +269,7 @@ class PlatformClient:
             started = time.perf_counter()
             infcode = "none"
             try:
-                output, infcode = await self._send(
+                output, infcode = await self._recorded(
                     infno, msgid, data, operator, sign_no, insured_area, timeout
                 )
                 return output
@@ -272,6 +285,41 @@ class PlatformClient:
                 span.set_attribute("yibao.platform.infcode", infcode)
                 elapsed = instruments.elapsed_ms(started, time.perf_counter())
                 self._duration.record(elapsed, {"infno": infno, "infcode": infcode})
+
+    async def _recorded(
+        self,
+        infno: str,
+        msgid: str,
+        data: Mapping[str, Any],
+        operator: Operator,
+        sign_no: str,
+        insured_area: str,
+        timeout: float | None,
+    ) -> tuple[Any, str]:
+        """``_send`` between the recorder's intent (durable first) and its outcome."""
+        recorder = self._recorder
+        if recorder is None:
+            return await self._send(infno, msgid, data, operator, sign_no, insured_area, timeout)
+        ticket = await recorder.intent(infno, msgid, operator.id, data)
+        infcode, error, answer = "none", "", None
+        try:
+            output, infcode = await self._send(
+                infno, msgid, data, operator, sign_no, insured_area, timeout
+            )
+            answer = output
+            return output, infcode
+        except PlatformRefusal as refusal:
+            infcode, error, answer = str(refusal.infcode), "PlatformRefusal", refusal.err_msg
+            raise
+        except PlatformUnreachable as failure:
+            error = "PlatformUnreachable" + (" (sent)" if failure.sent else " (not sent)")
+            answer = str(failure)
+            raise
+        except BaseException as exc:  # cancelled by the deadline, or a bug: still an outcome
+            error = type(exc).__name__
+            raise
+        finally:
+            await recorder.outcome(ticket, infcode=infcode, error=error, answer=answer)
 
     async def _send(
         self,

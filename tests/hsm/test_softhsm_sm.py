@@ -640,3 +640,77 @@ def test_wrap_unwrap_generic_secret(session):
     with pytest.raises(KeySizeRange):
         kek.wrap_key(odd, mechanism=Mechanism.SM4_ECB)
     assert len(kek.wrap_key(odd, mechanism=Mechanism.SM4_CBC_PAD, mechanism_param=bytes(16))) == 32
+
+
+# ================================================================= HMAC-SM3
+def _host_hmac_sm3_gmssl(key: bytes, message: bytes) -> str:
+    """RFC 2104 HMAC over gmssl's pure-Python SM3: independent of OpenSSL."""
+    from gmssl import sm3 as gm_sm3
+
+    def digest(data: bytes) -> bytes:
+        return bytes.fromhex(gm_sm3.sm3_hash(list(data)))
+
+    block = key.ljust(64, b"\0") if len(key) <= 64 else digest(key).ljust(64, b"\0")
+    inner = digest(bytes(b ^ 0x36 for b in block) + message)
+    return digest(bytes(b ^ 0x5C for b in block) + inner).hex()
+
+
+def _hmac_key(session, value: bytes, **extra):
+    return session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            Attribute.TOKEN: False,
+            Attribute.VALUE: value,
+            Attribute.SIGN: True,
+            Attribute.VERIFY: True,
+            **extra,
+        }
+    )
+
+
+@pytest.mark.parametrize("length", [0, 1, 63, 64, 65, 1000])
+def test_sm3_hmac_matches_two_host_implementations(session, length):
+    from cryptography.hazmat.primitives import hmac as c_hmac
+
+    key_bytes, message = os.urandom(32), os.urandom(length)
+    key = _hmac_key(session, key_bytes)
+    mac = key.sign(message, mechanism=Mechanism.SM3_HMAC)
+    host = c_hmac.HMAC(key_bytes, hashes.SM3())
+    host.update(message)
+    assert mac == host.finalize()
+    assert mac.hex() == _host_hmac_sm3_gmssl(key_bytes, message)
+    assert key.verify(message, mac, mechanism=Mechanism.SM3_HMAC)
+    assert not key.verify(message + b"x", mac, mechanism=Mechanism.SM3_HMAC)
+
+
+def test_sm3_hmac_multi_part_and_generated_key(session):
+    key = session.generate_key(
+        KeyType.GENERIC_SECRET,
+        256,
+        mechanism=Mechanism.GENERIC_SECRET_KEY_GEN,
+        template={Attribute.SIGN: True, Attribute.VERIFY: True, Attribute.EXTRACTABLE: False},
+    )
+    whole = key.sign(b"abc" * 100, mechanism=Mechanism.SM3_HMAC)
+    parts = key.sign(iter([b"abc" * 50, b"abc" * 50]), mechanism=Mechanism.SM3_HMAC)
+    assert whole == parts and len(whole) == 32
+
+
+def test_sm3_hmac_key_rules(session, token):
+    """At least 32 bytes, a generic secret (an SM4 key may not MAC), listed for SIGN/VERIFY."""
+    with pytest.raises(KeySizeRange):
+        _hmac_key(session, os.urandom(16)).sign(b"x", mechanism=Mechanism.SM3_HMAC)
+    sm4 = session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.SM4,
+            Attribute.TOKEN: False,
+            Attribute.VALUE: SM4_KEY,
+            Attribute.SIGN: True,
+        }
+    )
+    with pytest.raises(KeyTypeInconsistent):
+        sm4.sign(b"x" * 32, mechanism=Mechanism.SM3_HMAC)
+    info = token.slot.get_mechanism_info(Mechanism.SM3_HMAC)
+    assert info.flags & MechanismFlag.SIGN and info.flags & MechanismFlag.VERIFY
+    assert info.min_key_length == 32

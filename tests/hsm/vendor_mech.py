@@ -67,6 +67,7 @@ SANSEC_SW = VendorProfile(
             + 0x104,  # sign/verify a 32-byte e (alias of SM2_RAW in the patched SoftHSM)
             "SM2_RAW": _SM2 + 0x200,  # sign/verify a 32-byte e
             "SM3_HASH": _SM3 + 0x001,
+            "SM3_HMAC": _SM3 + 0x002,  # not in swpkcs11.h: the patch's own number (audit trail)
             "SM4_KEY_GEN": _SM4 + 0x001,
             "SM4_ECB": _SM4 + 0x100,
             "SM4_ECB_PAD": _SM4 + 0x101,

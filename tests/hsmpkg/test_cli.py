@@ -291,3 +291,31 @@ def test_config_file_supplies_the_common_options(cli_token: Env, tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr
     assert any(k["label"].startswith("sign/") for k in json.loads(proc.stdout))
+
+
+def test_audit_and_pseudonym_keys(hsm_env: Env, tmp_path: Path) -> None:
+    """The audit trail's keys: an SM2 ``audit`` pair and an HMAC-SM3 ``pseudonym`` secret."""
+    label = "yibao-audit-keys"
+    ok(hsm_env.cli("init-token", "--so-pin-file", str(hsm_env.so_pin_file), label=label))
+    for purpose in ("sign", "kek", "audit", "pseudonym"):
+        ok(hsm_env.cli("keygen", "--purpose", purpose, "--version", "2026-11", label=label))
+    keys = {k["label"]: k for k in json.loads(ok(hsm_env.cli("list", "--json", label=label)))}
+    assert keys["pseudonym/2026-11"]["key_type"] == "GENERIC_SECRET"
+    assert keys["pseudonym/2026-11"]["attributes"]["extractable"] is False
+    assert keys["audit/2026-11"]["fingerprint_sha256"] != keys["sign/2026-11"]["fingerprint_sha256"]
+    pem = tmp_path / "audit.pem"
+    ok(hsm_env.cli("export-public", "--label", "audit/2026-11", "--out", str(pem), label=label))
+    assert (
+        Sm2PublicKey.from_pem(pem.read_bytes()).fingerprint()
+        == (keys["audit/2026-11"]["fingerprint_sha256"])
+    )
+    refused = hsm_env.cli("export-public", "--label", "pseudonym/2026-11", label=label)
+    assert refused.returncode != 0 and "not an SM2 key pair" in refused.stderr
+    ok(hsm_env.cli("rotate", "--purpose", "pseudonym", "--version", "2026-12", label=label))
+    states = {
+        k["label"]: k["state"] for k in json.loads(ok(hsm_env.cli("list", "--json", label=label)))
+    }
+    assert states["pseudonym/2026-11"] == "previous" and states["pseudonym/2026-12"] == "active"
+    report = json.loads(ok(hsm_env.cli("check", "--json", label=label)))
+    assert report["ok"] is True
+    assert {"active audit key", "active pseudonym key"} <= {c["check"] for c in report["checks"]}

@@ -21,6 +21,7 @@ from sidecar import app, telemetry
 from sidecar.config import Settings
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator, running_simulator
+from tests.audit_fixtures import AuditHsm
 from tests.conftest import TOKEN_ENV_SH, write_secret
 from tests.integration.consent_support import consent_to, subject_of
 
@@ -82,9 +83,32 @@ def population(simulator: RunningSimulator) -> Population:
     return simulator.app.population
 
 
-def settings_for(simulator: RunningSimulator, socket_dir: Path, **server: Any) -> Settings:
+_TRAIL: list[AuditHsm] = []  # set by the autouse fixture below, for helpers without fixtures
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_trail_on(audit_hsm: AuditHsm) -> None:
+    _TRAIL[:] = [audit_hsm]
+
+
+def audit_trail() -> AuditHsm | None:
+    """The audit trail's token, for settings built outside fixtures (sidecars that are prepared)."""
+    return _TRAIL[0] if _TRAIL else None
+
+
+def settings_for(
+    simulator: RunningSimulator, socket_dir: Path, audit: AuditHsm | None = None, **server: Any
+) -> Settings:
+    """A sidecar for the simulator; with ``audit``, the audit trail on (and its HSM token)."""
+    trail: dict[str, Any] = {}
+    if audit is not None:
+        trail = {
+            "hsm": audit.hsm_section(),
+            "audit": {"instance": "it", "spool_dir": str(socket_dir / "audit-spool")},
+        }
     return Settings.model_validate(
         {
+            **trail,
             "server": {"socket_path": str(socket_dir / "sidecar.sock"), **server},
             "store": {"sqlite_path": str(socket_dir / "store" / "sidecar.db")},
             "consent": {"pseudonym_key_file": str(pseudonym_key_file(socket_dir))},
@@ -135,9 +159,11 @@ async def running_sidecar(
 
 
 @pytest.fixture
-async def sidecar(simulator: RunningSimulator, short_dir: Path) -> AsyncIterator[RunningSidecar]:
+async def sidecar(
+    simulator: RunningSimulator, short_dir: Path, audit_hsm: AuditHsm
+) -> AsyncIterator[RunningSidecar]:
     """A sidecar in front of the simulator; the first five people consent to every purpose."""
-    async with running_sidecar(settings_for(simulator, short_dir)) as running:
+    async with running_sidecar(settings_for(simulator, short_dir, audit_hsm)) as running:
         people = simulator.app.population.people[:5]  # the four examples and one more
         await consent_to(running.channel, [subject_of(person) for person in people])
         yield running

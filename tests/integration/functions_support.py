@@ -19,6 +19,7 @@ from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import (
     TENANT_METADATA,
     RunningSidecar,
+    audit_trail,
     running_sidecar,
     settings_for,
 )
@@ -40,7 +41,7 @@ def settings_with(
     **sections: dict[str, Any],
 ) -> Settings:
     """``settings_for`` plus overrides per section (``offsite={...}``, ``cache={...}``)."""
-    data = settings_for(simulator, socket_dir).model_dump(mode="json")
+    data = settings_for(simulator, socket_dir, audit_trail()).model_dump(mode="json")
     if store is not None:
         data["store"] = store.model_dump(mode="json")
     for section, values in sections.items():

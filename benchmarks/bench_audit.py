@@ -1,0 +1,263 @@
+"""What the audit trail costs (prints figures).
+
+Run: ``.venv/bin/python benchmarks/bench_audit.py [--pairs N] [--calls N]``
+(``make bench-audit`` builds the venv and SoftHSM first). PostgreSQL: 127.0.0.1:5432 database
+``test`` (or the conninfo in ``YIBAO_BENCH_POSTGRES``), in a throw-away schema.
+
+Makes a throw-away SoftHSM token (sign, kek, audit and pseudonym keys), then, in one run:
+
+1. audit records per second on SQLite and on PostgreSQL: N transaction intent + outcome pairs
+   (SM4-GCM payloads under an HSM-wrapped data key, SM3 chain, each record committed before the
+   call returns), one writer as in the sidecar, 1 and 8 concurrent callers;
+2. the latency the trail adds to an RPC: GetEnrollment through a real sidecar (gRPC over a Unix
+   socket) against the simulator over mTLS, in the same process, one call at a time, without the
+   trail and with it on SQLite and on PostgreSQL, in interleaved blocks; p50/p95 and the p50
+   difference and ratio against the run without the trail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import grpc  # noqa: E402
+import psycopg  # noqa: E402
+
+from hsm.inittoken import init_token  # noqa: E402
+from hsm.keys import KeyStore  # noqa: E402
+from hsm.pin import Pin  # noqa: E402
+from hsm.token import HsmToken, TokenConfig  # noqa: E402
+from sidecar import app  # noqa: E402
+from sidecar._proto.yibao.gateway.v1 import common_pb2 as common  # noqa: E402
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway  # noqa: E402
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc  # noqa: E402
+from sidecar.audit.hsm_keys import open_audit_keys  # noqa: E402
+from sidecar.audit.link import build_trail  # noqa: E402
+from sidecar.audit.schema import MIGRATIONS  # noqa: E402
+from sidecar.config import AuditConfig, Settings, StoreConfig  # noqa: E402
+from sidecar.simulator.server import RunningSimulator, running_simulator  # noqa: E402
+from sidecar.store import open_store  # noqa: E402
+
+POSTGRES = os.environ.get(
+    "YIBAO_BENCH_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres"
+)
+LABEL = "yibao-bench-audit"
+METADATA = (("x-yibao-tenant", "bench"), ("x-yibao-operator", "bench-bot"))
+
+
+def setup_token(work: Path) -> tuple[str, Path]:
+    build = ["/bin/bash", str(REPO / "hsm/softhsm/build.sh")]
+    lib = subprocess.run(build, check=True, capture_output=True, text=True).stdout.split()[-1]  # noqa: S603
+    env_sh = ["/bin/bash", str(REPO / "hsm/softhsm/token-env.sh"), str(work)]
+    subprocess.run(env_sh, check=True, capture_output=True)  # noqa: S603
+    os.environ["SOFTHSM2_CONF"] = str(work / "softhsm2.conf")
+    pin = "u-" + secrets.token_hex(8)
+    pin_file = work / "user.pin"
+    fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, pin.encode())
+    os.close(fd)
+    init_token(lib, LABEL, Pin("s-" + secrets.token_hex(8), "bench"), Pin(pin, "bench"))
+    with HsmToken.open(
+        TokenConfig(module=lib, token_label=LABEL, user_pin_file=str(pin_file))
+    ) as t:
+        for purpose in ("sign", "kek", "audit", "pseudonym"):
+            KeyStore(t).generate(purpose)  # type: ignore[arg-type]
+    return lib, pin_file
+
+
+@asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES} options=-csearch_path={schema}"
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+def store_configs(work: Path, dsn: str) -> dict[str, StoreConfig]:
+    return {
+        "sqlite": StoreConfig(backend="sqlite", sqlite_path=work / uuid.uuid4().hex / "s.db"),
+        "postgresql": StoreConfig(backend="postgresql", postgresql_dsn=dsn, pool_size=4),
+    }
+
+
+def audit_config(work: Path) -> AuditConfig:
+    return AuditConfig(
+        instance="bench",
+        spool_dir=work / uuid.uuid4().hex,
+        checkpoint_interval_seconds=60,
+    )
+
+
+async def records_per_second(
+    token: HsmToken, config: StoreConfig, work: Path, pairs: int, concurrency: int
+) -> float:
+    store = open_store(config)
+    await store.migrate(MIGRATIONS)
+    trail = build_trail(audit_config(work), store, open_audit_keys(token))
+    await trail.start()
+    data = {"psn_no": "x" * 30, "certno": "110105194912310037", "psn_name": "张三"}
+    done = 0
+
+    async def caller() -> None:
+        nonlocal done
+        while done < pairs:
+            done += 1
+            ticket = await trail.intent("1101", f"msg{done:026d}", "bench-bot", data)
+            await trail.outcome(ticket, infcode="0", error="", answer={"baseinfo": data})
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await trail.close()
+    await store.close()
+    return 2 * pairs / elapsed
+
+
+_SLOTS = iter(range(100))
+
+
+def settings(
+    sim: RunningSimulator, work: Path, store: StoreConfig, hsm: dict[str, str] | None
+) -> Settings:
+    """One sidecar's settings; each its own msgid slot, as replicas (they reuse the seconds)."""
+    socket_dir = Path(tempfile.mkdtemp(prefix="ya-", dir="/tmp"))
+    values: dict[str, Any] = {
+        "server": {"socket_path": str(socket_dir / "s.sock")},
+        "store": store.model_dump(mode="json"),
+        "institution": {
+            "code": sim.app.institution_code,
+            "name": "基准",
+            "division": sim.app.division,
+        },
+        "platform": {
+            "url": sim.url.split("/fsi/")[0],
+            "ca_file": str(sim.pki.ca_cert),
+            "client_cert_file": str(sim.pki.client_cert),
+            "client_key_file": str(sim.pki.client_key),
+            "msgid": {"slots": 100, "slot": next(_SLOTS)},
+        },
+    }
+    if hsm is not None:
+        values["hsm"] = hsm
+        values["audit"] = audit_config(work).model_dump(mode="json")
+    return Settings.model_validate(values)
+
+
+@asynccontextmanager
+async def caller(cfg: Settings) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+    sidecar = app.build(cfg)
+    await sidecar.prepare()
+    await sidecar.server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{cfg.server.socket_path}") as channel:
+            stub = gateway_grpc.InsuranceGatewayStub(channel)
+            yield lambda: stub.GetEnrollment(REQUEST, metadata=METADATA)
+    finally:
+        await sidecar.server.stop()
+        await sidecar.close()
+
+
+REQUEST = gateway.GetEnrollmentRequest()
+
+
+async def rpc_latency(
+    sim: RunningSimulator,
+    work: Path,
+    stores: dict[str, StoreConfig],
+    hsm: dict[str, str],
+    calls: int,
+) -> dict[str, list[float]]:
+    person = sim.app.population.examples().employee
+    REQUEST.subject.CopyFrom(
+        common.DataSubject(
+            certificate_type=common.CERTIFICATE_TYPE_RESIDENT_ID_CARD,
+            certificate_number=person.certno,
+            name=person.psn_name,
+        )
+    )
+    variants = {
+        "no trail": settings(sim, work, stores["sqlite"], None),
+        "trail, SQLite": settings(sim, work, stores["sqlite"], hsm),
+        "trail, PostgreSQL": settings(sim, work, stores["postgresql"], hsm),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    rounds = 4
+    for _ in range(rounds):
+        for name, base in variants.items():
+            cfg = settings(
+                sim, work, base.store, base.hsm.model_dump(mode="json") if base.hsm else None
+            )
+            async with caller(cfg) as call:
+                for _ in range(20):  # warm-up: connections, sign-in, data key
+                    await call()
+                for _ in range(calls // rounds):
+                    started = time.perf_counter()
+                    await call()
+                    samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def run(pairs: int, calls: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        work = Path(tmp)
+        lib, pin_file = setup_token(work)
+        hsm = {"module": lib, "token_label": LABEL, "user_pin_file": str(pin_file)}
+        token = HsmToken.open(
+            TokenConfig(module=lib, token_label=LABEL, user_pin_file=str(pin_file), pool_size=2)
+        )
+        async with postgres_schema() as dsn:
+            stores = store_configs(work, dsn)
+            print(f"1. audit records/s (intent + outcome pairs, encrypted, chained), {pairs} pairs")
+            for name, cfg in stores.items():
+                for concurrency in (1, 8):
+                    rate = await records_per_second(token, cfg, work, pairs, concurrency)
+                    print(f"   {name:<11} {concurrency} caller(s): {rate:8.0f} records/s")
+            token.close()
+            print(f"2. GetEnrollment latency (one call at a time, {calls} calls per variant)")
+            async with running_simulator(seed=42, population_size=50) as sim:
+                samples = await rpc_latency(sim, work, store_configs(work, dsn), hsm, calls)
+        base = pct(samples["no trail"], 50)
+        for name, values in samples.items():
+            p50, p95 = pct(values, 50), pct(values, 95)
+            extra = (
+                ""
+                if name == "no trail"
+                else (f"   added at p50: {p50 - base:+.2f} ms (x{p50 / base:.2f})")
+            )
+            print(f"   {name:<18} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms{extra}")
+        print("   (each RPC writes 4 records: RPC intent/outcome, 1101 intent/outcome)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=400)
+    args = parser.parse_args()
+    asyncio.run(run(args.pairs, args.calls))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""``yibao-audit``: verify, purge and export the audit trail.
+
+    yibao-audit verify --config sidecar.toml --public-key audit.pem [--public-key old.pem]
+    yibao-audit purge  --config sidecar.toml --before 2024-01-01
+    yibao-audit export --config sidecar.toml --subject 11010519491231002X \
+                       [--certificate-type 1] --requested-by dpo-01 --out subject.jsonl
+
+``verify`` needs only the store and the exported public key(s) (``yibao-hsm export-public
+--label audit/...``); ``purge`` and ``export`` log in to the HSM with the PIN file the
+configuration names (``[hsm] user_pin_file``), never a PIN on the command line.
+
+Exit codes:
+  0  success (verify: every chain and checkpoint verified)
+  1  verify found tampering (the first problem per chain is printed), or purge refused
+  2  usage or configuration error
+  3  the store or the HSM cannot be used
+Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hsm.errors import HsmError
+from hsm.sm2 import Sm2PublicKey
+from hsm.token import HsmToken, TokenConfig
+from sidecar import config as sidecar_config
+from sidecar.audit.hsm_keys import subject_message
+from sidecar.audit.link import audit_keys, build_trail
+from sidecar.audit.maintenance import PurgeRefused, export_subject, purge, to_json_lines
+from sidecar.audit.schema import MIGRATIONS
+from sidecar.audit.verify import verify_store
+from sidecar.audit.writer import AuditUnavailable
+from sidecar.config import AuditConfig, ConfigError, Settings
+from sidecar.store import StoreError, open_store
+from sidecar.store.base import now_micros
+
+EXIT_OK, EXIT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"yibao-audit: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="yibao-audit", description="verify, purge and export the audit trail")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--config", type=Path, required=True, help="the sidecar's TOML file")
+    p = sub.add_parser("verify", parents=[common], help="check every chain and checkpoint")
+    p.add_argument("--public-key", type=Path, action="append", required=True, help="PEM")
+    p = sub.add_parser("purge", parents=[common], help="remove records older than DATE")
+    p.add_argument("--before", required=True, help="YYYY-MM-DD (UTC)")
+    p = sub.add_parser("export", parents=[common], help="one data subject's records, decrypted")
+    p.add_argument("--subject", required=True, help="the certificate number")
+    p.add_argument("--certificate-type", type=int, default=1, help="contract enum (1: ID card)")
+    p.add_argument("--requested-by", required=True, help="who asked (recorded in the trail)")
+    p.add_argument("--out", type=Path, required=True, help="output file (created 0600)")
+    return parser
+
+
+def _settings(path: Path) -> tuple[Settings, AuditConfig]:
+    settings = sidecar_config.load(path)
+    if settings.audit is None:
+        raise ConfigError(f"config: {path} has no [audit] section")
+    return settings, settings.audit
+
+
+def _token(settings: Settings) -> HsmToken:
+    if settings.hsm is None:
+        raise ConfigError("config: the audit trail needs [hsm]")
+    h = settings.hsm
+    return HsmToken.open(
+        TokenConfig(
+            module=str(h.module),
+            token_label=h.token_label,
+            profile=h.profile,
+            user_pin_file=str(h.user_pin_file),
+            pool_size=1,
+        )
+    )
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args.config)
+    keys = []
+    for path in args.public_key:
+        try:
+            keys.append(Sm2PublicKey.from_pem(path.read_bytes()))
+        except OSError as exc:
+            raise ConfigError(f"--public-key {path}: {exc.strerror}") from None
+    store = open_store(settings.store)
+    try:
+        reports = await verify_store(store, keys)
+    finally:
+        await store.close()
+    bad = 0
+    for report in reports:
+        if report.first is not None:
+            bad += 1
+            print(f"FAIL {report.first}")
+        else:
+            notes = f" ({'; '.join(report.notes)})" if report.notes else ""
+            print(f"ok   chain {report.chain}: {report.records} records, "
+                  f"{report.checkpoints} checkpoints{notes}")  # fmt: skip
+    print(f"{len(reports)} chains, {bad} with problems")
+    return EXIT_FOUND if bad else EXIT_OK
+
+
+async def _purge(args: argparse.Namespace) -> int:
+    settings, audit = _settings(args.config)
+    try:
+        day = dt.date.fromisoformat(args.before)
+    except ValueError:
+        raise ConfigError("--before must be YYYY-MM-DD") from None
+    before = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1_000_000)
+    token = _token(settings)
+    store = open_store(settings.store)
+    try:
+        keys = audit_keys(token)
+        from hsm.keys import KeyStore
+
+        public = [k.public_key for k in KeyStore(token).versions("audit") if k.public_key]
+        done = await purge(
+            store,
+            keys.signer,
+            public,
+            before=before,
+            retention_days=audit.retention_days,
+            now=now_micros(),
+        )
+    finally:
+        await store.close()
+        token.close()
+    for item in done:
+        print(f"purged chain {item.chain}: {item.records} records up to position {item.position}")
+    print(f"{len(done)} chains purged; each keeps a signed anchor")
+    return EXIT_OK
+
+
+async def _export(args: argparse.Namespace) -> int:
+    settings, audit = _settings(args.config)
+    token = _token(settings)
+    store = open_store(settings.store)
+    try:
+        await store.migrate(MIGRATIONS)
+        keys = audit_keys(token)
+        trail = build_trail(audit, store, keys, instance=f"{audit.instance}.export")
+        await trail.start()
+        try:
+            rows = await export_subject(
+                store,
+                keys.pseudonyms,
+                keys.data_keys,
+                trail.writer,
+                subject=subject_message(args.certificate_type, args.subject),
+                requested_by=args.requested_by,
+            )
+        finally:
+            await trail.close()
+    finally:
+        await store.close()
+        token.close()
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(to_json_lines(rows))
+    print(f"exported {len(rows)} records to {args.out}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"verify": _verify, "purge": _purge, "export": _export}
+    try:
+        return asyncio.run(commands[args.command](args))
+    except ConfigError as exc:
+        print(f"yibao-audit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PurgeRefused as exc:
+        print(f"yibao-audit: purge refused: {exc}", file=sys.stderr)
+        return EXIT_FOUND
+    except (StoreError, HsmError, AuditUnavailable) as exc:
+        print(f"yibao-audit: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

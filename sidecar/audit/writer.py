@@ -1,0 +1,297 @@
+"""The chain writer: seals records in order, commits them in groups, spools what the store refuses.
+
+One writer per process and chain; a chain is a sequence, so records are sealed one at a time
+(position, previous hash) and queued in that order. Commits take the whole queue in one store
+transaction (group commit: one ``fsync`` for everything queued meanwhile). Rules:
+
+* ``append(entry, durable=True, refusal=...)`` is for transaction intents: it returns only once
+  the record — and everything queued before it — is committed to the store. If the store cannot
+  take them, they go to the spool together with the refusal outcome (so an intent that did
+  commit after all is neither lost nor duplicated: replay skips a row already present with the
+  same hash) and ``AuditUnavailable`` is raised: the platform must not be called.
+* ``append(entry)`` queues the record and wakes the background committer (RPC intents and every
+  outcome): it is committed with the next intent or by the committer within moments, or, if the
+  store cannot take it (or older records are still spooled), appended to the spool and ``fsync``ed.
+* Spooled records are replayed into the store in order, by a background task and before the next
+  commit; the spool is emptied only after the store committed them all.
+* If the spool itself cannot be written the writer stops accepting records (fail closed).
+* A record queued but not yet committed is lost if the *process* dies (not if the store does):
+  the chain then ends without its final checkpoint, which ``yibao-audit verify`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sidecar.audit import payloads
+from sidecar.audit.checkpoints import CHECKPOINT, CheckpointSigner, write_checkpoint
+from sidecar.audit.records import GENESIS, Entry, Record, seal_record
+from sidecar.audit.schema import INSERT_RECORD, insert_many
+from sidecar.audit.spool import Spool, SpoolError, leftovers, read
+from sidecar.store import Store, StoreError, StoreUnavailable
+from sidecar.store.base import now_micros
+
+log = logging.getLogger(__name__)
+_ROWS_PER_INSERT = 64  # 11 parameters each: far below SQLite's and PostgreSQL's limits
+
+
+def _refused(exc: Exception) -> None:
+    """A write the store did not take: unavailable, or refused (a renamed or missing table)."""
+    if not isinstance(exc, StoreUnavailable):
+        log.error("audit.store_refused_write", extra={"error": type(exc).__name__})
+
+
+class AuditUnavailable(Exception):
+    """The record could not be made durable: the audited work must not happen."""
+
+
+class SpoolConflict(StoreError):
+    """A spooled record's position holds a different record in the store."""
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        store: Store,
+        chain: str,
+        keys: payloads.DataKeyRing,
+        spool_dir: Path,
+        signer: CheckpointSigner,
+        *,
+        clock: Callable[[], int] = now_micros,
+        replay_interval: float = 1.0,
+        checkpoint_interval: float | None = None,
+        commit_delay: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.chain = chain
+        self._keys = keys
+        self.spool = Spool(spool_dir, chain)
+        self._signer = signer
+        self._clock = clock
+        self._replay_interval = replay_interval
+        self._checkpoint_interval = checkpoint_interval
+        self._commit_delay = commit_delay
+        self._seal_lock = asyncio.Lock()  # chain order: one record sealed at a time
+        self._commit_lock = asyncio.Lock()  # one store transaction (or spool write) at a time
+        self._queue: list[Record] = []
+        self._seq = 0
+        self._prev = GENESIS
+        self._stored = -1  # every position up to this one is committed to the store
+        self._stored_hash = GENESIS
+        self._broken: str | None = None
+        self._checkpointed = -1
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def position(self) -> int:
+        """The position of the last record sealed (-1 before the first)."""
+        return self._seq - 1
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self, first: Entry) -> Record:
+        """Replay what earlier processes left in the spool directory, then begin the chain."""
+        self.spool.open()
+        for path in leftovers(self.spool.directory, self.spool.path):
+            await self._replay_records(read(path))
+            path.unlink()
+            log.info("audit.spool_replayed", extra={"file": path.name})
+        record = await self.append(first, durable=True)
+        self._tasks.append(asyncio.create_task(self._commit_loop()))
+        self._tasks.append(asyncio.create_task(self._replay_loop()))
+        if self._checkpoint_interval is not None:
+            self._tasks.append(asyncio.create_task(self._checkpoint_loop()))
+        return record
+
+    async def close(self) -> None:
+        """Stop the background tasks, commit what is queued, seal the chain with a checkpoint."""
+        async with self._commit_lock:  # so that no task is cancelled inside a transaction
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks.clear()
+        try:
+            await self.checkpoint()
+        except Exception as exc:  # the spool keeps what the store did not take
+            log.error("audit.final_checkpoint_failed", extra={"error": type(exc).__name__})
+
+    # ------------------------------------------------------------------ appending
+    async def append(
+        self, entry: Entry, *, refusal: Entry | None = None, durable: bool = False
+    ) -> Record:
+        """Seal and record ``entry``; see the module docstring for ``refusal`` and ``durable``."""
+        if self._broken is not None:
+            raise AuditUnavailable(self._broken)
+        async with self._seal_lock:
+            record = await self._seal(entry)
+            self._queue.append(record)
+        if not durable and refusal is None:
+            self._kick.set()
+            return record
+        async with self._commit_lock:
+            if self._stored < record.seq:
+                await self._commit()
+            if self._stored >= record.seq:
+                return record
+            # The store did not take it (it is in the spool): record the refusal, refuse.
+            if refusal is not None:
+                async with self._seal_lock:
+                    refused = await self._seal(refusal)
+                self._spool([refused])
+            raise AuditUnavailable("audit: the store cannot take the record")
+
+    async def flush(self) -> None:
+        """Commit (or spool) everything queued so far."""
+        async with self._commit_lock:
+            await self._commit()
+
+    async def _seal(self, entry: Entry) -> Record:
+        """Under the seal lock: the record at the next position, chained to the last one."""
+        try:
+            key = await self._keys.current()
+        except Exception:  # no key saved, nothing can be recorded
+            raise AuditUnavailable("audit: no data key (the store cannot save one)") from None
+        payload = payloads.encrypt(key.key, entry.plaintext or b"", entry.record_id.encode())
+        record = seal_record(
+            chain=self.chain,
+            seq=self._seq,
+            at=self._clock(),
+            entry=entry,
+            data_key=key.key_id,
+            payload=payload,
+            prev_hash=self._prev,
+        )
+        self._seq = record.seq + 1
+        self._prev = record.hash
+        return record
+
+    async def _commit(self) -> None:
+        """Under the commit lock: the queue into the store, or into the spool."""
+        async with self._seal_lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return
+        if self.spool.pending:
+            try:
+                await self._drain()
+            except Exception as exc:  # the store is still away: keep the order, spool
+                _refused(exc)
+                self._spool(batch)
+                return
+        try:
+            async with self.store.transaction() as tx:
+                for start in range(0, len(batch), _ROWS_PER_INSERT):
+                    chunk = batch[start : start + _ROWS_PER_INSERT]
+                    await tx.execute(*insert_many([record.as_row() for record in chunk]))
+        except Exception as exc:  # whatever stops the write: the spool keeps the records
+            _refused(exc)
+            self._spool(batch)
+            return
+        self._stored, self._stored_hash = batch[-1].seq, batch[-1].hash
+
+    def _spool(self, records: list[Record]) -> None:
+        try:
+            self.spool.append_all(records)
+        except SpoolError as exc:
+            self._broken = str(exc)
+            log.error("audit.spool_failed", extra={"chain": self.chain})
+            raise AuditUnavailable(str(exc)) from None
+        log.warning("audit.spooled", extra={"records": len(records), "pending": self.spool.pending})
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            if self._commit_delay:  # let more records (or the next intent) join this commit
+                await asyncio.sleep(self._commit_delay)
+            self._kick.clear()
+            try:
+                await self.flush()
+            except AuditUnavailable:
+                pass  # logged; every later append refuses
+            except Exception as exc:  # a bug: keep committing what comes next
+                log.error("audit.commit_failed", extra={"error": type(exc).__name__})
+
+    # ------------------------------------------------------------------ replay
+    async def replay(self) -> int:
+        """Move spooled records into the store; how many were moved (StoreError if it cannot)."""
+        async with self._commit_lock:
+            return await self._drain()
+
+    async def _drain(self) -> int:
+        if not self.spool.pending:
+            return 0
+        records = self.spool.records()
+        await self._replay_records(records)
+        self.spool.clear()
+        last = max(records, key=lambda r: r.seq)
+        if last.chain == self.chain and last.seq > self._stored:
+            self._stored, self._stored_hash = last.seq, last.hash
+        log.info("audit.spool_replayed", extra={"records": len(records)})
+        return len(records)
+
+    async def _replay_records(self, records: list[Record]) -> None:
+        async with self.store.transaction() as tx:
+            for record in records:
+                inserted = await tx.execute(
+                    INSERT_RECORD + " ON CONFLICT (chain, seq) DO NOTHING", record.as_row()
+                )
+                if inserted == 0:
+                    row = await tx.fetch_one(
+                        "SELECT hash FROM audit_records WHERE chain = :chain AND seq = :seq",
+                        {"chain": record.chain, "seq": record.seq},
+                    )
+                    if row is None or bytes(row["hash"]) != record.hash:
+                        raise SpoolConflict(
+                            f"audit: position {record.seq} of chain {record.chain} holds "
+                            "another record; the spool is kept"
+                        )
+
+    async def _replay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._replay_interval)
+            if self.spool.pending:
+                try:
+                    await self.replay()
+                except Exception as exc:  # keep trying until the store is back
+                    log.warning("audit.replay_failed", extra={"error": type(exc).__name__})
+
+    # ------------------------------------------------------------------ checkpoints
+    async def _checkpoint_loop(self) -> None:
+        assert self._checkpoint_interval is not None
+        while True:
+            await asyncio.sleep(self._checkpoint_interval)
+            try:
+                await self.checkpoint()
+            except Exception as exc:  # try again at the next interval
+                log.warning("audit.checkpoint_failed", extra={"error": type(exc).__name__})
+
+    async def checkpoint(self) -> bool:
+        """Commit what is queued, then sign the stored position (if it moved).
+
+        False when there is nothing new; StoreError if the store cannot take it (the records
+        are then in the spool and the next checkpoint covers them).
+        """
+        async with self._commit_lock:
+            await self._commit()
+            await self._drain()
+            if self._stored < 0 or self._checkpointed == self._stored:
+                return False
+            async with self.store.transaction() as tx:
+                await write_checkpoint(
+                    tx,
+                    self._signer,
+                    chain=self.chain,
+                    kind=CHECKPOINT,
+                    position=self._stored,
+                    hash_=self._stored_hash,
+                    at=self._clock(),
+                )
+            self._checkpointed = self._stored
+            return True

@@ -1,0 +1,280 @@
+"""The trail on both back ends: records, encryption, chain, checkpoints, tamper detection."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sidecar.audit import payloads
+from sidecar.audit.records import RPC_INTENT, RPC_OUTCOME, TX_INTENT, TX_OUTCOME, Record
+from sidecar.audit.trail import AuditTrail
+from sidecar.audit.verify import ChainReport, verify_store
+from sidecar.store import Store
+from tests.audit_fixtures import AuditHsm
+
+ID_NUMBER = "11010519491231002X"
+
+
+async def one_rpc(trail: AuditTrail, n: int = 0) -> None:
+    audit = await trail.rpc_intent(
+        rpc="GetEnrollment",
+        tenant="acme",
+        operator="bot-1",
+        subject=f"1:{ID_NUMBER}".encode(),
+        trace_id="ab" * 16,
+        request=f'{{"name": "张三", "certno": "{ID_NUMBER}", "n": {n}}}'.encode(),
+    )
+    ticket = await trail.intent("1101", f"H44030500001{n:018d}", "bot-1", {"certno": ID_NUMBER})
+    await trail.outcome(ticket, infcode="0", error="", answer={"balc": "1234.56"})
+    await trail.rpc_outcome(audit, status="OK", reason="", error="", answer=b'{"balance": 1}')
+
+
+async def rows(store: Store) -> list[Record]:
+    async with store.transaction() as tx:
+        found = await tx.fetch_all("SELECT * FROM audit_records ORDER BY chain, seq")
+    return [Record.from_row(row) for row in found]
+
+
+async def verify(store: Store, hsm: AuditHsm) -> list[ChainReport]:
+    return await verify_store(store, [hsm.public_key])
+
+
+async def test_records_are_chained_encrypted_and_verify(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    for n in range(3):
+        await one_rpc(trail, n)
+    assert await trail.writer.checkpoint()
+    records = await rows(migrated)
+    kinds = [r.kind for r in records]
+    assert kinds[1:5] == [RPC_INTENT, TX_INTENT, TX_OUTCOME, RPC_OUTCOME]
+    assert [r.seq for r in records] == list(range(len(records)))
+    for before, after in itertools.pairwise(records):
+        assert after.prev_hash == before.hash
+    intent = records[1]
+    fields = intent.fields()
+    assert fields["tenant"] == "acme" and fields["rpc"] == "GetEnrollment"
+    assert len(intent.subject) == 64 and ID_NUMBER not in intent.content.decode()
+    assert ID_NUMBER.encode() not in intent.payload
+    # The payload decrypts with the data key the record names, unwrapped by the HSM.
+    async with migrated.transaction() as tx:
+        row = await tx.fetch_one(
+            "SELECT wrapped FROM audit_data_keys WHERE key_id = :k", {"k": intent.data_key}
+        )
+    assert row is not None
+    key = await audit_hsm.keys.data_keys.unwrap(bytes(row["wrapped"]))
+    plain = payloads.decrypt(key, intent.payload, intent.record_id.encode())
+    assert ID_NUMBER.encode() in plain
+    with pytest.raises(payloads.PayloadError):
+        payloads.decrypt(key, intent.payload, records[2].record_id.encode())
+    [report] = await verify(migrated, audit_hsm)
+    assert report.ok, report.first
+    assert report.sealed_to == records[-1].seq
+
+
+async def test_the_same_subject_has_the_same_pseudonym(trail: AuditTrail) -> None:
+    first, _ = await trail.pseudonym(f"1:{ID_NUMBER}".encode())
+    again, _ = await trail.pseudonym(f"1:{ID_NUMBER}".encode())
+    other, _ = await trail.pseudonym(b"1:110105194912310037")
+    assert first == again != other
+
+
+def test_sm4_gcm_known_answer() -> None:
+    """RFC 8998 appendix A.1 (SM4-GCM), through the same primitive the payloads use."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    iv = bytes.fromhex("00001234567800000000ABCD")
+    aad = bytes.fromhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2")
+    plain = bytes.fromhex(
+        "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD"
+        "EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA"
+    )
+    encryptor = Cipher(algorithms.SM4(key), modes.GCM(iv)).encryptor()
+    encryptor.authenticate_additional_data(aad)
+    cipher = encryptor.update(plain) + encryptor.finalize()
+    assert cipher.hex().upper() == (
+        "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735"
+        "D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D"
+    )
+    assert encryptor.tag.hex().upper() == "83DE3541E4C2B58177E065A9BF7B62EC"
+    sealed = payloads.encrypt(key, plain, aad)
+    assert payloads.decrypt(key, sealed, aad) == plain
+
+
+# ---------------------------------------------------------------------- tampering
+
+
+async def _sealed_chain(trail: AuditTrail, migrated: Store) -> list[Record]:
+    for n in range(3):
+        await one_rpc(trail, n)
+    assert await trail.writer.checkpoint()
+    return await rows(migrated)
+
+
+async def _first(migrated: Store, hsm: AuditHsm) -> tuple[str, int]:
+    [report] = await verify(migrated, hsm)
+    assert report.first is not None
+    return report.first.kind, report.first.position
+
+
+async def test_a_changed_record_is_named(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    records = await _sealed_chain(trail, migrated)
+    victim = records[6]
+    changed = victim.content.replace(b'"acme"', b'"evil"')
+    async with migrated.transaction() as tx:
+        await tx.execute(
+            "UPDATE audit_records SET content = :c WHERE chain = :chain AND seq = :seq",
+            {"c": changed, "chain": victim.chain, "seq": victim.seq},
+        )
+    assert await _first(migrated, audit_hsm) == ("changed", 6)
+
+
+async def test_a_rewritten_chain_disagrees_with_its_checkpoint(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    """Whoever can write the store can recompute SM3 links, but not the signed checkpoint."""
+    from sidecar.audit.records import chain_hash
+
+    records = await _sealed_chain(trail, migrated)
+    prev = records[5].hash
+    async with migrated.transaction() as tx:
+        for record in records[6:]:
+            content = record.content.replace(b'"acme"', b'"evil"')
+            new_hash = chain_hash(prev, content, record.payload)
+            await tx.execute(
+                "UPDATE audit_records SET content = :c, prev_hash = :p, hash = :h"
+                " WHERE chain = :chain AND seq = :seq",
+                {"c": content, "p": prev, "h": new_hash, "chain": record.chain, "seq": record.seq},
+            )
+            prev = new_hash
+    kind, position = await _first(migrated, audit_hsm)
+    assert (kind, position) == ("changed", records[-1].seq)
+
+
+async def test_a_removed_record_is_named(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    records = await _sealed_chain(trail, migrated)
+    async with migrated.transaction() as tx:
+        await tx.execute(
+            "DELETE FROM audit_records WHERE chain = :chain AND seq = 4",
+            {"chain": records[0].chain},
+        )
+    assert await _first(migrated, audit_hsm) == ("removed", 4)
+
+
+async def test_removing_the_tail_is_caught_by_the_checkpoint(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    records = await _sealed_chain(trail, migrated)
+    last = records[-1].seq
+    async with migrated.transaction() as tx:
+        await tx.execute(
+            "DELETE FROM audit_records WHERE chain = :chain AND seq >= :s",
+            {"chain": records[0].chain, "s": last - 1},
+        )
+    assert await _first(migrated, audit_hsm) == ("removed", last - 1)
+
+
+async def _renumber(migrated: Store, chain: str, moves: list[tuple[int, int]]) -> None:
+    async with migrated.transaction() as tx:
+        for old, new in moves:
+            await tx.execute(
+                "UPDATE audit_records SET seq = :new WHERE chain = :chain AND seq = :old",
+                {"new": new, "old": old, "chain": chain},
+            )
+
+
+async def test_reordered_records_are_named(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    records = await _sealed_chain(trail, migrated)
+    chain = records[0].chain
+    await _renumber(migrated, chain, [(3, 1000), (7, 3), (1000, 7)])
+    assert await _first(migrated, audit_hsm) == ("reordered", 3)
+
+
+async def test_an_inserted_record_is_named(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    from sidecar.audit.records import Entry, seal_record
+
+    records = await _sealed_chain(trail, migrated)
+    chain = records[0].chain
+    last = records[-1].seq
+    await _renumber(migrated, chain, [(seq, seq + 1) for seq in range(last, 4, -1)])
+    forged = seal_record(
+        chain=chain,
+        seq=5,
+        at=records[4].at,
+        entry=Entry(RPC_INTENT, uuid.uuid4().hex, {"rpc": "GetEnrollment", "tenant": "evil"}),
+        data_key=records[4].data_key,
+        payload=b"",
+        prev_hash=records[4].hash,
+    )
+    async with migrated.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO audit_records (chain, seq, record_id, kind, at, subject, data_key,"
+            " content, payload, prev_hash, hash) VALUES (:chain, :seq, :record_id, :kind, :at,"
+            " :subject, :data_key, :content, :payload, :prev_hash, :hash)",
+            forged.as_row(),
+        )
+    assert await _first(migrated, audit_hsm) == ("inserted", 5)
+
+
+async def test_a_forged_checkpoint_is_named(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm
+) -> None:
+    records = await _sealed_chain(trail, migrated)
+    async with migrated.transaction() as tx:
+        row = await tx.fetch_one("SELECT content FROM audit_checkpoints WHERE number = 0")
+        assert row is not None
+        content = bytes(row["content"]).replace(
+            records[-1].hash.hex().encode(), records[-2].hash.hex().encode()
+        )
+        await tx.execute(
+            "UPDATE audit_checkpoints SET content = :c, position = :p WHERE number = 0",
+            {"c": content.replace(
+                f'"position":{records[-1].seq}'.encode(), f'"position":{records[-2].seq}'.encode()
+            ), "p": records[-2].seq},
+        )  # fmt: skip
+    assert await _first(migrated, audit_hsm) == ("forged", 0)
+
+
+async def test_untouched_chains_verify_on_both_back_ends(
+    trail: AuditTrail, migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    await _sealed_chain(trail, migrated)
+    [report] = await verify(migrated, audit_hsm)
+    assert report.ok and report.records == 13 and report.checkpoints == 1
+
+
+async def test_data_keys_rotate_on_schedule_and_every_record_names_its_key(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    trail = build_trail(audit_config(tmp_path, key_rotation_seconds=1), migrated, audit_hsm.keys)
+    ring = trail.writer._keys
+    now = [0.0]
+    ring._clock = lambda: now[0]
+    await trail.start()
+    await one_rpc(trail, 0)
+    now[0] += 1.0  # the rotation interval has passed
+    await one_rpc(trail, 1)
+    await trail.close()
+    records = await rows(migrated)
+    used = [r.data_key for r in records]
+    assert len(set(used)) == 2 and used[0] == used[4] != used[5] == used[-1]
+    async with migrated.transaction() as tx:
+        keys = {r["key_id"] for r in await tx.fetch_all("SELECT key_id FROM audit_data_keys")}
+    assert set(used) <= keys  # every key a record names is stored (wrapped) before use
+    [report] = await verify(migrated, audit_hsm)
+    assert report.ok, report.first
