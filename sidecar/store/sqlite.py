@@ -104,11 +104,14 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 await self._after_failure(exc)
                 raise _translate(exc) from None
+            except asyncio.CancelledError:
+                # The BEGIN still runs on aiosqlite's thread; end it before the next user comes.
+                await asyncio.shield(_rollback_quietly(conn))
+                raise
             try:
                 yield SqliteTx(conn)
             except BaseException:
-                with suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
+                await asyncio.shield(_rollback_quietly(conn))
                 raise
             try:
                 await conn.execute("COMMIT")
@@ -132,6 +135,12 @@ class SqliteStore:
         if conn is not None:
             with suppress(sqlite3.Error, ValueError):
                 await conn.close()
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    """Roll back whatever is open; nothing to do is fine too."""
+    with suppress(sqlite3.Error, ValueError):
+        await conn.execute("ROLLBACK")
 
 
 class SqliteTx:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -185,3 +186,33 @@ def test_placeholders_become_pyformat_and_literals_stay(name: str) -> None:
     assert _pyformat(sql) == (
         f"SELECT ':{name}', x::text, '50%%' FROM t WHERE a = %({name})s AND b LIKE 'a%%'"
     )
+
+
+async def test_a_caller_cancelled_while_waiting_to_begin_leaves_no_open_transaction(
+    tmp_path: Path,
+) -> None:
+    """SQLite: cancelled while BEGIN waits for another process's write lock, the BEGIN still
+    completes on the driver's thread; the store must end it, or every later BEGIN fails."""
+    path = tmp_path / "sidecar.db"
+    store = open_store(StoreConfig(sqlite_path=path))
+    try:
+        await store.migrate([NOTES_V1])
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+        async def write() -> None:
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO notes_items VALUES ('late', :b, 1)", {"b": b""})
+
+        waiting = asyncio.create_task(write())
+        await asyncio.sleep(0.3)  # our BEGIN is now waiting in the busy handler
+        waiting.cancel()
+        other.execute("ROLLBACK")
+        other.close()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO notes_items VALUES ('next', :b, 1)", {"b": b""})
+            assert [r["id"] for r in await tx.fetch_all("SELECT id FROM notes_items")] == ["next"]
+    finally:
+        await store.close()
