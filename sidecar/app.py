@@ -26,6 +26,7 @@ from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
 from sidecar.audit.filter import AuditFilter
 from sidecar.audit.link import audit_keys, build_trail
+from sidecar.audit.metrics import observe_spool
 from sidecar.audit.schema import MIGRATIONS as AUDIT_MIGRATIONS
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.writer import AuditUnavailable
@@ -153,6 +154,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
         if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
             trail = build_trail(settings.audit, store, audit_keys(hsm.token))
+            observe_spool(meter, trail.writer.spool)
         sealing = build_sealing(
             settings.platform.security,
             hsm.signer if hsm else None,

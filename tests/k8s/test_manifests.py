@@ -245,6 +245,9 @@ def test_dev_initialises_a_softhsm_token_with_the_security_teams_tool(dev: Rende
     init = dev.container("softhsm-token")
     script = init["command"][-1]
     assert "yibao-hsm init-token" in script and "yibao-hsm keygen --purpose sign" in script
+    # the audit trail's keys (docs/audit.md): checkpoint signatures, pseudonyms, data-key wrapping
+    for purpose in ("kek", "audit", "pseudonym"):
+        assert f"yibao-hsm keygen --purpose {purpose} " in script, purpose
     hsm = dev.sidecar_config["hsm"]
     assert "--token-label " + hsm["token_label"] in script
     assert "--user-pin-file " + hsm["user_pin_file"] in script
@@ -318,3 +321,49 @@ def test_prod_keeps_state_in_postgresql_with_the_password_from_a_secret(prod: Re
     assert "sslmode=verify-full" in store["postgresql_dsn"]
     mount = prod.mount_of(SIDECAR, store["postgresql_password_file"])
     assert "secret" in prod.volume(mount["name"])
+
+
+def test_every_overlay_audits_with_two_years_retention_and_a_spool_that_outlives_the_container(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    """Every interaction is audited: ``[audit]`` is on, and its spool is on a writable volume."""
+    path = tmp_path / "sidecar.toml"
+    path.write_text(rendered.sidecar_toml, encoding="utf-8")
+    env = {e["name"]: "0" for e in rendered.container(SIDECAR)["env"] if "valueFrom" in e}
+    audit = config.load(path, environ=env).audit
+    assert audit is not None
+    assert audit.retention_days >= 730
+    assert audit.checkpoint_interval_seconds <= 300
+    # the spool is on a volume of its own (the root filesystem is read-only), writable, not memory:
+    # it is fsynced and must outlive a restart of the container; the sidecar's alone
+    spool = str(audit.spool_dir)
+    mount = rendered.mount_of(SIDECAR, spool)
+    assert not mount.get("readOnly") and mount["mountPath"] != spool  # spool_dir is made 0700
+    claims = {
+        t["metadata"]["name"]: t
+        for t in rendered.one("StatefulSet")["spec"].get("volumeClaimTemplates", [])
+    }
+    if mount["name"] in claims:
+        assert "ReadWriteOnce" in claims[mount["name"]]["spec"]["accessModes"]
+    else:
+        assert rendered.volume(mount["name"])["emptyDir"].get("medium") != "Memory"
+    for container in rendered.all_containers():
+        if container["name"] != SIDECAR:
+            assert mount["name"] not in {m["name"] for m in container.get("volumeMounts", [])}
+    # each replica's chains are named after its pod
+    instance = {e["name"]: e for e in rendered.container(SIDECAR)["env"]}[
+        "YIBAO_SIDECAR__AUDIT__INSTANCE"
+    ]
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_prod_keeps_the_audit_spool_on_a_claim_that_outlives_the_pod(prod: Rendered) -> None:
+    spool = prod.sidecar_config["audit"]["spool_dir"]
+    name = prod.mount_of(SIDECAR, spool)["name"]
+    statefulset = prod.one("StatefulSet")["spec"]
+    assert name in {t["metadata"]["name"] for t in statefulset["volumeClaimTemplates"]}
+    assert name not in {v["name"] for v in prod.pod["volumes"]}
+    assert statefulset["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -87,7 +88,10 @@ def dev_pod(dev: Rendered, root: Path, simulator: RunningSimulator, softhsm_lib:
         image_paths={"/opt/yibao": Path(sys.prefix)},
         image_files={SOFTHSM_IN_IMAGE: softhsm_lib},
         image_env=IMAGE_ENV,
-        field_values={"metadata.labels['apps.kubernetes.io/pod-index']": "0"},
+        field_values={
+            "metadata.labels['apps.kubernetes.io/pod-index']": "0",
+            "metadata.name": "im-service-0",
+        },
     )
 
 
@@ -178,3 +182,18 @@ async def test_the_dev_pod_starts_as_its_manifests_say_and_passes_the_startup_pr
     assert [event["certificate"] for event in expiry] == ["tls_client"]
     assert "certificate.signing_absent" in names  # dev imports no certificate for its key
     assert pin_copy.read_text().strip() not in stderr
+    # the audit trail was on: the calls above are recorded in a chain named after the pod, sealed
+    # by the final checkpoint, and nothing was left in the spool
+    database = sqlite3.connect(pod.volume_dir("yibao-state") / "sidecar.db")
+    try:
+        chains = database.execute(
+            "SELECT chain, count(*) FROM audit_records WHERE kind = 'rpc.intent' GROUP BY chain"
+        ).fetchall()
+        checkpoints = database.execute("SELECT count(*) FROM audit_checkpoints").fetchone()[0]
+    finally:
+        database.close()
+    assert [(chain.split("/")[0], count) for chain, count in chains] == [("im-service-0", 2)]
+    assert checkpoints >= 1
+    spool_dir = pod.volume_dir("audit-spool") / "spool"
+    assert spool_dir.stat().st_mode & 0o777 == 0o700
+    assert all(path.stat().st_size == 0 for path in spool_dir.iterdir())
