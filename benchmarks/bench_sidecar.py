@@ -459,6 +459,10 @@ module = "{lib}"
 token_label = "{LABEL}"
 user_pin_file = "{pin_file}"
 pool_size = 2
+
+[audit]                 # on, as in production: every RPC and transaction recorded
+instance = "bench"
+spool_dir = "{work / "audit-spool"}"
 """
     config = work / "sidecar.toml"
     config.write_text(f"""\
@@ -519,6 +523,9 @@ def key_ceremony(work: Path) -> tuple[str, Path, Path]:
     for command in (
         ["init-token", "--so-pin-file", str(pins["so"])],
         ["keygen", "--purpose", "sign"],
+        ["keygen", "--purpose", "kek"],  # the audit trail: data keys, checkpoints, pseudonyms
+        ["keygen", "--purpose", "audit"],
+        ["keygen", "--purpose", "pseudonym"],
         ["export-public", "--out", str(public_pem)],
     ):
         hsm_cli = [sys.executable, "-m", "hsm.cli", *command, *common]
@@ -599,7 +606,8 @@ def main() -> None:
         scheme = "scheme A, SoftHSM pool 2" if keys else "plain (mTLS only)"
         print(
             f"nproc={os.cpu_count()}  simulator pid {sim.process.pid}, sidecar pid "
-            f"{sidecar.process.pid}: {scheme}, HTTP/{'1.1' if args.http1 else '2'}, cache: none"
+            f"{sidecar.process.pid}: {scheme}, HTTP/{'1.1' if args.http1 else '2'}, cache: none, "
+            f"audit trail: {'on' if keys else 'off'}"
         )
 
         phases: dict[tuple[str, str], list[Phase]] = {}
