@@ -224,12 +224,6 @@ async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
     assert [form for form in forms(identifiers(population)) if form in raw] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="other components' tables keep personal data in plaintext: offsite_requests.outcome "
-    "(contact phone, address of SubmitOffsiteRegistration's answer) and settlement_records (the "
-    "platform person number psn_no); never the audit tables (asserted first)",
-)
 async def test_no_contact_details_or_person_numbers_in_plaintext_anywhere(
     simulator: RunningSimulator,
     population: Population,
