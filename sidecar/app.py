@@ -326,7 +326,8 @@ def _settlements(
 def _field_sealer(settings: Settings, hsm: HsmLink | None) -> FieldSealer:
     """Sealed columns (``offsite_requests.outcome``, ``settlement_records.psn_no_sealed``): data
     keys wrapped by the HSM's active KEK; without ``[hsm]`` (development only) by a host key
-    derived from ``consent.pseudonym_key_file``, and a warning says so (docs/compliance.md)."""
+    derived from ``consent.pseudonym_key_file``; its first data key logs a warning saying so
+    (docs/compliance.md; not at start-up, whose failures are one line)."""
     if hsm is not None:
         data_keys = DataKeys(hsm.token)
         try:
@@ -340,7 +341,6 @@ def _field_sealer(settings: Settings, hsm: HsmLink | None) -> FieldSealer:
     if path is None:  # _pseudonymizer has refused this already
         raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
     host_key = read_secret(path, "consent.pseudonym_key_file").encode()
-    log.warning("fieldcrypt.host_key_development_only")
     return FieldSealer(HostKeyWrapper(_derived(host_key, b"field-sealing-kek")[:16]))
 
 

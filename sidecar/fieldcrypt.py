@@ -15,6 +15,7 @@ column the value belongs to (``context(...)``): a value copied to another row do
 
 from __future__ import annotations
 
+import logging
 import secrets
 import struct
 import time
@@ -28,6 +29,8 @@ from sidecar.store import StoreError
 MAGIC = b"YFS1"
 DATA_KEY_BYTES = 16
 _HOST_WRAP_AAD = b"yibao-sidecar/fieldcrypt/host-wrapped-data-key/v1"
+
+log = logging.getLogger(__name__)
 
 
 class SealError(StoreError):
@@ -53,11 +56,15 @@ class HostKeyWrapper:
         if len(kek) != DATA_KEY_BYTES:
             raise ValueError("the host key-encryption key must be 16 bytes")
         self._kek = kek
+        self._warned = False
 
     def __repr__(self) -> str:  # never print key material
         return "HostKeyWrapper()"
 
     async def new(self) -> tuple[bytes, bytes]:
+        if not self._warned:  # once, when the first value is sealed
+            self._warned = True
+            log.warning("fieldcrypt.host_key_development_only")
         key = secrets.token_bytes(DATA_KEY_BYTES)
         return key, b"H" + sm4gcm.encrypt(self._kek, key, _HOST_WRAP_AAD)
 

@@ -118,3 +118,13 @@ async def test_key_wrapper_failures_become_seal_errors_without_details() -> None
     with pytest.raises(SealError) as caught:
         await FieldSealer(Down(secrets.token_bytes(16))).seal(PSN_NO, ROW)
     assert str(caught.value) == "no data key: RuntimeError"
+
+
+async def test_the_host_wrapper_warns_once_that_it_is_for_development(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = FieldSealer(HostKeyWrapper(secrets.token_bytes(16)), rotation_seconds=0.0)
+    with caplog.at_level("WARNING", logger="sidecar.fieldcrypt"):
+        for _ in range(3):
+            await s.seal(PSN_NO, ROW)
+    assert [r.getMessage() for r in caplog.records] == ["fieldcrypt.host_key_development_only"]
