@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar import sm4gcm
-from sidecar.store import StoreError
+from sidecar.store import StoreUnavailable
 
 MAGIC = b"YFS1"
 DATA_KEY_BYTES = 16
@@ -33,10 +33,10 @@ _HOST_WRAP_AAD = b"yibao-sidecar/fieldcrypt/host-wrapped-data-key/v1"
 log = logging.getLogger(__name__)
 
 
-class SealError(StoreError):
+class SealError(StoreUnavailable):
     """A value could not be sealed or opened (key wrapper down; value not ours, malformed,
-    changed, or another row's). A ``StoreError``: the components fail closed on it, as on a
-    store they cannot read."""
+    changed, or another row's). A ``StoreUnavailable``: the components fail closed on it
+    (UNAVAILABLE / STORE_UNAVAILABLE), as on a store they cannot read."""
 
 
 class KeyWrapper(Protocol):

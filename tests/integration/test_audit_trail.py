@@ -49,7 +49,8 @@ from tests.integration.settlement_support import settle_request
 from tests.integration.test_eligibility import question
 from tests.integration.test_gateway import details, subject_of
 
-CONTACT_PHONE = "13800000000"  # what functions_support.submission sends
+CONTACT_PHONE = "13912345678"  # what functions_support.submission sends (no run of zeros
+# that the simulator's serials, division + time + zero-padded counter, could contain)
 ADDRESS = "上海市浦东新区世纪大道1号"
 DIAGNOSIS = "急性上呼吸道感染"  # what settlement_support.settle_request sends
 AUDIT_TABLES = ("audit_records", "audit_data_keys", "audit_checkpoints")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.fieldcrypt import MAGIC, FieldSealer, HostKeyWrapper, SealError, context
-from sidecar.store import StoreError
+from sidecar.store import StoreUnavailable
 
 ROW = context("settlement_records.psn_no", "acme", "req-1")
 PSN_NO = b"43000011000000000001"
@@ -74,9 +74,11 @@ async def test_any_changed_byte_is_refused() -> None:
             await s.open(sealed[:cut], ROW)
 
 
-async def test_another_key_wrapper_cannot_open_and_errors_are_store_errors() -> None:
+async def test_another_key_wrapper_cannot_open_and_errors_are_store_unavailable() -> None:
     sealed = await sealer().seal(PSN_NO, ROW)
-    with pytest.raises(StoreError) as caught:  # components fail closed as on an unreadable store
+    with pytest.raises(
+        StoreUnavailable
+    ) as caught:  # components fail closed as on an unreadable store
         await sealer().open(sealed, ROW)
     assert PSN_NO.decode() not in str(caught.value)
 
