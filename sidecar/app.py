@@ -20,6 +20,8 @@ import grpc
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
+from hsm.datakeys import DataKeys
+from hsm.errors import HsmError
 from sidecar import certexpiry, config, logs, telemetry, telemetry_export
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
@@ -42,6 +44,7 @@ from sidecar.config import (
     Settings,
     read_secret,
 )
+from sidecar.fieldcrypt import FieldSealer, HostKeyWrapper
 from sidecar.gateway import offsite_store
 from sidecar.gateway.account import AccountQueries
 from sidecar.gateway.cache import ReadCache
@@ -166,6 +169,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             settings, transport, observability.tracer, meter, sealing, msgids, recorder=trail
         )
         certificates = _certificate_watch(settings, hsm, meter)
+        sealer = _field_sealer(settings, hsm)
     except BaseException:
         if hsm is not None:
             hsm.close()
@@ -190,6 +194,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         platform,
         offsite_store.OffsiteStore(
             store,
+            sealer=sealer,
             lease_seconds=settings.offsite.request_lease_seconds,
             keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
         ),
@@ -199,7 +204,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
     )
     migrations += offsite_store.MIGRATIONS
-    settlements = _settlements(settings, store, platform, cache)
+    settlements = _settlements(settings, store, platform, cache, sealer)
     migrations += SETTLEMENT_MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
@@ -284,13 +289,17 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
 
 
 def _settlements(
-    settings: Settings, store: Store, platform: PlatformClient, cache: ReadCache
+    settings: Settings,
+    store: Store,
+    platform: PlatformClient,
+    cache: ReadCache,
+    sealer: FieldSealer,
 ) -> Settlements:
     """The settlement state machine; every settle and cancel invalidates its subject's cache."""
     codes = settings.platform.transactions
     s = settings.settlement
     return Settlements(
-        SettlementRecords(store),
+        SettlementRecords(store, sealer),
         platform,
         SettlementInstitution(settings.institution.code, settings.institution.name),
         codes=SettlementCodes(
@@ -314,6 +323,27 @@ def _settlements(
         replica=_replica(settings),
         cache=cache,
     )
+
+
+def _field_sealer(settings: Settings, hsm: HsmLink | None) -> FieldSealer:
+    """Sealed columns (``offsite_requests.outcome``, ``settlement_records.psn_no_sealed``): data
+    keys wrapped by the HSM's active KEK; without ``[hsm]`` (development only) by a host key
+    derived from ``consent.pseudonym_key_file``; its first data key logs a warning saying so
+    (docs/compliance.md; not at start-up, whose failures are one line)."""
+    if hsm is not None:
+        data_keys = DataKeys(hsm.token)
+        try:
+            data_keys.active_kek()
+        except HsmError as exc:
+            raise ConfigError(
+                f"hsm: {exc} (sealed columns: yibao-hsm keygen --purpose kek)"
+            ) from None
+        return FieldSealer(data_keys)
+    path = settings.consent.pseudonym_key_file
+    if path is None:  # _pseudonymizer has refused this already
+        raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
+    host_key = read_secret(path, "consent.pseudonym_key_file").encode()
+    return FieldSealer(HostKeyWrapper(_derived(host_key, b"field-sealing-kek")[:16]))
 
 
 def _replica(settings: Settings) -> str:

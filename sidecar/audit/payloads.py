@@ -1,5 +1,7 @@
 """Payload encryption: SM4-GCM under data keys that the HSM's KEK wraps, rotated on a schedule.
 
+The cipher itself is ``sidecar.sm4gcm`` (shared with the sealed columns of ``sidecar.fieldcrypt``).
+
 Each payload is ``nonce (12) || ciphertext || tag (16)``; the associated data is the record's ID,
 so a payload moved to another record does not decrypt. Data keys come from ``hsm.datakeys``
 (a random 16-byte key, wrapped under the active KEK); the wrapped blob is stored in
@@ -8,41 +10,22 @@ so a payload moved to another record does not decrypt. Data keys come from ``hsm
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from sidecar.sm4gcm import NONCE_BYTES, TAG_BYTES, PayloadError, decrypt, encrypt
 
-NONCE_BYTES = 12
-TAG_BYTES = 16
-
-
-class PayloadError(Exception):
-    """A payload did not decrypt (wrong key, or changed)."""
-
-
-def encrypt(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
-    encryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
-    encryptor.authenticate_additional_data(associated)
-    body = encryptor.update(plaintext) + encryptor.finalize()
-    return nonce + body + encryptor.tag
-
-
-def decrypt(key: bytes, sealed: bytes, associated: bytes) -> bytes:
-    if len(sealed) < NONCE_BYTES + TAG_BYTES:
-        raise PayloadError("payload is too short")
-    nonce, body, tag = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:-TAG_BYTES], sealed[-TAG_BYTES:]
-    decryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce, tag)).decryptor()
-    decryptor.authenticate_additional_data(associated)
-    try:
-        return decryptor.update(body) + decryptor.finalize()
-    except InvalidTag:
-        raise PayloadError("payload failed its SM4-GCM tag check") from None
+__all__ = [
+    "NONCE_BYTES",
+    "TAG_BYTES",
+    "DataKey",
+    "DataKeyRing",
+    "PayloadError",
+    "decrypt",
+    "encrypt",
+]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ The life of a key (one row)::
 A repeat finds ``done`` (replay), a live lease (``REQUEST_IN_PROGRESS``), or an expired lease:
 ``sent=0`` starts afresh, ``sent=1`` must be resolved with the platform's query first. Claims run
 under a transaction-scoped lock on the key, so concurrent duplicates see one winner.
+
+The outcome holds personal data (a registration's answer carries the contact phone and address),
+so it is stored sealed (``sidecar.fieldcrypt``, SM4-GCM), bound to its tenant, method and key.
+Rows written before sealing (none exist in production) would not open and answer UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import grpc
 from google.protobuf.message import Message
 
 from sidecar.errors import FieldViolation, GatewayError
+from sidecar.fieldcrypt import FieldSealer, context
 from sidecar.store import Migration, Store, StoreError
 
 COMPONENT = "offsite"
@@ -182,11 +187,13 @@ class OffsiteStore:
         self,
         store: Store,
         *,
+        sealer: FieldSealer,
         lease_seconds: float,
         keep_seconds: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._sealer = sealer
         self._lease = lease_seconds
         self._keep = keep_seconds
         self._clock = clock
@@ -213,6 +220,7 @@ class OffsiteStore:
         now = _micros(self._clock())
         lease_until = now + _micros(self._lease)
         params = _key_params(key)
+        sealed: bytes | None = None
         async with self._store.transaction() as tx:
             await tx.lock(f"offsite:{key.tenant}:{key.method}:{key.request_id}")
             row = await tx.fetch_one(
@@ -234,18 +242,23 @@ class OffsiteStore:
             if row["payload_sha256"] != key.payload_sha256:
                 raise key_reused()
             if row["state"] == DONE:
-                return Claim(ClaimKind.REPLAY, Outcome.decode(bytes(row["outcome"])))
-            if int(row["lease_until"]) > now:
+                sealed = bytes(row["outcome"])
+            elif int(row["lease_until"]) > now:
                 raise in_progress(max(1.0, (int(row["lease_until"]) - now) / 1e6))
-            await tx.execute(
-                "UPDATE offsite_requests SET lease_until = :lease_until, updated_at = :now"
-                " WHERE tenant = :tenant AND method = :method AND request_id = :request_id",
-                {**params, "lease_until": lease_until, "now": now},
-            )
-            if int(row["sent"]):
-                sent_at = row["sent_at"]
-                return Claim(ClaimKind.RESOLVE, sent_at=None if sent_at is None else sent_at / 1e6)
-            return Claim(ClaimKind.FRESH)
+            else:
+                await tx.execute(
+                    "UPDATE offsite_requests SET lease_until = :lease_until, updated_at = :now"
+                    " WHERE tenant = :tenant AND method = :method AND request_id = :request_id",
+                    {**params, "lease_until": lease_until, "now": now},
+                )
+                if int(row["sent"]):
+                    at = row["sent_at"]
+                    return Claim(ClaimKind.RESOLVE, sent_at=None if at is None else at / 1e6)
+                return Claim(ClaimKind.FRESH)
+        # a finished key: open its outcome outside the transaction (the key may need the HSM)
+        assert sealed is not None
+        plain = await self._sealer.open(sealed, _outcome_context(key))
+        return Claim(ClaimKind.REPLAY, Outcome.decode(plain))
 
     async def mark_sent(self, key: RequestKey) -> None:
         """Record, before it goes out, that the mutating transaction may reach the platform."""
@@ -254,11 +267,12 @@ class OffsiteStore:
 
     async def finish(self, key: RequestKey, outcome: Outcome) -> None:
         """Record the outcome that every repeat of the key will get."""
+        sealed = await self._sealer.seal(outcome.encode(), _outcome_context(key))
         now = _micros(self._clock())
         await self._update(
             key,
             "state = :done, outcome = :outcome, lease_until = 0, updated_at = :now",
-            {"done": DONE, "outcome": outcome.encode(), "now": now},
+            {"done": DONE, "outcome": sealed, "now": now},
         )
 
     async def free(self, key: RequestKey) -> None:
@@ -324,6 +338,10 @@ class OffsiteStore:
 
 def _key_params(key: RequestKey) -> dict[str, object]:
     return {"tenant": key.tenant, "method": key.method, "request_id": key.request_id}
+
+
+def _outcome_context(key: RequestKey) -> bytes:
+    return context("offsite_requests.outcome", key.tenant, key.method, key.request_id)
 
 
 def _micros(seconds: float) -> int:

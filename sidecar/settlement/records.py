@@ -11,7 +11,10 @@ it needs to reverse (2601) the settlement.
 
 No certificate number, name or token is stored: the subject and the payload are kept as SHA-256
 digests (enough to match a repeat or a lookup); the platform's ``psn_no`` is kept because
-reversal and cancellation need it.
+reversal and cancellation need it, sealed (``sidecar.fieldcrypt``, SM4-GCM under an HSM-wrapped
+data key) in ``psn_no_sealed`` and bound to its tenant and request. The plaintext ``psn_no``
+column of version 1 is no longer written; a row written before version 2 (none exist in
+production) is still read from it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any
 
+from sidecar.fieldcrypt import FieldSealer, context
 from sidecar.store import Migration, Row, Store, Tx
 from sidecar.store.base import now_micros
 
@@ -79,6 +83,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (tenant, request_id))",
         ),
     ),
+    Migration(
+        component=COMPONENT,
+        version=2,
+        statements=("ALTER TABLE settlement_records ADD COLUMN psn_no_sealed {blob}",),
+    ),
 )
 
 
@@ -136,13 +145,18 @@ class Record:
         return f"Record({self.tenant!r}, {self.request_id!r}, {self.state.value})"
 
     @classmethod
-    def from_row(cls, row: Row) -> Record:
+    def from_row(cls, row: Row, psn_no: str | None) -> Record:
+        """The record of ``row``, with its ``psn_no`` opened by the caller."""
         values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
         values["state"] = State(values["state"])
+        values["psn_no"] = psn_no
         return cls(**values)
 
     def columns(self) -> dict[str, object]:
-        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        """The plaintext columns (all but ``psn_no``, which is stored sealed)."""
+        values: dict[str, object] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "psn_no"
+        }
         values["state"] = self.state.value
         return values
 
@@ -164,37 +178,42 @@ class CancelKey:
     target_request_id: str
 
 
-_COLUMNS = tuple(f.name for f in fields(Record))
 # Column names come from the Record dataclass, never from input; values are always parameters.
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM settlement_records"  # noqa: S608
+# ``psn_no`` is written only sealed (``psn_no_sealed``); the plaintext column is read for old rows.
+_COLUMNS = tuple(f.name for f in fields(Record) if f.name != "psn_no")
+_WRITTEN = (*_COLUMNS, "psn_no_sealed")
+_SELECT = f"SELECT {', '.join((*_COLUMNS, 'psn_no', 'psn_no_sealed'))} FROM settlement_records"  # noqa: S608
 
 
 class SettlementRecords:
     """Reads and conditional writes of the settlement tables; no business rules."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, sealer: FieldSealer) -> None:
         self._store = store
+        self._sealer = sealer
 
     async def claim(self, record: Record) -> Record | None:
         """Insert ``record`` unless its key exists: ``None`` if we own it now, else that row."""
-        names = ", ".join(_COLUMNS)
-        values = ", ".join(f":{name}" for name in _COLUMNS)
+        names = ", ".join(_WRITTEN)
+        values = ", ".join(f":{name}" for name in _WRITTEN)
+        sealed = await self._seal(record.tenant, record.request_id, record.psn_no)
         async with self._store.transaction() as tx:
             inserted = await tx.execute(
                 f"INSERT INTO settlement_records ({names}) VALUES ({values})"  # noqa: S608
                 " ON CONFLICT (tenant, request_id) DO NOTHING",
-                record.columns(),
+                {**record.columns(), "psn_no_sealed": sealed},
             )
             if inserted:
                 return None
-            existing = await _get(tx, record.tenant, record.request_id)
-        if existing is None:  # deleted between the insert and the read: claim it again
+            row = await _get(tx, record.tenant, record.request_id)
+        if row is None:  # deleted between the insert and the read: claim it again
             return await self.claim(record)
-        return existing
+        return await self._record(row)
 
     async def get(self, tenant: str, request_id: str) -> Record | None:
         async with self._store.transaction() as tx:
-            return await _get(tx, tenant, request_id)
+            row = await _get(tx, tenant, request_id)
+        return await self._record(row) if row is not None else None
 
     async def by_settlement_id(self, tenant: str, setl_id: str) -> Record | None:
         async with self._store.transaction() as tx:
@@ -202,7 +221,7 @@ class SettlementRecords:
                 f"{_SELECT} WHERE tenant = :tenant AND setl_id = :setl_id",
                 {"tenant": tenant, "setl_id": setl_id},
             )
-        return Record.from_row(row) if row is not None else None
+        return await self._record(row) if row is not None else None
 
     async def move(
         self,
@@ -243,7 +262,8 @@ class SettlementRecords:
                 f" AND state IN ({states}) AND lease_owner = :owner",
                 params,
             )
-            return await _get(tx, record.tenant, record.request_id) if changed else None
+            row = await _get(tx, record.tenant, record.request_id) if changed else None
+        return await self._record(row) if row is not None else None
 
     async def take_over(
         self, record: Record, owner: str, lease_until: int, *, force: bool = False
@@ -270,7 +290,8 @@ class SettlementRecords:
                     "was_owner": record.lease_owner,
                 },
             )
-            return await _get(tx, record.tenant, record.request_id) if changed else None
+            row = await _get(tx, record.tenant, record.request_id) if changed else None
+        return await self._record(row) if row is not None else None
 
     async def release(self, record: Record) -> None:
         """Forget a claim that charged nothing (so the key can be used again)."""
@@ -306,15 +327,16 @@ class SettlementRecords:
 
         The row also gets what reversal and cancellation need (person, insured area, visit).
         """
+        sealed = await self._seal(record.tenant, record.request_id, psn_no)
         now = now_micros()
         async with self._store.transaction() as tx:
             changed = await tx.execute(
                 "UPDATE settlement_records SET state = :sending, updated_at = :now,"
-                " psn_no = :psn_no, insured_area = :area, mdtrt_id = :mdtrt_id"
+                " psn_no_sealed = :psn_no, insured_area = :area, mdtrt_id = :mdtrt_id"
                 " WHERE tenant = :tenant AND request_id = :r AND lease_owner = :owner"
                 " AND state IN (:running, :sending)",
                 {
-                    "psn_no": psn_no,
+                    "psn_no": sealed,
                     "area": insured_area,
                     "mdtrt_id": mdtrt_id,
                     "sending": State.SENDING.value,
@@ -340,7 +362,7 @@ class SettlementRecords:
             )
             row = await _get(tx, record.tenant, record.request_id)
         assert row is not None
-        return row
+        return await self._record(row)
 
     async def forget_attempt(self, record: Record, msgid: str) -> None:
         """Drop an attempt known not to have left this process (the transport sent nothing)."""
@@ -389,7 +411,7 @@ class SettlementRecords:
                 " AND updated_at <= :older ORDER BY updated_at LIMIT :limit",
                 params,
             )
-        return [Record.from_row(row) for row in rows]
+        return [await self._record(row) for row in rows]
 
     async def cancel_key(self, tenant: str, request_id: str, key: CancelKey) -> CancelKey | None:
         """Remember a CancelSettlement key; the one stored before if the key was used."""
@@ -416,14 +438,30 @@ class SettlementRecords:
             )
         return CancelKey(row["payload_sha256"], row["target_request_id"]) if row else None
 
+    async def _seal(self, tenant: str, request_id: str, psn_no: str | None) -> bytes | None:
+        if psn_no is None:
+            return None
+        return await self._sealer.seal(psn_no.encode("utf-8"), _psn_no_context(tenant, request_id))
+
+    async def _record(self, row: Row) -> Record:
+        sealed = row["psn_no_sealed"]
+        if sealed is None:
+            return Record.from_row(row, row["psn_no"])  # unset, or a row from before version 2
+        context = _psn_no_context(str(row["tenant"]), str(row["request_id"]))
+        plain = await self._sealer.open(bytes(sealed), context)
+        return Record.from_row(row, plain.decode("utf-8"))
+
 
 class LostClaim(Exception):
     """Another worker took the row over; this one must stop acting on it."""
 
 
-async def _get(tx: Tx, tenant: str, request_id: str) -> Record | None:
-    row = await tx.fetch_one(
+def _psn_no_context(tenant: str, request_id: str) -> bytes:
+    return context("settlement_records.psn_no", tenant, request_id)
+
+
+async def _get(tx: Tx, tenant: str, request_id: str) -> Row | None:
+    return await tx.fetch_one(
         f"{_SELECT} WHERE tenant = :tenant AND request_id = :request_id",
         {"tenant": tenant, "request_id": request_id},
     )
-    return Record.from_row(row) if row is not None else None

@@ -50,7 +50,11 @@ def token(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Token:
         "--user-pin-file",
         str(user_pin),
     ]
-    for args in (["init-token", "--so-pin-file", str(so_pin)], ["keygen", "--purpose", "sign"]):
+    for args in (
+        ["init-token", "--so-pin-file", str(so_pin)],
+        ["keygen", "--purpose", "sign"],
+        ["keygen", "--purpose", "kek"],  # sealed columns (sidecar/fieldcrypt.py)
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "hsm.cli", *args, *common],
             env=env,

@@ -82,7 +82,7 @@ def submission(person: Person, request_id: str = "reg-0001", **changes: Any) -> 
         "start_date": today().isoformat(),
         "end_date": (today() + dt.timedelta(days=90)).isoformat(),
         "reason": gateway.OFFSITE_REASON_RESIDENT_WORKING_ELSEWHERE,
-        "contact_phone": "13800000000",
+        "contact_phone": "13912345678",
         "address": "上海市浦东新区世纪大道1号",
     }
     fields.update(changes)

@@ -460,6 +460,8 @@ async def test_duplicates_across_two_replicas_sharing_the_store_settle_once(
         directory = short_dir / f"r{slot}"
         directory.mkdir()
         settings = settlement_settings(simulator, directory, store_config)
+        if replicas:  # replicas of one deployment share its secrets (and so the sealing key)
+            settings = settings.model_copy(update={"consent": replicas[0].consent})
         platform = settings.platform.model_copy(
             update={"msgid": settings.platform.msgid.model_copy(update={"slot": slot, "slots": 2})}
         )

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from sidecar.settlement.records import MIGRATIONS, LostClaim, Record, SettlementRecords, State
-from sidecar.store import Store
+from sidecar.store import Store, StoreError
 from sidecar.store.base import now_micros
+from tests.fieldcrypt_support import host_sealer
 
 
 def record(owner: str = "a-1", **changes: object) -> Record:
@@ -36,7 +37,7 @@ def record(owner: str = "a-1", **changes: object) -> Record:
 
 async def test_one_claim_wins_among_concurrent_ones(store: Store) -> None:
     await store.migrate(MIGRATIONS)
-    records = SettlementRecords(store)
+    records = SettlementRecords(store, host_sealer())
     results = await asyncio.gather(*(records.claim(record(f"w-{n}")) for n in range(10)))
     winners = [n for n, existing in enumerate(results) if existing is None]
     assert len(winners) == 1
@@ -45,7 +46,7 @@ async def test_one_claim_wins_among_concurrent_ones(store: Store) -> None:
 
 async def test_only_the_holder_moves_a_row_and_takeover_needs_a_dead_lease(store: Store) -> None:
     await store.migrate(MIGRATIONS)
-    records = SettlementRecords(store)
+    records = SettlementRecords(store, host_sealer())
     mine = record("a-1")
     assert await records.claim(mine) is None
     theirs = record("b-1")
@@ -67,3 +68,28 @@ async def test_only_the_holder_moves_a_row_and_takeover_needs_a_dead_lease(store
     assert await records.unresolved(now_micros()) == []
     await records.release(done)  # a final row is never given back
     assert await records.get("acme", "r1") == done
+
+
+async def test_psn_no_is_stored_sealed_and_bound_to_its_row(store: Store) -> None:
+    await store.migrate(MIGRATIONS)
+    records = SettlementRecords(store, host_sealer())
+    psn_no = "43000011000000000077"
+    for request_id in ("r1", "r2"):
+        mine = record("a-1", request_id=request_id)
+        assert await records.claim(mine) is None
+        await records.record_attempt(
+            mine, f"M-{request_id}", "2207", psn_no=psn_no, insured_area="310000", mdtrt_id="V1"
+        )
+    async with store.transaction() as tx:
+        rows = await tx.fetch_all("SELECT * FROM settlement_records ORDER BY request_id")
+    assert [row["psn_no"] for row in rows] == [None, None]  # the plaintext column is not written
+    assert all(psn_no.encode() not in bytes(row["psn_no_sealed"]) for row in rows)
+    got = await records.get("acme", "r1")
+    assert got is not None and got.psn_no == psn_no
+    async with store.transaction() as tx:  # r1's sealed value copied onto r2 does not open there
+        await tx.execute(
+            "UPDATE settlement_records SET psn_no_sealed = :v WHERE request_id = 'r2'",
+            {"v": bytes(rows[0]["psn_no_sealed"])},
+        )
+    with pytest.raises(StoreError):
+        await records.get("acme", "r2")

@@ -18,7 +18,8 @@ from sidecar.gateway.offsite_store import (
     RequestKey,
     request_key,
 )
-from sidecar.store import Store
+from sidecar.store import Store, StoreError
+from tests.fieldcrypt_support import host_sealer
 
 
 class Clock:
@@ -35,7 +36,7 @@ KEY = RequestKey("acme", "SubmitOffsiteRegistration", "req-1", "a" * 64)
 async def keys(store: Store, clock: Clock) -> OffsiteStore:
     await store.migrate(MIGRATIONS)
     await store.migrate(MIGRATIONS)  # idempotent
-    return OffsiteStore(store, lease_seconds=10.0, clock=clock)
+    return OffsiteStore(store, sealer=host_sealer(), lease_seconds=10.0, clock=clock)
 
 
 async def test_claim_finish_and_replay(store: Store) -> None:
@@ -120,7 +121,9 @@ def test_the_payload_hash_ignores_the_request_id_only() -> None:
 async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -> None:
     clock = Clock()
     await store.migrate(MIGRATIONS)
-    offsite = OffsiteStore(store, lease_seconds=10.0, keep_seconds=86_400.0, clock=clock)
+    offsite = OffsiteStore(
+        store, sealer=host_sealer(), lease_seconds=10.0, keep_seconds=86_400.0, clock=clock
+    )
     unknown = RequestKey("acme", "SubmitOffsiteRegistration", "req-2", "a" * 64)
     await offsite.claim(KEY)
     await offsite.finish(KEY, Outcome(answer=b""))
@@ -133,3 +136,25 @@ async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -
     assert await offsite.purge() == 1
     assert (await offsite.claim(KEY)).kind is ClaimKind.FRESH  # forgotten
     assert (await offsite.claim(unknown)).kind is ClaimKind.RESOLVE  # never dropped
+
+
+async def test_outcomes_are_stored_sealed_and_bound_to_their_key(store: Store) -> None:
+    offsite = await keys(store, Clock())
+    answer = "13800138000 北京市海淀区中关村大街1号".encode()
+    other = RequestKey("acme", "SubmitOffsiteRegistration", "req-9", "a" * 64)
+    for key in (KEY, other):
+        await offsite.claim(key)
+        await offsite.finish(key, Outcome(answer=answer))
+    async with store.transaction() as tx:
+        rows = await tx.fetch_all("SELECT request_id, outcome FROM offsite_requests")
+    assert len(rows) == 2 and all(answer[:11] not in bytes(row["outcome"]) for row in rows)
+    replay = await offsite.claim(KEY)
+    assert replay.outcome is not None and replay.outcome.answer == answer
+    sealed = {row["request_id"]: bytes(row["outcome"]) for row in rows}
+    async with store.transaction() as tx:  # req-1's outcome copied onto req-9 does not open there
+        await tx.execute(
+            "UPDATE offsite_requests SET outcome = :v WHERE request_id = 'req-9'",
+            {"v": sealed["req-1"]},
+        )
+    with pytest.raises(StoreError):
+        await offsite.claim(other)
