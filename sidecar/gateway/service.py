@@ -1,8 +1,7 @@
 """``InsuranceGateway``: the gRPC face of the five insurance functions.
 
 Each method validates its request (collecting every bad field), takes the caller established by
-the filter chain, and hands a validated domain request to the function's module. RPCs not built
-yet raise ``NotImplementedError``, which the filter chain answers with UNIMPLEMENTED.
+the filter chain, and hands a validated domain request to the function's module.
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         offsite: OffsiteRegistrations,
         tokens: PageTokens,
         cache: ReadCache,
+        settlement: SettlementFunctions,
         max_backdate_days: int = 0,
-        settlement: SettlementFunctions | None = None,
     ) -> None:
         self._enrollment = enrollment
         self._eligibility = eligibility
@@ -121,13 +120,9 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         cancellation = offsite_requests.cancellation(request, tenant=_caller().tenant)
         return await self._offsite.cancel(cancellation, _operator(), context.time_remaining())
 
-    # Built by the settlement helper; until then the filter chain answers UNIMPLEMENTED.
-
     async def SettleWithEVoucher(  # noqa: N802
         self, request: gateway.SettleWithEVoucherRequest, context: Context
     ) -> gateway.SettleWithEVoucherResponse:
-        if self._settlement is None:
-            raise NotImplementedError
         caller = caller_of(current_call())
         return await self._settlement.settle(
             request, caller.tenant, _operator(), context.time_remaining()
@@ -136,15 +131,11 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
     async def GetSettlement(  # noqa: N802
         self, request: gateway.GetSettlementRequest, context: Context
     ) -> gateway.GetSettlementResponse:
-        if self._settlement is None:
-            raise NotImplementedError
         return await self._settlement.get(request, caller_of(current_call()).tenant)
 
     async def CancelSettlement(  # noqa: N802
         self, request: gateway.CancelSettlementRequest, context: Context
     ) -> gateway.CancelSettlementResponse:
-        if self._settlement is None:
-            raise NotImplementedError
         caller = caller_of(current_call())
         return await self._settlement.cancel(
             request, caller.tenant, _operator(), context.time_remaining()
