@@ -22,7 +22,6 @@ import asyncio
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,12 +36,11 @@ sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
 import psycopg  # noqa: E402
+from softhsm_token import fresh_token  # noqa: E402
 
-from hsm.inittoken import init_token  # noqa: E402
 from hsm.keys import KeyStore  # noqa: E402
-from hsm.pin import Pin  # noqa: E402
 from hsm.token import HsmToken, TokenConfig  # noqa: E402
-from sidecar import app  # noqa: E402
+from sidecar import app, demo_consent  # noqa: E402
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common  # noqa: E402
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway  # noqa: E402
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc  # noqa: E402
@@ -61,17 +59,11 @@ METADATA = (("x-yibao-tenant", "bench"), ("x-yibao-operator", "bench-bot"))
 
 
 def setup_token(work: Path) -> tuple[str, Path]:
-    build = ["/bin/bash", str(REPO / "hsm/softhsm/build.sh")]
-    lib = subprocess.run(build, check=True, capture_output=True, text=True).stdout.split()[-1]  # noqa: S603
-    env_sh = ["/bin/bash", str(REPO / "hsm/softhsm/token-env.sh"), str(work)]
-    subprocess.run(env_sh, check=True, capture_output=True)  # noqa: S603
-    os.environ["SOFTHSM2_CONF"] = str(work / "softhsm2.conf")
-    pin = "u-" + secrets.token_hex(8)
+    lib, pin = fresh_token(work, LABEL)
     pin_file = work / "user.pin"
     fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, pin.encode())
+    os.write(fd, pin.reveal().encode())
     os.close(fd)
-    init_token(lib, LABEL, Pin("s-" + secrets.token_hex(8), "bench"), Pin(pin, "bench"))
     with HsmToken.open(
         TokenConfig(module=lib, token_label=LABEL, user_pin_file=str(pin_file))
     ) as t:
@@ -140,8 +132,13 @@ def settings(
 ) -> Settings:
     """One sidecar's settings; each its own msgid slot, as replicas (they reuse the seconds)."""
     socket_dir = Path(tempfile.mkdtemp(prefix="ya-", dir="/tmp"))
+    pseudonym_key = work / "pseudonym.key"  # the consent ledger's; the same for every variant
+    if not pseudonym_key.exists():
+        pseudonym_key.touch(mode=0o600)
+        pseudonym_key.write_text(secrets.token_hex(32) + "\n")
     values: dict[str, Any] = {
         "server": {"socket_path": str(socket_dir / "s.sock")},
+        "consent": {"pseudonym_key_file": str(pseudonym_key)},
         "store": store.model_dump(mode="json"),
         "institution": {
             "code": sim.app.institution_code,
@@ -169,6 +166,10 @@ async def caller(cfg: Settings) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
     await sidecar.server.start()
     try:
         async with grpc.aio.insecure_channel(f"unix:{cfg.server.socket_path}") as channel:
+            # The employee's consent, given once in the IM service's dialog: the gate lets the
+            # measured calls through to the platform.
+            purposes = (common.PURPOSE_ENROLLMENT_QUERY,)
+            await demo_consent.grant(channel, METADATA, "", REQUEST.subject, purposes, _Quiet())
             stub = gateway_grpc.InsuranceGatewayStub(channel)
             yield lambda: stub.GetEnrollment(REQUEST, metadata=METADATA)
     finally:
@@ -177,6 +178,11 @@ async def caller(cfg: Settings) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
 
 
 REQUEST = gateway.GetEnrollmentRequest()
+
+
+class _Quiet:
+    def step(self, text: str) -> None:
+        pass
 
 
 async def rpc_latency(

@@ -25,7 +25,6 @@ import asyncio
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +34,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from softhsm_token import fresh_token  # noqa: E402
+
 from hsm.datakeys import DataKeys  # noqa: E402
-from hsm.inittoken import init_token  # noqa: E402
 from hsm.keys import KeyStore  # noqa: E402
-from hsm.pin import Pin  # noqa: E402
 from hsm.profiles import load_profile  # noqa: E402
 from hsm.sm2 import HostVerifier, Sm2Signer, compute_e, sm3, verify_e_in_token  # noqa: E402
 from hsm.token import HsmToken, WorkerSession  # noqa: E402
@@ -87,18 +86,6 @@ async def pool_rate(
     return count / (time.perf_counter() - start)
 
 
-def setup(tmp: Path) -> tuple[str, Pin]:
-    build = [BASH, str(REPO / "hsm/softhsm/build.sh")]
-    out = subprocess.run(build, check=True, capture_output=True, text=True).stdout  # noqa: S603
-    lib = out.strip().splitlines()[-1]
-    env_sh = [BASH, str(REPO / "hsm/softhsm/token-env.sh"), str(tmp)]
-    subprocess.run(env_sh, check=True, capture_output=True)  # noqa: S603
-    os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
-    user = Pin("bench-" + secrets.token_hex(6), source="benchmark")
-    init_token(lib, LABEL, Pin("so-" + secrets.token_hex(6), source="benchmark"), user)
-    return lib, user
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
@@ -106,7 +93,7 @@ def main() -> None:
     profile = load_profile("softhsm-sm")
 
     with tempfile.TemporaryDirectory(prefix="bench-hsm-") as d:
-        lib, pin = setup(Path(d))
+        lib, pin = fresh_token(Path(d), LABEL)
         admin = HsmToken(module_path=lib, token_label=LABEL, profile=profile, pin=pin, pool_size=1)
         store = KeyStore(admin)
         sign_key = store.generate("sign")

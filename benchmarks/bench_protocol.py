@@ -50,10 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+from softhsm_token import fresh_token  # noqa: E402
 
-from hsm.inittoken import init_token  # noqa: E402
 from hsm.keys import KeyStore  # noqa: E402
-from hsm.pin import Pin  # noqa: E402
 from hsm.profiles import load_profile  # noqa: E402
 from hsm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
 from hsm.sm2 import Sm2Signer  # noqa: E402
@@ -155,18 +154,6 @@ def start_simulator(
 
 
 # ---------------------------------------------------------------- the HSM
-
-
-def setup_token(tmp: Path) -> tuple[str, Pin]:
-    build = [BASH, str(REPO / "hsm/softhsm/build.sh")]
-    out = subprocess.run(build, check=True, capture_output=True, text=True).stdout  # noqa: S603
-    lib = out.strip().splitlines()[-1]
-    env_sh = [BASH, str(REPO / "hsm/softhsm/token-env.sh"), str(tmp)]
-    subprocess.run(env_sh, check=True, capture_output=True)  # noqa: S603
-    os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
-    user = Pin("bench-" + secrets.token_hex(6), source="benchmark")
-    init_token(lib, LABEL, Pin("so-" + secrets.token_hex(6), source="benchmark"), user)
-    return lib, user
 
 
 # ---------------------------------------------------------------- measurements
@@ -475,7 +462,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminated)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-protocol-")))
-        lib, pin = setup_token(work)
+        lib, pin = fresh_token(work, LABEL)
         token = HsmToken(
             module_path=lib,
             token_label=LABEL,

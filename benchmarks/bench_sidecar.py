@@ -54,7 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_protocol import (  # noqa: E402
-    BASH,
     LABEL,
     POPULATION,
     SEED,
@@ -63,6 +62,7 @@ from bench_protocol import (  # noqa: E402
     sm4_key_file,
     start_simulator,
 )
+from softhsm_token import softhsm_library, use_token_directory  # noqa: E402
 
 from sidecar.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE  # noqa: E402
 
@@ -507,12 +507,8 @@ level = "WARNING"
 
 def key_ceremony(work: Path) -> tuple[str, Path, Path]:
     """A throw-away token with a sign key, made with ``yibao-hsm`` as the security team would."""
-    build = [BASH, str(REPO / "hsm/softhsm/build.sh")]
-    out = subprocess.run(build, check=True, capture_output=True, text=True).stdout  # noqa: S603
-    lib = out.strip().splitlines()[-1]
-    env_sh = [BASH, str(REPO / "hsm/softhsm/token-env.sh"), str(work)]
-    subprocess.run(env_sh, check=True, capture_output=True)  # noqa: S603
-    os.environ["SOFTHSM2_CONF"] = str(work / "softhsm2.conf")  # inherited by every process
+    lib = softhsm_library()
+    use_token_directory(work)  # inherited by every process
     pins = {}
     for who in ("so", "user"):
         pins[who] = work / f"{who}.pin"
