@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 log() { echo "bootstrap: $*" >&2; }
 
 # --- Debian packages ------------------------------------------------------------------------
-DEBS=(openssl nodejs npm ca-certificates)
+# faketime: the demo test freezes every process's clock in the 16:00-24:00 UTC window.
+DEBS=(openssl nodejs npm ca-certificates faketime)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -34,6 +34,7 @@ from sidecar import demo_consent, demo_settlement, devcerts
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.beijing import beijing_today
 from sidecar.masking import mask_id, mask_name
 from sidecar.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE
 from sidecar.simulator.population import Person, Population
@@ -64,11 +65,16 @@ def run(workdir: Path | None, pkcs11_module: Path | None) -> int:
             file=sys.stderr,
         )
         return 2
-    if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        return _run_in(workdir.resolve(), pkcs11_module.resolve())
-    with tempfile.TemporaryDirectory(prefix="yibao-demo-") as scratch:
-        return _run_in(Path(scratch), pkcs11_module.resolve())
+    try:
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            return _run_in(workdir.resolve(), pkcs11_module.resolve())
+        with tempfile.TemporaryDirectory(prefix="yibao-demo-") as scratch:
+            return _run_in(Path(scratch), pkcs11_module.resolve())
+    except DemoFailed as failure:  # one line, no traceback; the transcript shows the steps before
+        sys.stdout.flush()
+        print(f"demo: {failure}", file=sys.stderr)
+        return 1
 
 
 def _run_in(workdir: Path, module: Path) -> int:
@@ -80,7 +86,11 @@ def _run_in(workdir: Path, module: Path) -> int:
     with _started(workdir, pki, hsm, say) as processes:
         try:
             socket_path = workdir / "sidecar.sock"
-            asyncio.run(_script(socket_path, say, processes.ec_tokens))
+            calls = LastCall()
+            try:
+                asyncio.run(_script(socket_path, say, processes.ec_tokens, calls))
+            except grpc.aio.AioRpcError as error:
+                raise DemoFailed(failed_call(calls.method, error)) from None
             _show_hsm_login(workdir / "sidecar.log", say)
         finally:
             _stop(processes, say)
@@ -302,10 +312,16 @@ def _stop(processes: Processes, say: Transcript) -> None:
 
 
 async def _script(
-    socket_path: Path, say: Transcript, ec_tokens: dict[str, str] | None = None
+    socket_path: Path,
+    say: Transcript,
+    ec_tokens: dict[str, str] | None = None,
+    calls: LastCall | None = None,
 ) -> None:
     examples = Population.generate(SEED).examples()
-    async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
+    interceptors: list[Any] | None = [calls] if calls is not None else None
+    async with grpc.aio.insecure_channel(
+        f"unix:{socket_path}", interceptors=interceptors
+    ) as channel:
         await _wait_serving(channel, say)
         stub = gateway_grpc.InsuranceGatewayStub(channel)
 
@@ -330,7 +346,7 @@ async def _script(
                 subject=_enrollment_request(person).subject,
                 insurance_type=common.INSURANCE_TYPE_EMPLOYEE_BASIC,
                 medical_type_code="11",
-                begin_date=dt.date.today().isoformat(),
+                begin_date=beijing_today().isoformat(),  # the contract's dates are Beijing's
             )
             verdict_of = await stub.CheckEligibility(check, metadata=METADATA)
             verdict = (
@@ -407,7 +423,7 @@ async def _account_and_registrations(
     say.title("异地就医备案 SubmitOffsiteRegistration / ListOffsiteRegistrations / Cancel")
     person = examples.employee
     subject = _enrollment_request(person).subject
-    today = dt.date.today()
+    today = beijing_today()  # "start_date must not be in the past" is judged in Beijing
     request = gateway.SubmitOffsiteRegistrationRequest(
         request_id=f"demo-{secrets.token_hex(8)}",
         subject=subject,
@@ -465,6 +481,45 @@ async def _account_and_registrations(
     await _expect(say, "registration with dates backwards and no phone",
                   grpc.StatusCode.INVALID_ARGUMENT,
                   lambda: stub.SubmitOffsiteRegistration(backwards, metadata=METADATA))  # fmt: skip
+
+
+if TYPE_CHECKING:  # generic in the type stubs only
+    _Interceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.UnaryUnaryClientInterceptor
+
+
+class LastCall(_Interceptor):
+    """Remembers the method of the demo's latest call, to name it if the call fails."""
+
+    def __init__(self) -> None:
+        self.method = "(no call yet)"
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        method = client_call_details.method
+        text = method.decode() if isinstance(method, bytes) else str(method)
+        self.method = text.rsplit("/", 1)[-1]
+        return await continuation(client_call_details, request)
+
+
+def failed_call(method: str, error: grpc.aio.AioRpcError) -> str:
+    """``<RPC> failed: <STATUS> <reason> (<what is wrong>)``: the one line a failed step ends in."""
+    reason, problem = "", error.details() or ""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            problem = "; ".join(f"{v.field} {v.description}" for v in bad.field_violations)
+    words = " ".join(part for part in (error.code().name, reason) if part)
+    problem = " ".join(problem.split())  # one line, whatever the message holds
+    return f"{method} failed: {words}" + (f" ({problem})" if problem else "")
 
 
 def yuan(fen: int) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from sidecar.beijing import beijing_today
+
 # GB 11643-1999: weights of the first 17 digits, and the check character for each sum mod 11.
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK_CHARS = "10X98765432"
@@ -61,7 +63,7 @@ def check_resident_id(number: str, *, today: dt.date | None = None) -> str | Non
         born = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
         return "birth date is not a calendar date"
-    if born.year < 1900 or born > (today or dt.date.today()):
+    if born.year < 1900 or born > (today or beijing_today()):
         return "birth date is out of range"
     if resident_id_check_char(number[:17]) != number[17]:
         return "check digit does not match (GB 11643)"

@@ -8,24 +8,19 @@ refused by the platform with a vague message.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+# Beijing time lives in sidecar/beijing.py; re-exported for the platform modules that use it here.
+from sidecar.beijing import BEIJING as BEIJING
+from sidecar.beijing import beijing_now as beijing_now
 from sidecar.platform.security import json_text
 from sidecar.platform.security.errors import SecurityError
 
-# The platform keeps Beijing time; China has had no daylight saving since 1991.
-BEIJING = dt.timezone(dt.timedelta(hours=8), "CST")
 INF_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def beijing_now() -> dt.datetime:
-    return dt.datetime.now(BEIJING)
-
 
 _INF_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _MSGID = re.compile(r"[A-Za-z0-9]{12}[0-9]{18}")

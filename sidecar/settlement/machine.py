@@ -21,9 +21,9 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -34,6 +34,7 @@ from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.settlement import chain
+from sidecar.settlement.durable import StoreRetry, durably
 from sidecar.settlement.records import (
     CancelKey,
     LostClaim,
@@ -41,9 +42,11 @@ from sidecar.settlement.records import (
     SettlementRecords,
     State,
 )
+from sidecar.store import StoreUnavailable
 from sidecar.store.base import now_micros
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MICROS = 1_000_000
 PERSON_NOT_FOUND = "PERSON_NOT_FOUND"
@@ -85,6 +88,7 @@ class Policy:
     cancellation_already_done: tuple[str, ...] = ("已撤销",)
     voucher_mismatch: tuple[str, ...] = ("就诊凭证编号与证件号码不一致",)
     person_not_found: tuple[str, ...] = ("未查询到", "姓名与证件号码不匹配", "人员信息不存在")
+    store: StoreRetry = field(default_factory=StoreRetry)  # writes retried over a store blip
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class Settlements:
                 area,
             )
         except PlatformRefusal as refusal:
-            raise await self._failed(record, refusal) from None
+            raise await self._failed(record, refusal, deadline) from None
         except chain.AnswerProblem as problem:
             raise errors.platform_unavailable(f"the insurance platform: {problem}") from None
         except PlatformUnreachable as failure:
@@ -276,20 +280,25 @@ class Settlements:
         """2207 with its msgid recorded first; then SETTLED, FAILED, or resolution."""
         current = record
         sent: list[str] = []
+        send_by = deadline - self._policy.resolve_reserve_seconds  # 2207's own deadline
 
         async def before_send(msgid: str) -> None:
             nonlocal current
-            current = await self._records.record_attempt(
-                current,
-                msgid,
-                self._codes.settlement,
-                psn_no=person.psn_no,
-                insured_area=person.insured_area,
-                mdtrt_id=mdtrt_id,
+            held = current
+            current = await self._durably(
+                lambda: self._records.record_attempt(
+                    held,
+                    msgid,
+                    self._codes.settlement,
+                    psn_no=person.psn_no,
+                    insured_area=person.insured_area,
+                    mdtrt_id=mdtrt_id,
+                ),
+                send_by,
             )
             sent.append(msgid)
 
-        budget = _left(deadline) - self._policy.resolve_reserve_seconds
+        budget = _left(send_by)
         data = chain.settlement_input(order, person, mdtrt_id, batch, final=True)
         try:
             output = await self._platform.call(
@@ -302,24 +311,32 @@ class Settlements:
             )
             charged = chain.charged_from(output, order.total_fen, sent[-1])
         except PlatformRefusal as refusal:  # a definite answer: nothing charged
-            raise await self._failed(current, refusal) from None
+            raise await self._failed(current, refusal, deadline) from None
         except LostClaim:
             raise _in_progress() from None
         except (PlatformUnreachable, chain.AnswerProblem, asyncio.CancelledError) as failure:
             return await self._unknown(current, failure, deadline)
-        settled = await self._records.move(
-            current,
-            (State.SENDING,),
-            State.SETTLED,
-            lease_until=0,
-            setl_id=charged.setl_id,
-            fund_fen=charged.fund_fen,
-            account_fen=charged.account_fen,
-            cash_fen=charged.cash_fen,
-            other_fen=charged.other_fen,
-            balance_after_fen=charged.balance_after_fen,
-            settle_time=now_micros(),
-        )
+        settle_time = now_micros()  # once: a retried write repeats the same values
+        try:
+            settled = await self._durably(
+                lambda: self._records.move(
+                    current,
+                    (State.SENDING,),
+                    State.SETTLED,
+                    lease_until=0,
+                    setl_id=charged.setl_id,
+                    fund_fen=charged.fund_fen,
+                    account_fen=charged.account_fen,
+                    cash_fen=charged.cash_fen,
+                    other_fen=charged.other_fen,
+                    balance_after_fen=charged.balance_after_fen,
+                    settle_time=settle_time,
+                ),
+                deadline,
+            )
+        except StoreUnavailable:
+            log.error("settlement.settled_unrecorded")
+            raise _unrecorded() from None
         if settled is None:  # someone resolved it meanwhile (only after our lease ran out)
             return await self._reread(current)
         log.info("settlement.settled", extra={"attempts": len(sent)})
@@ -334,9 +351,9 @@ class Settlements:
                 raise _unreachable(failure)
             raise failure
         if isinstance(failure, PlatformUnreachable) and not failure.sent:
-            attempts = await self._records.attempts(record)
+            attempts = await self._durably(lambda: self._records.attempts(record), deadline)
             if len(attempts) <= 1:  # the only 2207 never left this process: nothing charged
-                await self._records.release(record)
+                await self._durably(lambda: self._records.release(record), deadline)
                 raise _unreachable(failure)
         log.warning("settlement.outcome_unknown", extra={"error": type(failure).__name__})
         if isinstance(failure, asyncio.CancelledError):  # the caller went away: resolver's job
@@ -365,7 +382,7 @@ class Settlements:
         """Reverse every 2207 msgid of a SENDING row we hold; release the lease if unresolved."""
         if record.state is State.CANCELLING:
             return await self._cancel_owned(record, deadline, raise_errors=False)
-        attempts = await self._records.attempts(record)
+        attempts = await self._durably(lambda: self._records.attempts(record), deadline)
         operator = Operator(record.operator, record.operator)
         resolved = bool(record.psn_no) or not attempts
         now = now_micros()
@@ -397,12 +414,19 @@ class Settlements:
                 log.warning("settlement.reversal_unreachable", extra={"sent": failure.sent})
                 resolved = False
         if resolved:
-            done = await self._records.move(
-                record, (State.SENDING,), State.REVERSED, lease_until=0, cancel_time=now_micros()
+            at = now_micros()
+            done = await self._durably(
+                lambda: self._records.move(
+                    record, (State.SENDING,), State.REVERSED, lease_until=0, cancel_time=at
+                ),
+                deadline,
             )
             log.info("settlement.reversed", extra={"charged_before": reversed_any})
             return done if done is not None else await self._reread(record)
-        released = await self._records.move(record, (State.SENDING,), State.SENDING, lease_until=0)
+        released = await self._durably(
+            lambda: self._records.move(record, (State.SENDING,), State.SENDING, lease_until=0),
+            deadline,
+        )
         return released if released is not None else await self._reread(record)
 
     async def resolve(self, record: Record, budget: float | None = None) -> Record:
@@ -517,21 +541,31 @@ class Settlements:
             )
         except PlatformRefusal as refusal:
             if not _says(refusal, self._policy.cancellation_already_done):
-                back = await self._records.move(
-                    record, (State.CANCELLING,), State.SETTLED, lease_until=0
+                back = await self._durably(
+                    lambda: self._records.move(
+                        record, (State.CANCELLING,), State.SETTLED, lease_until=0
+                    ),
+                    deadline,
                 )
                 if raise_errors:
                     raise errors.platform_refused(str(refusal.infcode), refusal.err_msg) from None
                 return back if back is not None else await self._reread(record)
         except PlatformUnreachable as failure:
-            released = await self._records.move(
-                record, (State.CANCELLING,), State.CANCELLING, lease_until=0
+            released = await self._durably(
+                lambda: self._records.move(
+                    record, (State.CANCELLING,), State.CANCELLING, lease_until=0
+                ),
+                deadline,
             )
             if raise_errors:
                 raise _unreachable(failure) from None
             return released if released is not None else await self._reread(record)
-        done = await self._records.move(
-            record, (State.CANCELLING,), State.CANCELLED, lease_until=0, cancel_time=now_micros()
+        at = now_micros()
+        done = await self._durably(
+            lambda: self._records.move(
+                record, (State.CANCELLING,), State.CANCELLED, lease_until=0, cancel_time=at
+            ),
+            deadline,
         )
         log.info("settlement.cancelled")
         return done if done is not None else await self._reread(record)
@@ -553,16 +587,25 @@ class Settlements:
             infno, data, operator, insured_area=insured_area, budget=budget, retry_safe=retry_safe
         )
 
-    async def _failed(self, record: Record, refusal: PlatformRefusal) -> GatewayError:
+    async def _durably(self, write: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+        """A state write retried while the store is briefly away, within ``deadline``."""
+        return await durably(write, deadline, self._policy.store)
+
+    async def _failed(
+        self, record: Record, refusal: PlatformRefusal, deadline: float
+    ) -> GatewayError:
         """Record a refusal as FAILED (nothing charged) and return the call's error."""
-        moved = await self._records.move(
-            record,
-            (State.RUNNING, State.SENDING),
-            State.FAILED,
-            lease_until=0,
-            failure_reason=PLATFORM_REFUSED,
-            failure_code=str(refusal.infcode),
-            failure_message=refusal.err_msg,
+        moved = await self._durably(
+            lambda: self._records.move(
+                record,
+                (State.RUNNING, State.SENDING),
+                State.FAILED,
+                lease_until=0,
+                failure_reason=PLATFORM_REFUSED,
+                failure_code=str(refusal.infcode),
+                failure_message=refusal.err_msg,
+            ),
+            deadline,
         )
         if moved is None:
             log.warning("settlement.failed_after_takeover")
@@ -658,6 +701,18 @@ def _unreachable(failure: PlatformUnreachable) -> GatewayError:
     return errors.platform_unavailable(
         f"the insurance platform is unreachable: {failure}",
         retry_after_seconds=failure.retry_after if failure.retry_after is not None else 1.0,
+    )
+
+
+def _unrecorded() -> GatewayError:
+    """2207 was answered but the store stayed away until the deadline: the row is SENDING."""
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        "the insurance platform settled, but the sidecar's store stayed unavailable until the "
+        "deadline, so the settlement is PENDING and will be resolved (a settlement that was "
+        "not recorded is reversed with 2601): repeat with the same request_id for its outcome",
+        retry_after_seconds=1.0,
     )
 
 

@@ -237,6 +237,8 @@ class SettlementRecords:
 
         ``owner``/``lease_until`` hand the row to a new holder. The new row, or ``None`` if the
         row was not in that state or held by someone else (another worker moved it first).
+        A row already in ``state`` with exactly these values (a repeat of a transition whose
+        commit was not acknowledged) counts as moved: retrying a move is idempotent.
         """
         values: dict[str, object] = {
             "state": state.value,
@@ -262,7 +264,9 @@ class SettlementRecords:
                 f" AND state IN ({states}) AND lease_owner = :owner",
                 params,
             )
-            row = await _get(tx, record.tenant, record.request_id) if changed else None
+            row = await _get(tx, record.tenant, record.request_id)
+            if not changed and not (row is not None and _already(row, values)):
+                row = None
         return await self._record(row) if row is not None else None
 
     async def take_over(
@@ -351,7 +355,8 @@ class SettlementRecords:
                 raise LostClaim("the settlement row was taken over before 2207 was sent")
             await tx.execute(
                 "INSERT INTO settlement_attempts (tenant, request_id, msgid, infno, sent_at)"
-                " VALUES (:tenant, :r, :msgid, :infno, :now)",
+                " VALUES (:tenant, :r, :msgid, :infno, :now)"
+                " ON CONFLICT (tenant, request_id, msgid) DO NOTHING",  # a retried write
                 {
                     "tenant": record.tenant,
                     "r": record.request_id,
@@ -458,6 +463,11 @@ class LostClaim(Exception):
 
 def _psn_no_context(tenant: str, request_id: str) -> bytes:
     return context("settlement_records.psn_no", tenant, request_id)
+
+
+def _already(row: Row, values: dict[str, object]) -> bool:
+    """Whether ``row`` already holds ``values`` (all but the time of the update)."""
+    return all(row[name] == value for name, value in values.items() if name != "updated_at")
 
 
 async def _get(tx: Tx, tenant: str, request_id: str) -> Row | None:

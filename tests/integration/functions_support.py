@@ -12,8 +12,8 @@ from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.beijing import beijing_today
 from sidecar.config import Settings, StoreConfig
-from sidecar.platform.envelope import BEIJING
 from sidecar.simulator.population import Person
 from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import (
@@ -30,7 +30,7 @@ TARGET = "310115"  # 上海市浦东新区: a real division, never the simulator
 
 
 def today() -> dt.date:
-    return dt.datetime.now(BEIJING).date()
+    return beijing_today()
 
 
 def settings_with(

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 import pytest
 
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.beijing import beijing_today
 from sidecar.simulator.population import Person, Population
 from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA, RunningSidecar
 from tests.integration.test_gateway import details, subject_of
 
-TODAY = dt.date.today().isoformat()
+TODAY = beijing_today().isoformat()  # the sidecar judges dates in Beijing
 
 
 def question(person: Person, **changes: object) -> gateway.CheckEligibilityRequest:

@@ -93,3 +93,34 @@ async def test_psn_no_is_stored_sealed_and_bound_to_its_row(store: Store) -> Non
         )
     with pytest.raises(StoreError):
         await records.get("acme", "r2")
+
+
+async def test_a_write_repeated_after_an_unacknowledged_commit_changes_nothing(
+    store: Store,
+) -> None:
+    """The machine retries state writes after a store blip; the commit may have landed."""
+    await store.migrate(MIGRATIONS)
+    records = SettlementRecords(store, host_sealer())
+    mine = record("a-1")
+    assert await records.claim(mine) is None
+    sending, again = [
+        await records.record_attempt(
+            mine, "M1", "2207", psn_no="P1", insured_area="310000", mdtrt_id="V1"
+        )
+        for _ in range(2)
+    ]
+    assert again.state is State.SENDING
+    assert [a.msgid for a in await records.attempts(again)] == ["M1"]
+    outcome: dict[str, object] = {"lease_until": 0, "setl_id": "S1", "fund_fen": 1000}
+    settled = await records.move(sending, (State.SENDING,), State.SETTLED, **outcome)
+    assert settled is not None and settled.state is State.SETTLED
+    repeated = await records.move(sending, (State.SENDING,), State.SETTLED, **outcome)
+    assert repeated is not None and repeated.setl_id == "S1" and repeated.fund_fen == 1000
+    # Not the same transition: another outcome, another target, another holder.
+    other = {**outcome, "setl_id": "S2"}
+    assert await records.move(sending, (State.SENDING,), State.SETTLED, **other) is None
+    assert await records.move(sending, (State.SENDING,), State.REVERSED, lease_until=0) is None
+    theirs = record("b-1", state=State.SENDING)
+    assert await records.move(theirs, (State.SENDING,), State.SETTLED, **outcome) is None
+    final = await records.get("acme", "r1")
+    assert final is not None and final.state is State.SETTLED and final.setl_id == "S1"

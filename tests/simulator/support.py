@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.simulator import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE, DEFAULT_INSTITUTION_NAME
+from sidecar.simulator.times import beijing_now
 from sidecar.simulator.wire import dumps
 
 OPERATOR = "op0001"
@@ -25,7 +26,7 @@ def envelope_factory() -> EnvelopeFactory:
     def build(
         infno: str, payload: Mapping[str, Any], sign_no: str = "", **overrides: Any
     ) -> dict[str, Any]:
-        now = dt.datetime.now()
+        now = beijing_now()  # the platform's clock: Beijing, whatever the host's zone
         body: dict[str, Any] = {
             "infno": infno,
             "msgid": f"{DEFAULT_INSTITUTION_CODE}{now:%Y%m%d%H%M%S}{next(sequence) % 10000:04d}",
@@ -72,7 +73,7 @@ def person_input(certno: str, name: str, *, cert_type: str = "02") -> dict[str, 
             "mdtrt_cert_type": cert_type,
             "mdtrt_cert_no": certno,
             "card_sn": "",
-            "begntime": f"{dt.datetime.now():%Y-%m-%d %H:%M:%S}",
+            "begntime": f"{beijing_now():%Y-%m-%d %H:%M:%S}",
             "psn_cert_type": "01",
             "certno": certno,
             "psn_name": name,
@@ -128,7 +129,7 @@ _visit_numbers = itertools.count(1)
 
 
 def now_text(delta: dt.timedelta = dt.timedelta()) -> str:
-    return f"{dt.datetime.now() + delta:%Y-%m-%d %H:%M:%S}"
+    return f"{beijing_now() + delta:%Y-%m-%d %H:%M:%S}"
 
 
 def register_input(

@@ -108,7 +108,7 @@ def test_verify_export_and_purge_refusal(
     after = run(audit_hsm, "verify", "--config", str(configured), "--public-key", str(pem))
     assert after.returncode == 0 and "2 chains, 0 with problems" in after.stdout  # export chain
 
-    yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     refused = run(audit_hsm, "purge", "--config", str(configured), "--before", yesterday)
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "retention (730 days)" in refused.stderr

@@ -1,0 +1,88 @@
+"""State writes that outlive a store blip: retried with backoff within the caller's deadline.
+
+Once the platform has acted (2207 answered or refused, 2601 reversed, 2208 cancelled), losing the
+write that records it to a store that is away for a few seconds would turn a payment into a
+refund: the row stays ``sending`` and is later reversed. So the machine's writes go through
+:func:`durably`, which retries :class:`~sidecar.store.StoreUnavailable` with exponential backoff
+and jitter (tenacity) until what is left of the caller's deadline, minus a small reserve to
+answer, would be passed by the next sleep.
+
+Retrying is safe because every write given to it is a conditional transition by the lease holder
+that a repeat cannot apply twice (``SettlementRecords.move`` counts "already in the target state
+with the same values" as done; ``record_attempt`` inserts its msgid once): a retry after a commit
+whose acknowledgement was lost changes nothing. A row that fails to open (``SealError``) is not
+a blip and is never retried. A write still under way when the deadline (less the reserve) comes
+is cancelled: whether it committed is then unknown, and the row is either in its new state or
+still where it was, which the resolver handles like any other unresolved row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from sidecar.fieldcrypt import SealError
+from sidecar.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoreRetry:
+    """How store writes are retried: backoff, and the part of the deadline kept to answer."""
+
+    answer_reserve_seconds: float = 0.25
+    initial_backoff_seconds: float = 0.05
+    max_backoff_seconds: float = 1.0
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, StoreUnavailable) and not isinstance(exc, SealError)
+
+
+async def durably(
+    write: Callable[[], Awaitable[T]], deadline: float | None, retry: StoreRetry
+) -> T:
+    """``write()``, retried while the store is unavailable and the loop-clock ``deadline``
+    (``None``: one attempt) leaves room; the last ``StoreUnavailable`` if it never succeeds."""
+    if deadline is None:
+        return await write()
+    limit = deadline - retry.answer_reserve_seconds
+    room = limit - asyncio.get_running_loop().time()
+    if room <= 0:
+        return await write()
+
+    def retrying(state: RetryCallState) -> None:
+        log.warning("settlement.store_retry", extra={"attempt": state.attempt_number})
+
+    try:
+        async with asyncio.timeout_at(limit):  # an attempt under way is cut short, too
+            async for attempt in AsyncRetrying(
+                stop=stop_before_delay(room),
+                wait=wait_exponential_jitter(
+                    multiplier=retry.initial_backoff_seconds,
+                    jitter=retry.initial_backoff_seconds,
+                    max=retry.max_backoff_seconds,
+                ),
+                retry=retry_if_exception(_transient),
+                before_sleep=retrying,
+                reraise=True,
+            ):
+                with attempt:
+                    return await write()
+    except TimeoutError:
+        raise StoreUnavailable("store: still unavailable at the caller's deadline") from None
+    raise AssertionError("unreachable: tenacity re-raises the last failure")
