@@ -169,3 +169,48 @@ async def test_outcomes_are_stored_sealed_and_bound_to_their_key(store: Store) -
         )
     with pytest.raises(StoreError):
         await offsite.claim(other)
+
+
+async def test_version_2_blanks_unkeyed_payload_digests_and_the_old_key_is_not_replayed(
+    store: Store,
+) -> None:
+    """A row of version 1 held SHA-256 of the payload (ID number, name, phone): version 2 drops
+    it, and a repeat of that request_id is refused rather than answered from a digest nobody
+    can check any more. New keys store keyed digests only."""
+    import hashlib
+
+    await store.migrate(MIGRATIONS[:1])
+    request = gateway.SubmitOffsiteRegistrationRequest(request_id="old-1", contact_phone="1391")
+    key = request_key("acme", "SubmitOffsiteRegistration", request)
+    unkeyed = hashlib.sha256(key.payload).hexdigest()
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO offsite_requests (tenant, method, request_id, payload_sha256, state,"
+            " sent, sent_at, lease_until, outcome, created_at, updated_at)"
+            " VALUES ('acme', 'SubmitOffsiteRegistration', 'old-1', :d, 'done', 1, 1, 0,"
+            " NULL, 1, 1)",
+            {"d": unkeyed},
+        )
+    offsite = await keys(store, Clock())
+    with pytest.raises(GatewayError) as caught:
+        await offsite.claim(key)
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    fresh = request_key(
+        "acme",
+        "SubmitOffsiteRegistration",
+        gateway.SubmitOffsiteRegistrationRequest(request_id="new-1", contact_phone="1391"),
+    )
+    assert (await offsite.claim(fresh)).kind is ClaimKind.FRESH
+    async with store.transaction() as tx:
+        digests = {
+            row["request_id"]: row["payload_sha256"]
+            for row in await tx.fetch_all("SELECT request_id, payload_sha256 FROM offsite_requests")
+        }
+    assert digests["old-1"] == ""
+    assert digests["new-1"] == await DIGESTS.digest(
+        "offsite-payload:SubmitOffsiteRegistration", fresh.payload
+    )
+    assert (
+        unkeyed not in digests.values()
+        and hashlib.sha256(fresh.payload).hexdigest() not in digests.values()
+    )

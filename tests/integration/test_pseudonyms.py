@@ -1,0 +1,83 @@
+"""One pseudonym function per sidecar: the HSM's, shared by the consent ledger, the audit trail,
+settlements and offsite registrations; a host key only for development without ``[hsm]``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from sidecar import app
+from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.compliance.pseudonyms import subject_message
+from sidecar.config import ConfigError, StoreConfig
+from sidecar.simulator.population import Population
+from sidecar.simulator.server import RunningSimulator
+from sidecar.store import open_store
+from tests.audit_fixtures import AuditHsm
+from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
+from tests.integration.consent_support import consent_to
+from tests.integration.settlement_support import settle_request
+from tests.integration.test_gateway import subject_of
+
+
+async def test_with_hsm_every_component_stores_the_same_pseudonym_from_the_token(
+    simulator: RunningSimulator,
+    population: Population,
+    short_dir: Path,
+    audit_hsm: AuditHsm,
+    store_config: StoreConfig,
+) -> None:
+    """No ``consent.pseudonym_key_file`` with ``[hsm]``: the consent ledger's subject, the audit
+    trail's and the settlement's are one value, the token's PRF of the subject."""
+    settings = settings_for(simulator, short_dir, audit_hsm)
+    settings = settings.model_copy(
+        update={
+            "store": store_config,
+            "consent": settings.consent.model_copy(update={"pseudonym_key_file": None}),
+        }
+    )
+    person = population.examples().employee
+    async with running_sidecar(settings) as running:
+        await consent_to(running.channel, [subject_of(person)])
+        token = simulator.app.issue_ec_token(person.certno)
+        stub = gateway_grpc.InsuranceGatewayStub(running.channel)
+        await stub.SettleWithEVoucher(
+            settle_request(person, token, "settle-p"), metadata=TENANT_METADATA
+        )
+    expected = audit_hsm.keys.pseudonyms.pseudonym_blocking(subject_message(1, person.certno))
+    store = open_store(store_config)
+    try:
+        async with store.transaction() as tx:
+            consent = {
+                r["subject"] for r in await tx.fetch_all("SELECT subject FROM consent_grants")
+            }
+            settled = {
+                r["subject_sha256"]
+                for r in await tx.fetch_all("SELECT subject_sha256 FROM settlement_records")
+            }
+            audited = {
+                r["subject"]
+                for r in await tx.fetch_all("SELECT subject FROM audit_records")
+                if r["subject"]
+            }
+    finally:
+        await store.close()
+    assert consent == settled == audited == {expected}
+
+
+async def test_without_hsm_the_host_key_is_for_development_and_says_so(
+    simulator: RunningSimulator, short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(simulator, short_dir)
+    assert settings.hsm is None
+    with caplog.at_level(logging.WARNING, logger="sidecar.app"):
+        async with running_sidecar(settings):
+            pass
+    assert "pseudonyms.host_key_development_only" in [r.getMessage() for r in caplog.records]
+    keyless = settings.model_copy(
+        update={"consent": settings.consent.model_copy(update={"pseudonym_key_file": None})}
+    )
+    with pytest.raises(ConfigError, match=r"consent.pseudonym_key_file: required without \[hsm\]"):
+        app.build(keyless)
