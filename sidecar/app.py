@@ -101,9 +101,12 @@ class Sidecar:
     certificates: certexpiry.CertificateWatch | None = None
     msgid_lease: SlotLease | None = None
     audit: AuditTrail | None = None
+    warnings: tuple[str, ...] = ()  # logged once the listeners are up
 
     def started(self) -> None:
-        """The listeners are up: say how long our certificates last."""
+        """The listeners are up: say how long our certificates last, and what is unsafe."""
+        for warning in self.warnings:
+            log.warning(warning)
         if self.certificates is not None:
             self.certificates.log_remaining()
 
@@ -161,7 +164,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             trail = build_trail(settings.audit, store, keys)
             observe_spool(meter, trail.writer.spool)
         # One pseudonym function for the trail, the consent ledger, settlements and offsite.
-        pseudonymizer = KeyedDigests(_pseudonym_prf(settings.consent, hsm, keys))
+        prf = _pseudonym_prf(settings.consent, hsm, keys)
+        pseudonymizer = KeyedDigests(prf)
         sealing = build_sealing(
             settings.platform.security,
             hsm.signer if hsm else None,
@@ -286,6 +290,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         certificates=certificates,
         msgid_lease=lease,
         audit=trail,
+        warnings=("pseudonyms.host_key_development_only",) if isinstance(prf, HostPrf) else (),
         resolver=Resolver(
             settlements,
             interval=settings.settlement.resolver_interval_seconds,
@@ -447,7 +452,8 @@ def _transport(settings: Settings) -> HttpsTransport:
 def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys | None) -> KeyedPrf:
     """The pseudonym function of subjects and of every digest of personal data at rest: in the
     HSM with its ``pseudonym`` key (the audit trail's own object when the trail runs); without
-    ``[hsm]`` (development only) HMAC-SM3 under ``consent.pseudonym_key_file``, with a warning."""
+    ``[hsm]`` (development only) HMAC-SM3 under ``consent.pseudonym_key_file`` (``Sidecar.started``
+    then warns; not here: a start-up failure is one line)."""
     if keys is not None:
         return keys.pseudonyms
     if hsm is not None:
@@ -463,13 +469,11 @@ def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys |
         )
     text = read_secret(config.pseudonym_key_file, "consent.pseudonym_key_file")
     try:
-        prf = HostPrf(bytes.fromhex(text))
+        return HostPrf(bytes.fromhex(text))
     except ValueError:
         raise ConfigError(
             "config: consent.pseudonym_key_file: must hold at least 32 hex digits"
         ) from None
-    log.warning("pseudonyms.host_key_development_only")
-    return prf
 
 
 def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:

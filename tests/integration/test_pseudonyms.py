@@ -73,8 +73,11 @@ async def test_without_hsm_the_host_key_is_for_development_and_says_so(
     settings = settings_for(simulator, short_dir)
     assert settings.hsm is None
     with caplog.at_level(logging.WARNING, logger="sidecar.app"):
-        async with running_sidecar(settings):
-            pass
+        async with running_sidecar(settings) as running:
+            before = [r.getMessage() for r in caplog.records]
+            assert "pseudonyms.host_key_development_only" not in before  # start-up: one line
+
+            running.sidecar.started()
     assert "pseudonyms.host_key_development_only" in [r.getMessage() for r in caplog.records]
     keyless = settings.model_copy(
         update={"consent": settings.consent.model_copy(update={"pseudonym_key_file": None})}
