@@ -50,7 +50,7 @@ async def fill(store: Store, pseudonyms: HostPseudonymizer, people: list[Any]) -
     purposes = ("PURPOSE_ENROLLMENT_QUERY", "PURPOSE_ELIGIBILITY_CHECK", "PURPOSE_SETTLEMENT")
     async with store.transaction() as tx:
         for index, person in enumerate(people):
-            subject = pseudonyms.of("01", person.certno)
+            subject = await pseudonyms.of("01", person.certno)
             for purpose in purposes[: 1 + index % 3]:
                 await ledger.grant(
                     tx,

@@ -18,6 +18,12 @@ previous       private CKA_SIGN = false,      CKA_ENCRYPT = false,
 retired        CKA_SIGN = CKA_VERIFY = false   CKA_ENCRYPT = CKA_DECRYPT = false
 ============  =============================  ===============================
 
+``pseudonym`` keys follow the profile's pseudonym function (:mod:`hsm.pseudonym`): for
+``hmac-sm3`` a generic secret whose state is CKA_SIGN (active) / CKA_VERIFY (previous); for
+``sm4-cbc-mac`` an SM4 key whose only capability is CKA_ENCRYPT (on while active or previous,
+off when retired, so the token enforces retirement), with CKA_SIGN / CKA_VERIFY recording active /
+previous (no SM4 signing mechanism is in any profile) and never CKA_DECRYPT, WRAP or UNWRAP.
+
 ``previous`` versions still verify old signatures / unwrap old data keys.
 CKA_START_DATE records creation, CKA_END_DATE retirement.  One active version
 per purpose is an invariant: :meth:`KeyStore.rotate` creates the new version
@@ -54,7 +60,7 @@ State = Literal["active", "previous", "retired"]
 PURPOSES: tuple[Purpose, ...] = ("sign", "kek", "audit", "pseudonym")
 #: SM2 key pairs: ``sign`` (the platform's signatures), ``audit`` (audit-trail checkpoints).
 SM2_PURPOSES: frozenset[Purpose] = frozenset({"sign", "audit"})
-#: HMAC-SM3 keys (generic secrets, profile operation ``sm3_hmac``): subject pseudonyms.
+#: Pseudonym-function keys (hsm.pseudonym): HMAC-SM3 secrets or encrypt-only SM4 MAC keys.
 HMAC_PURPOSES: frozenset[Purpose] = frozenset({"pseudonym"})
 PSEUDONYM_KEY_BITS = 256
 _VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}(?:\.[0-9]+)?$")
@@ -75,10 +81,10 @@ def parse_label(label: str) -> tuple[Purpose, str]:
 _PURPOSE_OF: dict[str, Purpose] = {p: p for p in PURPOSES}
 
 
-def _expected_key_type(mechs: Registered, purpose: Purpose) -> KeyType:
+def _expected_key_type(mechs: Registered, purpose: Purpose, pseudonym: str) -> KeyType:
     if purpose in SM2_PURPOSES:
         return mechs.key_type("sm2")
-    if purpose in HMAC_PURPOSES:
+    if purpose in HMAC_PURPOSES and pseudonym == "hmac-sm3":
         return KeyType.GENERIC_SECRET
     return mechs.key_type("sm4")
 
@@ -178,6 +184,7 @@ class KeyStore:
     def __init__(self, token: HsmToken) -> None:
         self.token = token
         self.mechs = token.mechs
+        self.pseudonym = token.profile.pseudonym
 
     def _call(self, fn: Callable[[WorkerSession], T]) -> T:
         try:
@@ -189,7 +196,7 @@ class KeyStore:
     def _primary(self, ws: WorkerSession, label: str, purpose: Purpose) -> Any:
         """The private key (sign) or secret key (kek) called ``label``, type-checked."""
         cls = ObjectClass.PRIVATE_KEY if purpose in SM2_PURPOSES else ObjectClass.SECRET_KEY
-        expected = _expected_key_type(self.mechs, purpose)
+        expected = _expected_key_type(self.mechs, purpose, self.pseudonym)
         objs = list(ws.p11.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label}))
         if not objs:
             others = list(ws.p11.get_objects({Attribute.LABEL: label}))
@@ -245,8 +252,9 @@ class KeyStore:
                 )
             )
         elif purpose in HMAC_PURPOSES:
-            can_use = bool(_attr(obj, Attribute.SIGN))
-            can_check = bool(_attr(obj, Attribute.VERIFY))
+            computes = self.pseudonym == "hmac-sm3" or bool(_attr(obj, Attribute.ENCRYPT))
+            can_use = computes and bool(_attr(obj, Attribute.SIGN))
+            can_check = computes and bool(_attr(obj, Attribute.VERIFY))
         else:
             can_use = bool(_attr(obj, Attribute.ENCRYPT))
             can_check = bool(_attr(obj, Attribute.DECRYPT))
@@ -337,6 +345,27 @@ class KeyStore:
                 },
                 private_template={**common, Attribute.DERIVE: False, Attribute.DECRYPT: False},
             )
+        elif purpose in HMAC_PURPOSES and self.pseudonym == "sm4-cbc-mac":
+            self.mechs.mech("sm4_cbc")
+            ws.p11.generate_key(
+                self.mechs.key_type("sm4"),
+                128,
+                mechanism=self.mechs.mech("sm4_keygen"),
+                id=label.encode(),
+                label=label,
+                store=True,
+                capabilities=MechanismFlag.ENCRYPT | MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                template={
+                    **common,
+                    Attribute.ENCRYPT: True,  # the MAC: one C_Encrypt with sm4_cbc
+                    Attribute.DECRYPT: False,
+                    Attribute.WRAP: False,
+                    Attribute.UNWRAP: False,
+                    Attribute.DERIVE: False,
+                    Attribute.SIGN: True,  # state: active
+                    Attribute.VERIFY: True,
+                },
+            )
         elif purpose in HMAC_PURPOSES:
             self.mechs.mech("sm3_hmac")  # the profile must offer HMAC-SM3 before we make a key
             ws.p11.generate_key(
@@ -378,6 +407,8 @@ class KeyStore:
         elif purpose in HMAC_PURPOSES:
             obj[Attribute.SIGN] = state == "active"
             obj[Attribute.VERIFY] = state != "retired"
+            if self.pseudonym == "sm4-cbc-mac":
+                obj[Attribute.ENCRYPT] = state != "retired"
         else:
             obj[Attribute.ENCRYPT] = state == "active"
             obj[Attribute.DECRYPT] = state != "retired"

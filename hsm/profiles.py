@@ -9,7 +9,9 @@ HSM is adding a file, with its sources cited in comments.
 Each entry carries the vendor's own constant name (without ``CKM_``/``CKK_``),
 which becomes the python-pkcs11 enum member name (see :mod:`hsm.mechanisms`).
 ``signature_encoding`` says whether the token's SM2 signature output is raw
-``r || s`` (64 bytes) or DER.
+``r || s`` (64 bytes) or DER. ``pseudonym`` names the keyed PRF of subject pseudonyms and of
+digests of personal data (:mod:`hsm.pseudonym`): ``hmac-sm3`` where the profile numbers
+``sm3_hmac``, else ``sm4-cbc-mac`` (the default follows the profile's mechanisms).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from hsm.errors import ConfigError
+from hsm.pseudonym import REQUIRED_OPERATION, PseudonymMechanism, parse_mechanism
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,7 +42,7 @@ OPERATIONS: tuple[str, ...] = (
 )
 #: Operations a profile may leave out; what needs one refuses to start without it.
 OPTIONAL_OPERATIONS: tuple[str, ...] = (
-    "sm3_hmac",  # C_Sign/C_Verify, HMAC-SM3 with a generic secret key (audit pseudonyms)
+    "sm3_hmac",  # C_Sign/C_Verify, HMAC-SM3 with a generic secret key (pseudonym = "hmac-sm3")
 )
 KEY_TYPES: tuple[str, ...] = ("sm2", "sm4")
 SignatureEncoding = Literal["raw", "der"]
@@ -65,6 +68,7 @@ class Profile:
     signature_encoding: SignatureEncoding
     mechanisms: Mapping[str, Entry]
     key_types: Mapping[str, Entry]
+    pseudonym: PseudonymMechanism = "hmac-sm3"
 
 
 def known_profiles() -> list[str]:
@@ -137,10 +141,16 @@ def parse_profile(text: str, source: str) -> Profile:
         doc.get("mechanisms"), OPERATIONS, "mechanisms", source, optional=OPTIONAL_OPERATIONS
     )
     kts = _entries(doc.get("key_types"), KEY_TYPES, "key_types", source)
+    default = "hmac-sm3" if "sm3_hmac" in mechs else "sm4-cbc-mac"
+    pseudonym = parse_mechanism(doc.get("pseudonym", default), source)
+    needed = REQUIRED_OPERATION[pseudonym]
+    if needed not in mechs:
+        raise ConfigError(f"profile {source}: pseudonym {pseudonym} needs mechanisms.{needed}")
     return Profile(
         name=name,
         description=str(description),
         signature_encoding="der" if encoding == "der" else "raw",
         mechanisms=MappingProxyType(mechs),
         key_types=MappingProxyType(kts),
+        pseudonym=pseudonym,
     )

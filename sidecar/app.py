@@ -27,6 +27,7 @@ from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
 from sidecar.audit.filter import AuditFilter
+from sidecar.audit.hsm_keys import AuditKeys, open_pseudonyms
 from sidecar.audit.link import audit_keys, build_trail
 from sidecar.audit.metrics import observe_spool
 from sidecar.audit.schema import MIGRATIONS as AUDIT_MIGRATIONS
@@ -35,7 +36,7 @@ from sidecar.audit.writer import AuditUnavailable
 from sidecar.compliance import consent_ledger
 from sidecar.compliance.consent_gate import ConsentGate
 from sidecar.compliance.consent_ledger import ConsentLedger
-from sidecar.compliance.pseudonyms import HostPseudonymizer, Pseudonymizer
+from sidecar.compliance.pseudonyms import HostPrf, KeyedDigests, KeyedPrf
 from sidecar.config import (
     ConfigError,
     ConsentConfig,
@@ -100,9 +101,12 @@ class Sidecar:
     certificates: certexpiry.CertificateWatch | None = None
     msgid_lease: SlotLease | None = None
     audit: AuditTrail | None = None
+    warnings: tuple[str, ...] = ()  # logged once the listeners are up
 
     def started(self) -> None:
-        """The listeners are up: say how long our certificates last."""
+        """The listeners are up: say how long our certificates last, and what is unsafe."""
+        for warning in self.warnings:
+            log.warning(warning)
         if self.certificates is not None:
             self.certificates.log_remaining()
 
@@ -149,15 +153,19 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     meter = observability.meter
     user_id = settings.platform.security.user_id.encode()
     store = open_store(settings.store)
-    pseudonymizer = _pseudonymizer(settings.consent)
     lease, msgids = _msgids(settings, store)
     hsm: HsmLink | None = None
     trail: AuditTrail | None = None
     try:
         hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
+        keys: AuditKeys | None = None
         if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
-            trail = build_trail(settings.audit, store, audit_keys(hsm.token))
+            keys = audit_keys(hsm.token)
+            trail = build_trail(settings.audit, store, keys)
             observe_spool(meter, trail.writer.spool)
+        # One pseudonym function for the trail, the consent ledger, settlements and offsite.
+        prf = _pseudonym_prf(settings.consent, hsm, keys)
+        pseudonymizer = KeyedDigests(prf)
         sealing = build_sealing(
             settings.platform.security,
             hsm.signer if hsm else None,
@@ -195,6 +203,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         offsite_store.OffsiteStore(
             store,
             sealer=sealer,
+            digests=pseudonymizer,
             lease_seconds=settings.offsite.request_lease_seconds,
             keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
         ),
@@ -224,6 +233,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         max_backdate_days=settings.offsite.max_backdate_days,
         settlement=SettlementFunctions(
             settlements,
+            pseudonymizer,
             institution_code=settings.institution.code,
             division=settings.institution.division,
             second_confirmation=settings.settlement.second_confirmation,
@@ -280,6 +290,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         certificates=certificates,
         msgid_lease=lease,
         audit=trail,
+        warnings=("pseudonyms.host_key_development_only",) if isinstance(prf, HostPrf) else (),
         resolver=Resolver(
             settlements,
             interval=settings.settlement.resolver_interval_seconds,
@@ -340,7 +351,7 @@ def _field_sealer(settings: Settings, hsm: HsmLink | None) -> FieldSealer:
             ) from None
         return FieldSealer(data_keys)
     path = settings.consent.pseudonym_key_file
-    if path is None:  # _pseudonymizer has refused this already
+    if path is None:  # _pseudonym_prf has refused this already
         raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
     host_key = read_secret(path, "consent.pseudonym_key_file").encode()
     return FieldSealer(HostKeyWrapper(_derived(host_key, b"field-sealing-kek")[:16]))
@@ -438,13 +449,27 @@ def _transport(settings: Settings) -> HttpsTransport:
     )
 
 
-def _pseudonymizer(config: ConsentConfig) -> Pseudonymizer:
-    """The keyed pseudonyms of data subjects (the HSM-held key replaces the host key)."""
+def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys | None) -> KeyedPrf:
+    """The pseudonym function of subjects and of every digest of personal data at rest: in the
+    HSM with its ``pseudonym`` key (the audit trail's own object when the trail runs); without
+    ``[hsm]`` (development only) HMAC-SM3 under ``consent.pseudonym_key_file`` (``Sidecar.started``
+    then warns; not here: a start-up failure is one line)."""
+    if keys is not None:
+        return keys.pseudonyms
+    if hsm is not None:
+        try:
+            return open_pseudonyms(hsm.token)
+        except HsmError as exc:
+            raise ConfigError(
+                f"hsm: {exc} (pseudonyms: yibao-hsm keygen --purpose pseudonym)"
+            ) from None
     if config.pseudonym_key_file is None:
-        raise ConfigError("config: consent.pseudonym_key_file: required (a file of 32+ hex digits)")
+        raise ConfigError(
+            "config: consent.pseudonym_key_file: required without [hsm] (a file of 32+ hex digits)"
+        )
     text = read_secret(config.pseudonym_key_file, "consent.pseudonym_key_file")
     try:
-        return HostPseudonymizer(bytes.fromhex(text))
+        return HostPrf(bytes.fromhex(text))
     except ValueError:
         raise ConfigError(
             "config: consent.pseudonym_key_file: must hold at least 32 hex digits"

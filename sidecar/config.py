@@ -510,8 +510,9 @@ class ConsentConfig(_Section):
 
     pseudonym_key_file: Path | None = Field(
         None,
-        description="file with the host-held HMAC-SM3 key (hex, 32+ digits) that pseudonymises "
-        "data subjects; required until the HSM-held key is wired",
+        description="development without [hsm] only: a file with a host-held HMAC-SM3 key "
+        "(hex, 32+ digits) for pseudonyms and digests of personal data; with [hsm] the token's "
+        "pseudonym key is used and this key is not needed",
     )
 
 

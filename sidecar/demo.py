@@ -106,7 +106,6 @@ class DemoHsm:
     user_pin_file: Path
     public_key_file: Path
     sm4_key_file: Path
-    pseudonym_key_file: Path
 
 
 def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
@@ -126,7 +125,7 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     _hsm(say, "keygen", "--purpose", "sign", *common)
     _hsm(say, "keygen", "--purpose", "kek", *common)
     _hsm(say, "keygen", "--purpose", "audit", *common)  # the audit trail's checkpoints
-    _hsm(say, "keygen", "--purpose", "pseudonym", *common)  # its HMAC-SM3 subject pseudonyms
+    _hsm(say, "keygen", "--purpose", "pseudonym", *common)  # pseudonyms, keyed digests
     for line in _hsm(say, "list", *common).splitlines():
         say.step(f"    {line}")
     csr = directory / "sidecar.csr.pem"
@@ -143,9 +142,7 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     _hsm(say, "export-public", "--out", str(public_key), *common)
     # The scheme-A SM4 key, agreed with the platform out of band.
     sm4_key = _secret_file(directory / "scheme-a.sm4key", secrets.token_hex(16))
-    # The key that pseudonymises data subjects in the consent ledger (host-held until the HSM's).
-    pseudonym_key = _secret_file(directory / "pseudonym.key", secrets.token_hex(32))
-    return DemoHsm(module, conf, user_pin, public_key, sm4_key, pseudonym_key)
+    return DemoHsm(module, conf, user_pin, public_key, sm4_key)
 
 
 def _secret_file(path: Path, value: str | None = None) -> Path:
@@ -234,9 +231,6 @@ grace_period_seconds = 5
 
 [store]
 sqlite_path = "{workdir / "store" / "sidecar.db"}"
-
-[consent]
-pseudonym_key_file = "{hsm.pseudonym_key_file}"
 
 [institution]
 code = "{DEFAULT_INSTITUTION_CODE}"

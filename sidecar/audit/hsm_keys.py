@@ -1,8 +1,10 @@
-"""The trail's keys in the HSM: the pseudonym key (HMAC-SM3), the checkpoint key (SM2), the KEK.
+"""The trail's keys in the HSM: the pseudonym key, the checkpoint key (SM2), the KEK.
 
-* Pseudonyms: ``HMAC-SM3(pseudonym key, "<certificate type>:<number>")`` computed *in the
-  token* (profile operation ``sm3_hmac``, a generic-secret key of purpose ``pseudonym`` that
-  cannot be extracted), so the store can be searched by subject without holding the number.
+* Pseudonyms: ``PRF(pseudonym key, "<certificate type>:<number>")`` computed *in the token*
+  with the profile's pseudonym function (HMAC-SM3, or a length-prefixed SM4-CBC-MAC where the
+  vendor numbers no HMAC-SM3; hsm/pseudonym.py) and a non-extractable key of purpose
+  ``pseudonym``, so the store can be searched by subject without holding the number. The same
+  object keys the sidecar's other digests of personal data (sidecar/compliance/pseudonyms.py).
 * Checkpoints: SM2 signatures with the active ``audit`` key (not the platform ``sign`` key: the
   security team can rotate or revoke them independently).
 * Data keys: ``hsm.datakeys`` under the active ``kek``.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
@@ -19,37 +22,44 @@ from pkcs11 import exceptions as p11e
 from hsm.datakeys import DataKeys
 from hsm.errors import HsmError, NotFound, PolicyError, TokenError
 from hsm.keys import KeyInfo, KeyStore
+from hsm.pseudonym import REQUIRED_OPERATION, PseudonymMechanism, token_prf
 from hsm.sm2 import Sm2Signer
 from hsm.token import HsmToken, WorkerSession
-
-
-def subject_message(certificate_type: int, certificate_number: str) -> bytes:
-    """The bytes a pseudonym is computed over (the number as the caller sent it, trimmed)."""
-    return f"{certificate_type}:{certificate_number.strip().upper()}".encode()
+from sidecar.compliance.pseudonyms import subject_message
 
 
 class HsmPseudonyms:
-    """Keyed pseudonyms of data subjects, computed in the token."""
+    """The pseudonym function, computed in the token (profile entry ``pseudonym``:
+    ``hmac-sm3`` or ``sm4-cbc-mac``, hsm/pseudonym.py) with the key of purpose ``pseudonym``."""
 
     def __init__(self, token: HsmToken, key_label: str) -> None:
         self.token = token
         self.key_label = key_label
-        self._mech = token.mechs.mech("sm3_hmac")
+        self.mechanism: PseudonymMechanism = token.profile.pseudonym
+        self._mech = token.mechs.mech(REQUIRED_OPERATION[self.mechanism])
+
+    def _key(self, ws: WorkerSession, label: str) -> Any:
+        key = ws.cache.get(("pseudonym", label))
+        if key is not None:
+            return key
+        objs = list(
+            ws.p11.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
+        )
+        method = "sign" if self.mechanism == "hmac-sm3" else "encrypt"
+        if len(objs) != 1 or not hasattr(objs[0], method):
+            raise PolicyError(f"pseudonym key {label} cannot compute pseudonyms")
+        key = objs[0]
+        if self.mechanism == "sm4-cbc-mac":
+            # A MAC key that could also decrypt or wrap would turn the MAC into a cipher.
+            for attribute in (Attribute.DECRYPT, Attribute.WRAP, Attribute.UNWRAP):
+                if _flag(key, attribute):
+                    raise PolicyError(f"pseudonym key {label} has {attribute.name} on")
+        ws.cache[("pseudonym", label)] = key
+        return key
 
     def _op(self, message: bytes, label: str) -> Callable[[WorkerSession], str]:
         def op(ws: WorkerSession) -> str:
-            key = ws.cache.get(("hmac", label))
-            if key is None:
-                objs = list(
-                    ws.p11.get_objects(
-                        {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
-                    )
-                )
-                if len(objs) != 1 or not hasattr(objs[0], "sign"):
-                    raise PolicyError(f"pseudonym key {label} cannot compute pseudonyms")
-                key = objs[0]
-                ws.cache[("hmac", label)] = key
-            return bytes(key.sign(message, mechanism=self._mech)).hex()
+            return token_prf(self._key(ws, label), self.mechanism, self._mech, message).hex()
 
         return op
 
@@ -64,6 +74,13 @@ class HsmPseudonyms:
             return self.token.call(self._op(message, label or self.key_label))
         except p11e.PKCS11Error as exc:
             raise TokenError(f"pseudonym with {self.key_label}: {type(exc).__name__}") from None
+
+
+def _flag(key: Any, attribute: Attribute) -> bool:
+    try:
+        return bool(key[attribute])
+    except (p11e.PKCS11Error, ValueError):
+        return False
 
 
 class HsmCheckpointSigner:
@@ -89,6 +106,11 @@ class AuditKeys:
     audit_key: KeyInfo
 
 
+def open_pseudonyms(token: HsmToken) -> HsmPseudonyms:
+    """The pseudonym function with the active ``pseudonym`` key (HsmError if there is none)."""
+    return HsmPseudonyms(token, KeyStore(token).active("pseudonym").label)
+
+
 def open_audit_keys(token: HsmToken) -> AuditKeys:
     """The active pseudonym, audit and kek keys of ``token`` (HsmError naming what is missing)."""
     keys = KeyStore(token)
@@ -106,4 +128,11 @@ def open_audit_keys(token: HsmToken) -> AuditKeys:
     )
 
 
-__all__ = ["AuditKeys", "HsmError", "HsmPseudonyms", "open_audit_keys", "subject_message"]
+__all__ = [
+    "AuditKeys",
+    "HsmError",
+    "HsmPseudonyms",
+    "open_audit_keys",
+    "open_pseudonyms",
+    "subject_message",
+]

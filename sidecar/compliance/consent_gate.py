@@ -108,7 +108,7 @@ class ConsentGate:
         subject, _ = check_subject(getattr(request, "subject"), has_subject)  # noqa: B009
         if subject is None:
             return await proceed(request)
-        pseudonym = self._pseudonymizer.of(
+        pseudonym = await self._pseudonymizer.of(
             subject.certificate_type_code, subject.certificate_number
         )
         tenant = caller_of(call).tenant

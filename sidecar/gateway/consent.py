@@ -37,7 +37,7 @@ from sidecar.compliance.consent_ledger import (
     NewConsent,
     RequestKey,
 )
-from sidecar.compliance.pseudonyms import Pseudonymizer
+from sidecar.compliance.pseudonyms import CONSENT_PAYLOAD, Pseudonymizer
 from sidecar.errors import FieldViolation
 from sidecar.gateway import consent_validation as checks
 from sidecar.gateway.subjects import Subject
@@ -77,8 +77,8 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
     ) -> consent.GrantConsentResponse:
         grant = checks.grant_input(request, self._ledger.clock())
         caller = _caller()
-        pseudonym = self._pseudonym(grant.subject)
-        key = self._key(caller, "GrantConsent", request.request_id, request)
+        pseudonym = await self._pseudonym(grant.subject)
+        key = await self._key(caller, "GrantConsent", request.request_id, request)
         try:
             async with self._ledger.store.transaction() as tx:
                 first = await self._ledger.claim(tx, key)
@@ -116,8 +116,8 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
     ) -> consent.RevokeConsentResponse:
         revoke = checks.revoke_input(request)
         caller = _caller()
-        pseudonym = self._pseudonym(revoke.subject) if revoke.subject is not None else None
-        key = self._key(caller, "RevokeConsent", request.request_id, request)
+        pseudonym = await self._pseudonym(revoke.subject) if revoke.subject is not None else None
+        key = await self._key(caller, "RevokeConsent", request.request_id, request)
         revoked_any = False
         try:
             async with self._ledger.store.transaction() as tx:
@@ -162,7 +162,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
     ) -> consent.ListConsentsResponse:
         listing = checks.list_input(request)
         caller = _caller()
-        pseudonym = self._pseudonym(listing.subject)
+        pseudonym = await self._pseudonym(listing.subject)
         binding = _binding(caller.tenant, pseudonym, listing.purpose, listing.states)
         after = _cursor(listing.page_token, binding) if listing.page_token else None
         try:
@@ -185,16 +185,19 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             answer.next_page_token = _token(Cursor(last.grant_time_us, last.consent_id), binding)
         return answer
 
-    def _pseudonym(self, subject: Subject) -> str:
-        return self._pseudonymizer.of(subject.certificate_type_code, subject.certificate_number)
+    async def _pseudonym(self, subject: Subject) -> str:
+        return await self._pseudonymizer.of(
+            subject.certificate_type_code, subject.certificate_number
+        )
 
-    def _key(self, caller: Caller, method: str, request_id: str, request: Any) -> RequestKey:
+    async def _key(self, caller: Caller, method: str, request_id: str, request: Any) -> RequestKey:
         """The idempotency key with a *keyed* digest of the payload (it contains personal data)."""
         payload = type(request)()
         payload.CopyFrom(request)
         payload.ClearField("request_id")
-        plain = hashlib.sha256(payload.SerializeToString(deterministic=True)).hexdigest()
-        digest = self._pseudonymizer.of(f"request-payload:{method}", plain)
+        digest = await self._pseudonymizer.digest(
+            f"{CONSENT_PAYLOAD}:{method}", payload.SerializeToString(deterministic=True)
+        )
         return RequestKey(caller.tenant, method, request_id, digest)
 
 

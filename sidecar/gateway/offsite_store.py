@@ -1,7 +1,9 @@
 """The registration family's state in the shared store: idempotency keys and submissions.
 
 ``offsite_requests`` remembers each ``request_id`` of ``SubmitOffsiteRegistration`` and
-``CancelOffsiteRegistration`` per tenant and method: a hash of the payload, whether the mutating
+``CancelOffsiteRegistration`` per tenant and method: a keyed digest of the payload
+(``Pseudonymizer.digest``, the HSM's pseudonym function: the payload holds the person's ID
+number, name and phone, which an unkeyed hash would give back by brute force), whether the mutating
 transaction (2501 / 2502) may have been sent, a lease held while a call runs, and the outcome once
 it is known. ``offsite_submissions`` records the registrations submitted through this sidecar,
 so that listings can show their ``submit_time`` (registrations made elsewhere have none).
@@ -22,21 +24,23 @@ under a transaction-scoped lock on the key, so concurrent duplicates see one win
 The outcome holds personal data (a registration's answer carries the contact phone and address),
 so it is stored sealed (``sidecar.fieldcrypt``, SM4-GCM), bound to its tenant, method and key.
 Rows written before sealing (none exist in production) would not open and answer UNAVAILABLE.
+Migration 2 blanks the unkeyed SHA-256 digests of rows written before it (they cannot be re-keyed:
+the payload is gone); a repeat of such a ``request_id`` answers ``IDEMPOTENCY_KEY_REUSED``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.message import Message
 
+from sidecar.compliance.pseudonyms import OFFSITE_PAYLOAD, Pseudonymizer
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.fieldcrypt import FieldSealer, context
 from sidecar.store import Migration, Store, StoreError
@@ -68,6 +72,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (tenant, registration_id))",
         ),
     ),
+    # Payload digests are keyed from now on (column name kept); the unkeyed SHA-256 of rows
+    # written before cannot be re-keyed, so it is dropped rather than kept at rest.
+    Migration(
+        component=COMPONENT,
+        version=2,
+        statements=("UPDATE offsite_requests SET payload_sha256 = ''",),
+    ),
 )
 
 RUNNING, DONE = "running", "done"
@@ -78,17 +89,17 @@ class RequestKey:
     tenant: str
     method: str
     request_id: str
-    payload_sha256: str
+    payload: bytes = field(repr=False)  # every other field, serialized; in memory only
 
 
 def request_key(tenant: str, method: str, request: Message) -> RequestKey:
-    """The key of a mutating request: its ``request_id`` and a hash of every other field."""
+    """The key of a mutating request: its ``request_id`` and every other field (the store
+    keeps only a keyed digest of those)."""
     copy = type(request)()
     copy.CopyFrom(request)
     request_id = getattr(copy, "request_id")  # noqa: B009 - every mutating request has one
     copy.ClearField("request_id")
-    digest = hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
-    return RequestKey(tenant, method, request_id, digest)
+    return RequestKey(tenant, method, request_id, copy.SerializeToString(deterministic=True))
 
 
 class ClaimKind(enum.Enum):
@@ -188,12 +199,14 @@ class OffsiteStore:
         store: Store,
         *,
         sealer: FieldSealer,
+        digests: Pseudonymizer,
         lease_seconds: float,
         keep_seconds: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._sealer = sealer
+        self._digests = digests
         self._lease = lease_seconds
         self._keep = keep_seconds
         self._clock = clock
@@ -220,6 +233,7 @@ class OffsiteStore:
         now = _micros(self._clock())
         lease_until = now + _micros(self._lease)
         params = _key_params(key)
+        digest = await self._digests.digest(f"{OFFSITE_PAYLOAD}:{key.method}", key.payload)
         sealed: bytes | None = None
         async with self._store.transaction() as tx:
             await tx.lock(f"offsite:{key.tenant}:{key.method}:{key.request_id}")
@@ -235,11 +249,11 @@ class OffsiteStore:
                     " state, sent, sent_at, lease_until, outcome, created_at, updated_at)"
                     " VALUES (:tenant, :method, :request_id, :payload, :state, 0, NULL,"
                     " :lease_until, NULL, :now, :now)",
-                    {**params, "payload": key.payload_sha256, "state": RUNNING,
+                    {**params, "payload": digest, "state": RUNNING,
                      "lease_until": lease_until, "now": now},
                 )  # fmt: skip
                 return Claim(ClaimKind.FRESH)
-            if row["payload_sha256"] != key.payload_sha256:
+            if row["payload_sha256"] != digest:
                 raise key_reused()
             if row["state"] == DONE:
                 sealed = bytes(row["outcome"])

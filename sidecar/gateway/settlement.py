@@ -2,14 +2,14 @@
 
 Validates each request (every bad field at once), turns it into the state machine's terms
 (:mod:`sidecar.settlement.machine`), and the machine's records into ``Settlement`` messages.
-The idempotency digest is SHA-256 of the request's deterministic serialization without
-``request_id``; the subject digest is SHA-256 of certificate type and number. Neither the
-e-voucher token nor the confirmation code is kept or logged.
+The idempotency digest is a *keyed* digest (``Pseudonymizer.digest``, the HSM's pseudonym
+function) of the request's deterministic serialization without ``request_id``; the subject
+digest is the subject's pseudonym. An unkeyed hash would give the ID number back by brute force.
+Neither the e-voucher token nor the confirmation code is kept or logged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +21,7 @@ from google.protobuf import timestamp_pb2
 
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.compliance.pseudonyms import SETTLEMENT_PAYLOAD, Pseudonymizer
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
 from sidecar.gateway.subjects import Subject, check_subject
@@ -56,12 +57,14 @@ class SettlementFunctions:
     def __init__(
         self,
         settlements: Settlements,
+        digests: Pseudonymizer,
         *,
         institution_code: str,
         division: str,
         second_confirmation: Mapping[str, ConfirmationKind],
     ) -> None:
         self._settlements = settlements
+        self._digests = digests
         self._institution = institution_code
         self._confirmation = _region_rule(second_confirmation, division)
 
@@ -76,8 +79,8 @@ class SettlementFunctions:
         claim = Claim(
             tenant=tenant,
             request_id=request.request_id,
-            payload_sha256=payload_sha256(request),
-            subject_sha256=subject_sha256(order.subject),
+            payload_sha256=await payload_digest(self._digests, request),
+            subject_sha256=await subject_digest(self._digests, order.subject),
             order=order,
         )
         with _store_errors():
@@ -95,7 +98,7 @@ class SettlementFunctions:
         with _store_errors():
             record = await self._settlements.get(
                 tenant,
-                subject_sha256(subject),
+                await subject_digest(self._digests, subject),
                 request_id=request.original_request_id if key == "original_request_id" else "",
                 setl_id=request.settlement_id if key == "settlement_id" else "",
             )
@@ -122,9 +125,9 @@ class SettlementFunctions:
             record = await self._settlements.cancel(
                 tenant,
                 request.request_id,
-                payload_sha256(request),
+                await payload_digest(self._digests, request),
                 subject,
-                subject_sha256(subject),
+                await subject_digest(self._digests, subject),
                 operator,
                 budget,
                 original_request_id=(
@@ -294,18 +297,21 @@ def _region_rule(rules: Mapping[str, ConfirmationKind], division: str) -> Confir
     return None
 
 
-def payload_sha256(
+async def payload_digest(
+    digests: Pseudonymizer,
     message: gateway.SettleWithEVoucherRequest | gateway.CancelSettlementRequest,
 ) -> str:
-    """SHA-256 of the request without its ``request_id``, deterministically serialized."""
+    """Keyed digest of the request without its ``request_id``, deterministically serialized
+    (stored in the historical column ``payload_sha256``)."""
     copy = type(message).FromString(message.SerializeToString())
     copy.request_id = ""
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+    domain = f"{SETTLEMENT_PAYLOAD}:{message.DESCRIPTOR.name}"
+    return await digests.digest(domain, copy.SerializeToString(deterministic=True))
 
 
-def subject_sha256(subject: Subject) -> str:
-    text = f"{subject.certificate_type_code}|{subject.certificate_number}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+async def subject_digest(digests: Pseudonymizer, subject: Subject) -> str:
+    """The subject's pseudonym (stored in the historical column ``subject_sha256``)."""
+    return await digests.of(subject.certificate_type_code, subject.certificate_number)
 
 
 def settlement_message(record: Record) -> gateway.Settlement:

@@ -9,8 +9,13 @@ changed a row owns the transition, the other reads what happened.
 leaves: a sidecar that dies while the answer is on its way finds, after its restart, the msgid
 it needs to reverse (2601) the settlement.
 
-No certificate number, name or token is stored: the subject and the payload are kept as SHA-256
-digests (enough to match a repeat or a lookup); the platform's ``psn_no`` is kept because
+No certificate number, name or token is stored: the subject and the payload are kept as keyed
+digests (the subject's pseudonym and ``Pseudonymizer.digest`` of the payload, computed with the
+HSM's pseudonym function; enough to match a repeat or a lookup, useless for trying ID numbers).
+The columns keep their historical names ``subject_sha256`` / ``payload_sha256``; version 3 blanks
+the unkeyed SHA-256 values of rows written before it (they cannot be re-keyed: the plaintext is
+gone), so such a row is no longer found by subject and a repeat of its ``request_id`` answers
+``IDEMPOTENCY_KEY_REUSED``. The platform's ``psn_no`` is kept because
 reversal and cancellation need it, sealed (``sidecar.fieldcrypt``, SM4-GCM under an HSM-wrapped
 data key) in ``psn_no_sealed`` and bound to its tenant and request. The plaintext ``psn_no``
 column of version 1 is no longer written; a row written before version 2 (none exist in
@@ -87,6 +92,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         component=COMPONENT,
         version=2,
         statements=("ALTER TABLE settlement_records ADD COLUMN psn_no_sealed {blob}",),
+    ),
+    Migration(
+        component=COMPONENT,
+        version=3,
+        statements=(
+            "UPDATE settlement_records SET payload_sha256 = '', subject_sha256 = ''",
+            "UPDATE settlement_cancel_keys SET payload_sha256 = ''",
+        ),
     ),
 )
 

@@ -134,14 +134,36 @@ def _manual_hmac_sm3(key: bytes, message: bytes) -> str:
     return sm3(bytes(b ^ 0x5C for b in block) + inner).hex()
 
 
-def test_the_host_pseudonym_is_hmac_sm3_of_type_and_number() -> None:
+async def test_the_host_pseudonym_is_hmac_sm3_of_type_and_number() -> None:
+    """Without [hsm]: HMAC-SM3 of the audit trail's subject message ``<type>:<NUMBER>``, so a
+    person's pseudonym is the same in the consent ledger, settlements and the trail."""
     key = bytes(range(32))
     pseudonyms = HostPseudonymizer(key)
-    assert pseudonyms.of("01", "110105194912310021") == _manual_hmac_sm3(
-        key, b"01\x1f110105194912310021"
+    assert await pseudonyms.of("01", "110105194912310021") == _manual_hmac_sm3(
+        key, b"1:110105194912310021"
     )
-    assert pseudonyms.of("01", "23") != pseudonyms.of("012", "3")
-    assert HostPseudonymizer(bytes(32)).of("01", "1") != pseudonyms.of("01", "1")
+    assert await pseudonyms.of("01", " 11010519491231002x") == _manual_hmac_sm3(
+        key, b"1:11010519491231002X"
+    )
+    assert await pseudonyms.of("01", "1") != await HostPseudonymizer(bytes(32)).of("01", "1")
     assert "0001" not in repr(pseudonyms)
     with pytest.raises(ValueError, match="at least 16 bytes"):
         HostPseudonymizer(b"short")
+    with pytest.raises(ValueError, match="certificate type"):
+        await pseudonyms.of("zz", "1")
+
+
+async def test_digests_are_keyed_and_separated_by_domain() -> None:
+    """``digest`` is the PRF of ``yibao-digest 0x1f domain 0x1f data``: no digest of a payload
+    equals its unkeyed hash, another domain's digest, or a subject's pseudonym."""
+    key = bytes(range(32))
+    digests = HostPseudonymizer(key)
+    data = b"110105194912310021"
+    one = await digests.digest("settlement-payload", data)
+    assert one == _manual_hmac_sm3(key, b"yibao-digest\x1fsettlement-payload\x1f" + data)
+    assert one != await digests.digest("offsite-payload", data)
+    assert one != await HostPseudonymizer(bytes(32)).digest("settlement-payload", data)
+    assert one != await digests.of("01", data.decode())
+    for bad in ("", "a\x1fb"):
+        with pytest.raises(ValueError, match="domain"):
+            await digests.digest(bad, data)

@@ -54,6 +54,7 @@ def token(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Token:
         ["init-token", "--so-pin-file", str(so_pin)],
         ["keygen", "--purpose", "sign"],
         ["keygen", "--purpose", "kek"],  # sealed columns (sidecar/fieldcrypt.py)
+        ["keygen", "--purpose", "pseudonym"],  # pseudonyms and keyed digests with [hsm]
     ):
         result = subprocess.run(
             [sys.executable, "-m", "hsm.cli", *args, *common],

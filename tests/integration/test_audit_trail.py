@@ -2,8 +2,12 @@
 
 * every RPC (answered, refused by a filter, invalid, unimplemented) and every platform
   transaction has an intent and exactly one outcome, and the chain verifies;
-* after a run of every implemented RPC, neither the SQLite files nor the PostgreSQL tables (nor
-  the spool) hold any synthetic person's ID number, name or platform person number in plaintext;
+* after a run of every implemented RPC, neither the SQLite files (db, WAL), the PostgreSQL tables
+  nor a ``pg_dump`` of the schema, the spool, nor any log line at DEBUG hold any synthetic
+  person's ID number, name, phone, e-voucher token or platform person number in plaintext, nor
+  an unkeyed SHA-256 / SM3 of any of them;
+* the digests the store does hold (pseudonyms, idempotency keys) withstand a brute force over
+  every ID number that fits the masked form the demo prints;
 * when the intent cannot be written the RPC fails UNAVAILABLE / AUDIT_UNAVAILABLE and the
   platform simulator receives nothing.
 """
@@ -11,25 +15,36 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import hashlib
+import io
 import json
+import logging
+import re
 import sqlite3
+import subprocess
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import hashes
 
+from sidecar import logs
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit.verify import verify_store
 from sidecar.config import StoreConfig
+from sidecar.masking import mask_id
 from sidecar.simulator.population import Population
 from sidecar.simulator.server import RunningSimulator
 from sidecar.store import Store, open_store
+from sidecar.validation import resident_id_check_char
 from tests.audit_fixtures import AuditHsm
 from tests.integration.conftest import (
     TENANT_METADATA,
@@ -56,8 +71,11 @@ DIAGNOSIS = "急性上呼吸道感染"  # what settlement_support.settle_request
 AUDIT_TABLES = ("audit_records", "audit_data_keys", "audit_checkpoints")
 
 
-async def every_rpc(sidecar: RunningSidecar, simulator: RunningSimulator) -> int:
-    """Every RPC of the contract for several people, plus refusals; the number of RPCs made."""
+async def every_rpc(
+    sidecar: RunningSidecar, simulator: RunningSimulator, tokens: list[str] | None = None
+) -> int:
+    """Every RPC of the contract for several people, plus refusals; the number of RPCs made
+    (the e-voucher tokens issued are appended to ``tokens``)."""
     population = simulator.app.population
     gateway_stub = gateway_grpc.InsuranceGatewayStub(sidecar.channel)
     examples = population.examples()
@@ -90,6 +108,8 @@ async def every_rpc(sidecar: RunningSidecar, simulator: RunningSimulator) -> int
         settled = None
         if person.psn_no:  # the platform issues e-vouchers to people it knows
             token = simulator.app.issue_ec_token(person.certno)
+            if tokens is not None:
+                tokens.append(token)
             made += 1
             with contextlib.suppress(grpc.aio.AioRpcError):
                 settled = await gateway_stub.SettleWithEVoucher(
@@ -180,6 +200,81 @@ async def audit_contents(store: Store) -> list[dict[str, object]]:
     return [json.loads(bytes(row["content"])) for row in rows]
 
 
+def sm3_hex(data: bytes) -> str:
+    digest = hashes.Hash(hashes.SM3())
+    digest.update(data)
+    return digest.finalize().hex()
+
+
+def subject_encodings(number: str) -> list[bytes]:
+    """Every plausible way a digest of a resident ID number could have been made."""
+    return [
+        form.encode()
+        for form in (number, f"01|{number}", f"01:{number}", f"1:{number}", f"1|{number}",
+                     f"01\x1f{number}", f"1\x1f{number}")
+    ]  # fmt: skip
+
+
+def unkeyed_digests(texts: list[str]) -> list[str]:
+    """SHA-256 and SM3 (hex, both cases) of each text, and of each subject encoding."""
+    digests = []
+    for text in texts:
+        for data in {text.encode(), *subject_encodings(text)}:
+            for hexed in (hashlib.sha256(data).hexdigest(), sm3_hex(data)):
+                digests += [hexed, hexed.upper()]
+    return digests
+
+
+@contextlib.contextmanager
+def debug_log_lines() -> Iterator[list[str]]:
+    """The sidecar's JSON log lines at DEBUG while the block runs (the simulator's own lines,
+    the platform's side, left out)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    logs.configure("DEBUG", stream)
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        for line in stream.getvalue().splitlines():
+            logger = str(json.loads(line).get("logger", ""))
+            if not logger.startswith(("sidecar.simulator", "hypercorn")):
+                lines.append(line)
+
+
+def pg_dump(store: StoreConfig) -> bytes:
+    """``pg_dump`` of the test's schema (its conninfo selects it), schema and data."""
+    dsn = store.postgresql_dsn or ""
+    match = re.search(r"search_path=(\w+)", dsn)
+    assert match is not None
+    result = subprocess.run(
+        ["pg_dump", "--schema", match.group(1), "--dbname", dsn],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return result.stdout
+
+
+def at_rest(store_config: StoreConfig, short_dir: Path, *, wal: bool = False) -> bytes:
+    """Every byte the run left on disk or in the database: the spool, and the SQLite files
+    (database, WAL, shared memory) or a ``pg_dump`` of the schema."""
+    raw = raw_files(short_dir / "audit-spool")
+    if store_config.backend == "sqlite":
+        files = sorted(p.name for p in store_config.sqlite_path.parent.iterdir())
+        assert not wal or f"{store_config.sqlite_path.name}-wal" in files
+        raw += raw_files(store_config.sqlite_path.parent)
+        assert len(raw) > 10_000
+    else:
+        dump = pg_dump(store_config)
+        assert b"settlement_records" in dump and b"COPY" in dump
+        raw += dump
+    return raw
+
+
 async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
     simulator: RunningSimulator,
     population: Population,
@@ -190,8 +285,14 @@ async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
     settings = settings_for(simulator, short_dir, audit_hsm).model_copy(
         update={"store": store_config}
     )
-    async with running_sidecar(settings) as running:
-        made = await every_rpc(running, simulator)
+    tokens: list[str] = []
+    with debug_log_lines() as lines:
+        async with running_sidecar(settings) as running:
+            made = await every_rpc(running, simulator, tokens)
+            assert running.sidecar.audit is not None
+            await running.sidecar.audit.writer.flush()
+            live = at_rest(store_config, short_dir, wal=True)  # while the WAL still exists
+    raw = live + at_rest(store_config, short_dir)  # after the last checkpoint and close
     store = open_store(store_config)
     try:
         contents = await audit_contents(store)
@@ -218,11 +319,122 @@ async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
     refused = {str(c.get("reason")) for c in contents if c["kind"] == "rpc.outcome"}
     assert {"", "CALLER_UNAUTHENTICATED", "CONSENT_REQUIRED", "PERSON_NOT_FOUND"} <= refused
     assert leaks == {}  # every table, every column, both back ends
-    raw = raw_files(short_dir / "audit-spool")
-    if store_config.backend == "sqlite":
-        raw += raw_files(store_config.sqlite_path.parent)  # the database file, WAL and all
-        assert len(raw) > 10_000
-    assert [form for form in forms(identifiers(population)) if form in raw] == []
+    assert len(tokens) >= 2 and len(lines) > 50
+    secrets_ = [*identifiers(population), CONTACT_PHONE, *tokens]
+    needles = [*forms(secrets_), *(d.encode() for d in unkeyed_digests(secrets_))]
+    assert [needle for needle in needles if needle in raw] == []
+    logged = "\n".join(lines).encode()
+    assert [needle for needle in needles if needle in logged] == []
+
+
+def candidates(masked: str) -> list[str]:
+    """Every resident ID number that fits ``110105********1234`` (what ``mask_id`` prints): the
+    hidden birth date any calendar day of 1900-2030, the check character the one shown."""
+    prefix, suffix = masked[:6], masked[-4:]
+    found = []
+    day, last = dt.date(1900, 1, 1), dt.date(2030, 12, 31)
+    while day <= last:
+        body = f"{prefix}{day:%Y%m%d}{suffix[:3]}"
+        if resident_id_check_char(body) == suffix[3]:
+            found.append(body + suffix[3])
+        day += dt.timedelta(days=1)
+    return found
+
+
+def brute_force(stored: set[str], masked: str) -> list[str]:
+    """The numbers fitting ``masked`` whose unkeyed SHA-256 or SM3 (of any plausible encoding)
+    is one of the ``stored`` digests: what an attacker with a copy of the store would find."""
+    return [
+        number
+        for number in candidates(masked)
+        if any(
+            hashlib.sha256(data).hexdigest() in stored or sm3_hex(data) in stored
+            for data in subject_encodings(number)
+        )
+    ]
+
+
+def unkeyed_payload_digests(request: Any) -> set[str]:
+    """SHA-256 and SM3 of a request without its request_id (how payloads used to be digested)."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.request_id = ""
+    data = copy.SerializeToString(deterministic=True)
+    plain = hashlib.sha256(data).hexdigest()
+    return {plain, sm3_hex(data), hashlib.sha256(plain.encode()).hexdigest()}
+
+
+async def stored_digests(store: Store) -> dict[str, set[str]]:
+    """Every 32- or 64-digit hex string in any column of any table, and the digest columns."""
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+        if store.dialect == "sqlite"
+        else "SELECT table_name AS name FROM information_schema.tables"
+        " WHERE table_schema = current_schema()"
+    )
+    hexes = re.compile(rb"[0-9a-fA-F]{64}|[0-9a-fA-F]{32}")
+    found: dict[str, set[str]] = {"any": set()}
+    columns = {
+        "settlement": "SELECT subject_sha256 AS d FROM settlement_records"
+        " UNION SELECT payload_sha256 FROM settlement_records"
+        " UNION SELECT payload_sha256 FROM settlement_cancel_keys",
+        "offsite": "SELECT payload_sha256 AS d FROM offsite_requests",
+        "consent": "SELECT subject AS d FROM consent_grants"
+        " UNION SELECT payload_digest FROM consent_requests",
+    }
+    async with store.transaction() as tx:
+        for table in [str(row["name"]) for row in await tx.fetch_all(query)]:
+            for row in await tx.fetch_all(f"SELECT * FROM {table}"):
+                for value in row.values():
+                    raw = value if isinstance(value, bytes) else str(value).encode()
+                    found["any"].update(m.decode() for m in hexes.findall(raw))
+        for name, sql in columns.items():
+            found[name] = {str(row["d"]) for row in await tx.fetch_all(sql)}
+    return found
+
+
+async def test_no_stored_digest_gives_an_id_number_back_by_brute_force(
+    simulator: RunningSimulator,
+    population: Population,
+    short_dir: Path,
+    audit_hsm: AuditHsm,
+    store_config: StoreConfig,
+) -> None:
+    """After real traffic, the settlement, offsite and consent digests (and every other hex
+    string in the store) are tried against every ID number that fits the masked form the demo
+    prints, with unkeyed SHA-256 and SM3 of every plausible encoding: nothing is found. The
+    payload digests are also tried against the exact requests sent (which only the true number
+    could match)."""
+    settings = settings_for(simulator, short_dir, audit_hsm).model_copy(
+        update={"store": store_config}
+    )
+    tokens: list[str] = []
+    async with running_sidecar(settings) as running:
+        await every_rpc(running, simulator, tokens)
+    store = open_store(store_config)
+    try:
+        stored = await stored_digests(store)
+    finally:
+        await store.close()
+    for name in ("settlement", "offsite", "consent"):
+        assert len(stored[name]) >= 2, name  # real traffic left digests of each kind
+        assert stored[name] <= stored["any"] | {""}
+    examples = population.examples()
+    people = [examples.employee, examples.resident, examples.suspended, examples.unknown]
+    # the attack works: a digest made the old way gives the number back
+    planted = {hashlib.sha256(f"01|{people[0].certno}".encode()).hexdigest()}
+    assert brute_force(planted, mask_id(people[0].certno)) == [people[0].certno]
+    assert 3000 < len(candidates(mask_id(people[0].certno))) < 6000
+    for person in people:
+        assert brute_force(stored["any"], mask_id(person.certno)) == []
+    sent = [submission(person, f"reg-{n}") for n, person in enumerate(people)]
+    settled = [(n, person) for n, person in enumerate(people) if person.psn_no]
+    sent += [
+        settle_request(person, token, f"settle-{n}")
+        for (n, person), token in zip(settled, tokens, strict=True)
+    ]
+    for request in sent:
+        assert unkeyed_payload_digests(request).isdisjoint(stored["any"])
 
 
 async def test_no_contact_details_or_person_numbers_in_plaintext_anywhere(

@@ -124,3 +124,30 @@ async def test_a_write_repeated_after_an_unacknowledged_commit_changes_nothing(
     assert await records.move(theirs, (State.SENDING,), State.SETTLED, **outcome) is None
     final = await records.get("acme", "r1")
     assert final is not None and final.state is State.SETTLED and final.setl_id == "S1"
+
+
+async def test_version_3_blanks_the_unkeyed_digests_of_older_rows(store: Store) -> None:
+    """Rows written before digests were keyed held SHA-256 of ``01|`` + the ID number; it
+    cannot be re-keyed (the number is gone), so version 3 removes it. Such a row is no longer
+    found by subject, and a repeat of its request_id no longer matches its payload."""
+    import hashlib
+
+    from sidecar.settlement.records import CancelKey
+
+    await store.migrate(MIGRATIONS[:2])
+    records = SettlementRecords(store, host_sealer())
+    unkeyed = hashlib.sha256(b"01|110105194912310021").hexdigest()
+    assert await records.claim(record(subject_sha256=unkeyed, payload_sha256=unkeyed)) is None
+    assert await records.cancel_key("acme", "c1", CancelKey(unkeyed, "r1")) is None
+    await store.migrate(MIGRATIONS)
+    old = await records.get("acme", "r1")
+    assert old is not None and (old.subject_sha256, old.payload_sha256) == ("", "")
+    again = await records.cancel_key("acme", "c1", CancelKey("k" * 64, "r1"))
+    assert again == CancelKey("", "r1")
+    async with store.transaction() as tx:
+        rows = await tx.fetch_all(
+            "SELECT payload_sha256 AS d FROM settlement_cancel_keys"
+            " UNION ALL SELECT subject_sha256 FROM settlement_records"
+            " UNION ALL SELECT payload_sha256 FROM settlement_records"
+        )
+    assert unkeyed not in {row["d"] for row in rows}

@@ -82,7 +82,6 @@ def dev_pod(dev: Rendered, root: Path, simulator: RunningSimulator, softhsm_lib:
                 "client-key.pem": pki.client_key.read_bytes(),
             },
             "yibao-hsm-user-pin": {"user.pin": f"u-{secrets.token_hex(8)}\n".encode()},
-            "yibao-consent-pseudonym-key": {"pseudonym.key": secrets.token_hex(32).encode()},
             "yibao-hsm-so-pin": {"so.pin": f"s-{secrets.token_hex(8)}\n".encode()},
         },
         image_paths={"/opt/yibao": Path(sys.prefix)},

@@ -9,6 +9,7 @@ import pytest
 
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.compliance.pseudonyms import HostPseudonymizer
 from sidecar.errors import GatewayError
 from sidecar.gateway.offsite_store import (
     MIGRATIONS,
@@ -21,6 +22,8 @@ from sidecar.gateway.offsite_store import (
 from sidecar.store import Store, StoreError
 from tests.fieldcrypt_support import host_sealer
 
+DIGESTS = HostPseudonymizer(b"offsite-test-key")
+
 
 class Clock:
     def __init__(self) -> None:
@@ -30,13 +33,15 @@ class Clock:
         return self.now
 
 
-KEY = RequestKey("acme", "SubmitOffsiteRegistration", "req-1", "a" * 64)
+KEY = RequestKey("acme", "SubmitOffsiteRegistration", "req-1", b"a")
 
 
 async def keys(store: Store, clock: Clock) -> OffsiteStore:
     await store.migrate(MIGRATIONS)
     await store.migrate(MIGRATIONS)  # idempotent
-    return OffsiteStore(store, sealer=host_sealer(), lease_seconds=10.0, clock=clock)
+    return OffsiteStore(
+        store, sealer=host_sealer(), digests=DIGESTS, lease_seconds=10.0, clock=clock
+    )
 
 
 async def test_claim_finish_and_replay(store: Store) -> None:
@@ -51,13 +56,13 @@ async def test_claim_finish_and_replay(store: Store) -> None:
     assert replay.kind is ClaimKind.REPLAY and replay.outcome is not None
     assert replay.outcome.answer == answer.SerializeToString()
     with pytest.raises(GatewayError) as caught:
-        await offsite.claim(RequestKey(KEY.tenant, KEY.method, KEY.request_id, "b" * 64))
+        await offsite.claim(RequestKey(KEY.tenant, KEY.method, KEY.request_id, b"b"))
     assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
     # keys are per tenant and per method
-    assert (await offsite.claim(RequestKey("other", KEY.method, "req-1", "b" * 64))).kind is (
+    assert (await offsite.claim(RequestKey("other", KEY.method, "req-1", b"b"))).kind is (
         ClaimKind.FRESH
     )
-    cancel = RequestKey(KEY.tenant, "CancelOffsiteRegistration", "req-1", "b" * 64)
+    cancel = RequestKey(KEY.tenant, "CancelOffsiteRegistration", "req-1", b"b")
     assert (await offsite.claim(cancel)).kind is ClaimKind.FRESH
 
 
@@ -109,12 +114,13 @@ async def test_submission_times(store: Store) -> None:
     assert await offsite.submit_times("other", ["R1"]) == {}
 
 
-def test_the_payload_hash_ignores_the_request_id_only() -> None:
+def test_the_payload_ignores_the_request_id_only() -> None:
     one = gateway.SubmitOffsiteRegistrationRequest(request_id="a", address="x")
     two = gateway.SubmitOffsiteRegistrationRequest(request_id="b", address="x")
     three = gateway.SubmitOffsiteRegistrationRequest(request_id="a", address="y")
     k1, k2, k3 = (request_key("t", "M", r) for r in (one, two, three))
-    assert k1.payload_sha256 == k2.payload_sha256 != k3.payload_sha256
+    assert k1.payload == k2.payload != k3.payload
+    assert "payload" not in repr(k1)
     assert (k1.request_id, k2.request_id) == ("a", "b")
 
 
@@ -122,9 +128,14 @@ async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -
     clock = Clock()
     await store.migrate(MIGRATIONS)
     offsite = OffsiteStore(
-        store, sealer=host_sealer(), lease_seconds=10.0, keep_seconds=86_400.0, clock=clock
+        store,
+        sealer=host_sealer(),
+        digests=DIGESTS,
+        lease_seconds=10.0,
+        keep_seconds=86_400.0,
+        clock=clock,
     )
-    unknown = RequestKey("acme", "SubmitOffsiteRegistration", "req-2", "a" * 64)
+    unknown = RequestKey("acme", "SubmitOffsiteRegistration", "req-2", b"a")
     await offsite.claim(KEY)
     await offsite.finish(KEY, Outcome(answer=b""))
     await offsite.claim(unknown)
@@ -141,7 +152,7 @@ async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -
 async def test_outcomes_are_stored_sealed_and_bound_to_their_key(store: Store) -> None:
     offsite = await keys(store, Clock())
     answer = "13800138000 北京市海淀区中关村大街1号".encode()
-    other = RequestKey("acme", "SubmitOffsiteRegistration", "req-9", "a" * 64)
+    other = RequestKey("acme", "SubmitOffsiteRegistration", "req-9", b"a")
     for key in (KEY, other):
         await offsite.claim(key)
         await offsite.finish(key, Outcome(answer=answer))
@@ -158,3 +169,48 @@ async def test_outcomes_are_stored_sealed_and_bound_to_their_key(store: Store) -
         )
     with pytest.raises(StoreError):
         await offsite.claim(other)
+
+
+async def test_version_2_blanks_unkeyed_payload_digests_and_the_old_key_is_not_replayed(
+    store: Store,
+) -> None:
+    """A row of version 1 held SHA-256 of the payload (ID number, name, phone): version 2 drops
+    it, and a repeat of that request_id is refused rather than answered from a digest nobody
+    can check any more. New keys store keyed digests only."""
+    import hashlib
+
+    await store.migrate(MIGRATIONS[:1])
+    request = gateway.SubmitOffsiteRegistrationRequest(request_id="old-1", contact_phone="1391")
+    key = request_key("acme", "SubmitOffsiteRegistration", request)
+    unkeyed = hashlib.sha256(key.payload).hexdigest()
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO offsite_requests (tenant, method, request_id, payload_sha256, state,"
+            " sent, sent_at, lease_until, outcome, created_at, updated_at)"
+            " VALUES ('acme', 'SubmitOffsiteRegistration', 'old-1', :d, 'done', 1, 1, 0,"
+            " NULL, 1, 1)",
+            {"d": unkeyed},
+        )
+    offsite = await keys(store, Clock())
+    with pytest.raises(GatewayError) as caught:
+        await offsite.claim(key)
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    fresh = request_key(
+        "acme",
+        "SubmitOffsiteRegistration",
+        gateway.SubmitOffsiteRegistrationRequest(request_id="new-1", contact_phone="1391"),
+    )
+    assert (await offsite.claim(fresh)).kind is ClaimKind.FRESH
+    async with store.transaction() as tx:
+        digests = {
+            row["request_id"]: row["payload_sha256"]
+            for row in await tx.fetch_all("SELECT request_id, payload_sha256 FROM offsite_requests")
+        }
+    assert digests["old-1"] == ""
+    assert digests["new-1"] == await DIGESTS.digest(
+        "offsite-payload:SubmitOffsiteRegistration", fresh.payload
+    )
+    assert (
+        unkeyed not in digests.values()
+        and hashlib.sha256(fresh.payload).hexdigest() not in digests.values()
+    )

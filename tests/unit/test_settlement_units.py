@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from sidecar import config
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.compliance.pseudonyms import HostPseudonymizer
 from sidecar.config import ConfigError
-from sidecar.gateway.settlement import payload_sha256
+from sidecar.gateway.settlement import payload_digest
 from sidecar.settlement import chain
 from tests.unit.test_config import MINIMAL, write
 
@@ -90,11 +91,13 @@ def test_a_2207_answer_that_does_not_fit_is_a_problem(changes: dict[str, object]
         chain.charged_from(answer(**changes), 3000, "M1")
 
 
-def test_the_payload_digest_ignores_the_request_id_only() -> None:
+async def test_the_payload_digest_ignores_the_request_id_only() -> None:
     one = gateway.SettleWithEVoucherRequest(request_id="a", ec_token="t", total_fen=1)
     two = gateway.SettleWithEVoucherRequest(request_id="b", ec_token="t", total_fen=1)
     three = gateway.SettleWithEVoucherRequest(
         request_id="a", ec_token="t", total_fen=1, sms_code="1"
     )
-    assert payload_sha256(one) == payload_sha256(two) != payload_sha256(three)
+    digests = HostPseudonymizer(b"settlement-test-key")
+    d1, d2, d3 = [await payload_digest(digests, r) for r in (one, two, three)]
+    assert d1 == d2 != d3
     assert one.request_id == "a"  # the caller's message is left alone
