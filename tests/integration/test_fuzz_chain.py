@@ -12,7 +12,8 @@ input:
   garbage frames.
 
 For every call: the status is OK or one of the (code, reason) pairs of docs/api.md's error table
-(parsed from the document itself), with an ``ErrorInfo`` of our domain; never UNKNOWN or INTERNAL.
+(parsed from the document itself), with an ``ErrorInfo`` of our domain; never UNKNOWN, never
+INTERNAL (documented, but a bug).
 After each run: the sidecar still answers health checks, and every call that reached the chain has
 exactly one intent and one outcome in the audit trail, linked, and the chain verifies.
 """
@@ -140,6 +141,7 @@ class Fuzzed:
         assert status.details and status.details[0].Unpack(info), f"{code.name}: no ErrorInfo"
         assert info.domain == DOMAIN
         assert (code.name, info.reason) in DOCUMENTED, (method, code.name, info.reason)
+        assert info.reason != "INTERNAL", f"{method}: a bug in the sidecar (see its log)"
         self.outcomes[code.name, info.reason] += 1
 
     def healthy(self) -> bool:
