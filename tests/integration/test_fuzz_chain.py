@@ -1,6 +1,8 @@
 """Fuzzing a real sidecar: whatever a local process writes, the answer is documented and audited.
 
-One sidecar (audit trail on, SQLite) in front of the simulator, started once for this module in an
+One sidecar (audit trail on, SQLite; access control on, so every byte passes the peer-credential
+front and the workload guard, as in production) in front of the simulator, started once for this
+module in an
 event loop of its own thread, so that hypothesis drives it from plain synchronous tests with
 grpc's default synchronous client, as an IM service in another language would. Three kinds of
 input:
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -48,6 +51,7 @@ from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.audit.verify import verify_store
+from sidecar.config import AccessConfig
 from sidecar.interceptors.caller import OPERATOR_KEY, TENANT_KEY, problem
 from sidecar.simulator.population import Person
 from sidecar.simulator.server import RunningSimulator, running_simulator
@@ -184,9 +188,15 @@ def fuzzed(audit_hsm: AuditHsm) -> Iterator[Fuzzed]:
 
     async def start() -> tuple[RunningSimulator, RunningSidecar]:
         simulator = await stack.enter_async_context(running_simulator(seed=42, population_size=20))
-        running = await stack.enter_async_context(
-            running_sidecar(settings_for(simulator, directory, audit_hsm))
+        policy = directory / "policy.toml"
+        policy.write_text(  # this process may call everything: the front and the guards run
+            f'[[caller]]\nname = "im"\nunix_uids = [{os.getuid()}]\ntenants = ["*"]\nrpcs = ["*"]\n'
         )
+        access = AccessConfig(policy_file=policy, private_socket_parent=directory)
+        settings = settings_for(simulator, directory, audit_hsm).model_copy(
+            update={"access": access}
+        )
+        running = await stack.enter_async_context(running_sidecar(settings))
         return simulator, running
 
     try:
