@@ -369,7 +369,14 @@ def test_random_caller_metadata_is_accepted_exactly_when_the_rules_say_so(
         tenant=st.one_of(HANDLE, PRINTABLE, st.sampled_from(["acme-corp", "13912345678"])),
         operator=st.one_of(HANDLE, PRINTABLE, st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)),
         extra=st.lists(
-            st.tuples(st.from_regex(r"x-[a-z0-9]{1,8}", fullmatch=True), PRINTABLE), max_size=3
+            st.tuples(
+                st.one_of(
+                    st.sampled_from(["traceparent", "tracestate"]),
+                    st.from_regex(r"x-[a-z0-9]{1,8}", fullmatch=True),
+                ),
+                PRINTABLE,
+            ),
+            max_size=3,
         ),
     )
     def one(tenant: str, operator: str, extra: list[tuple[str, str]]) -> None:
