@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import statistics
@@ -190,15 +191,16 @@ async def filter_alone(work: Path, calls: int) -> float:
     source = PolicyFile(policy, {"ConsentService/ListConsents"}, 5.0)
     access = AccessControl(source, lambda _: UnixPeer(0, 0, 1), RateLimiter())
 
-    async def proceed(message: Message) -> Message:
-        return message
-
     request = consent_pb2.ListConsentsRequest()
+
+    async def proceed() -> Message:
+        return request
+
     start = time.perf_counter()
     for i in range(calls):
         call = Call(CONSENT, {}, _Context())  # type: ignore[arg-type]
         call.attributes["caller"] = Caller("bench", f"op-{i % 100}")
-        await access(call, request, proceed)
+        await access.workload(call, functools.partial(access.tenant, call, proceed))
     return (time.perf_counter() - start) / calls * 1e6
 
 

@@ -61,6 +61,7 @@ from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
+from sidecar.interceptors.time_fields import TimeFields
 from sidecar.interceptors.tracing import Tracing
 from sidecar.platform import msgid_lease
 from sidecar.platform.client import Codes, Institution, PlatformClient, TransactionRecorder
@@ -244,13 +245,19 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     services = [registration.name for registration in registrations]
     tcp_credentials = _tcp_credentials(settings.server.tls)
     access, front = _access_control(settings, services)  # last: it makes a directory
+    audit = AuditFilter(trail) if trail is not None else None
     chain = FilterChain(
-        [
+        [  # guards: before the request is decoded (they never see it)
             AccessLog(),
             Tracing(observability.tracer, meter),
-            *([AuditFilter(trail)] if trail is not None else []),  # outside the refusing filters
+            *([audit.around] if audit else []),  # outside the refusing guards
+            *[a.workload for a in access],  # an unknown peer: the first refusal
             CallerIdentity(),
-            *access,
+            *[a.tenant for a in access],
+        ],
+        [  # filters: the chain decoded the request (or refused it: MALFORMED_REQUEST)
+            *([audit.request] if audit else []),  # the intent, before anything can refuse
+            TimeFields(),
             ConsentGate(ledger, pseudonymizer),
         ],
         services=services,

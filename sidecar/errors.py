@@ -18,6 +18,15 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "yibao-sidecar.gateway"
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
+# gRPC refuses trailers over 16 KiB (grpc.max_metadata_size) and the client then sees
+# RESOURCE_EXHAUSTED instead of our status: the rich status is bounded well below that.
+# grpc-status-details-bin travels base64-encoded (4/3), grpc-message percent-encoded.
+MAX_VIOLATIONS = 20  # listed in BadRequest; the rest are counted in one more violation
+MAX_DETAILS_BYTES = 6 * 1024  # the serialized google.rpc.Status, before base64
+MAX_MESSAGE_BYTES = 1024  # UTF-8; percent-encoding at most triples it
+MAX_TEXT_CHARS = 256  # one violation's field or description
+MAX_METADATA_CHARS = 1024  # one ErrorInfo metadata value (platform_message is shown to people)
 
 
 @dataclass(frozen=True)
@@ -41,32 +50,65 @@ class GatewayError(Exception):
         return f"{self.code.name} {self.reason}: {self.message}"
 
     def to_status(self) -> grpc.Status:
-        """The ``grpc.Status`` with ``google.rpc`` details for ``context.abort_with_status``."""
+        """The ``grpc.Status`` with ``google.rpc`` details for ``context.abort_with_status``.
+
+        Bounded so that it always fits gRPC's trailers: at most ``MAX_VIOLATIONS`` field
+        violations (then one more, field ``""``, counting the rest; ErrorInfo metadata
+        ``violations`` holds the total), texts cut at ``MAX_TEXT_CHARS`` /
+        ``MAX_METADATA_CHARS``, the message at ``MAX_MESSAGE_BYTES``, and fewer violations listed
+        if the details still exceed ``MAX_DETAILS_BYTES``.
+        """
+        listed = min(len(self.violations), MAX_VIOLATIONS)
+        status = self._status(listed)
+        while status.ByteSize() > MAX_DETAILS_BYTES and listed > 0:
+            listed //= 2
+            status = self._status(listed)
+        return rpc_status.to_status(status)
+
+    def _status(self, listed: int) -> status_pb2.Status:
+        metadata = {key: _cut(value, MAX_METADATA_CHARS) for key, value in self.metadata.items()}
+        if len(self.violations) > listed:
+            metadata["violations"] = str(len(self.violations))
         details = [
-            _pack(
-                error_details_pb2.ErrorInfo(
-                    reason=self.reason, domain=DOMAIN, metadata=dict(self.metadata)
-                )
-            )
+            _pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=metadata))
         ]
         if self.violations:
-            bad_request = error_details_pb2.BadRequest(
-                field_violations=[
+            shown = [
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_cut(v.field), description=_cut(v.description)
+                )
+                for v in self.violations[:listed]
+            ]
+            rest = len(self.violations) - listed
+            if rest:
+                shown.append(
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field="",
+                        description=f"and {rest} more invalid fields, not listed "
+                        f"({len(self.violations)} in all)",
                     )
-                    for v in self.violations
-                ]
-            )
-            details.append(_pack(bad_request))
+                )
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=shown)))
         if self.retry_after_seconds is not None:
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after_seconds * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        status = status_pb2.Status(
-            code=_CODE_NUMBERS[self.code], message=self.message, details=details
+        return status_pb2.Status(
+            code=_CODE_NUMBERS[self.code],
+            message=_cut_utf8(self.message, MAX_MESSAGE_BYTES),
+            details=details,
         )
-        return rpc_status.to_status(status)
+
+
+def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -80,12 +122,23 @@ assert _CODE_NUMBERS[grpc.StatusCode.INVALID_ARGUMENT] == code_pb2.INVALID_ARGUM
 
 
 def invalid_request(violations: Sequence[FieldViolation]) -> GatewayError:
-    fields = ", ".join(v.field for v in violations)
+    fields = ", ".join(v.field for v in violations[:MAX_VIOLATIONS])
+    if len(violations) > MAX_VIOLATIONS:
+        fields += f" and {len(violations) - MAX_VIOLATIONS} more"
     return GatewayError(
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_REQUEST",
         f"the request has invalid fields: {fields}",
         violations=violations,
+    )
+
+
+def malformed_request(rpc: str) -> GatewayError:
+    """The request's bytes do not parse as the RPC's request message (never quotes them)."""
+    return GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        MALFORMED_REQUEST,
+        f"the request is not a valid {rpc} request message (protobuf wire format)",
     )
 
 

@@ -1,32 +1,43 @@
-"""Filter: the audit record of every RPC, written outside the access-control and consent filters.
+"""The audit record of every RPC: a guard outside the refusing guards, and a filter after decoding.
 
-It sits right after tracing (so the trace ID is known) and before caller identification, access
-control and the consent gate, so their refusals are recorded too. The RPC's intent is committed
-with its first platform transaction's intent, before anything is sent; if that cannot be written
-the RPC fails with UNAVAILABLE / AUDIT_UNAVAILABLE and nothing is sent to the platform. The
-caller's tenant and operator are taken from metadata only when they are well-formed (otherwise
-recorded as empty: caller identification will refuse the call anyway).
+``AuditFilter.around`` is a guard that sits right after tracing (so the trace ID is known) and
+before the workload check, caller identification and access control, so their refusals are
+recorded too; it records every call's outcome. ``AuditFilter.request`` is the first filter after
+the chain decoded the request: it records the RPC's intent with the request (as JSON, and the data
+subject's pseudonym) before anything else looks at it. A call that never got that far (refused by
+a guard, or bytes that do not decode: ``MALFORMED_REQUEST``) gets its intent from ``around``, with
+the size and SM3 of the bytes that arrived instead of the request, never the bytes. So every call
+that reached the chain has exactly one intent and one outcome, in that order.
+
+The intent is committed with the RPC's first platform transaction's intent, before anything is
+sent; if it cannot be written the RPC fails with UNAVAILABLE / AUDIT_UNAVAILABLE and nothing is
+sent to the platform. Recording never fails on a request gRPC accepted: a message that protobuf's
+JSON mapping refuses (a Timestamp outside 0001..9999, which the time-field filter refuses next) is
+recorded in protobuf text format instead. The caller's tenant and operator are recorded only when
+acceptable (``caller.well_formed``: never a value that looks like personal data), else as empty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from dataclasses import dataclass
 
 import grpc
-from google.protobuf import json_format
+from cryptography.hazmat.primitives import hashes
+from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 from opentelemetry import trace
 
 from sidecar import errors
 from sidecar.audit.hsm_keys import subject_message
-from sidecar.audit.trail import AuditTrail, AuditUnavailable
-from sidecar.interceptors.caller import OPERATOR_KEY, TENANT_KEY
-from sidecar.interceptors.chain import Call, Proceed
+from sidecar.audit.trail import AuditTrail, AuditUnavailable, RpcAudit
+from sidecar.interceptors.caller import well_formed
+from sidecar.interceptors.chain import Call, Continue, Proceed
 
-_TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_OPERATOR = re.compile(r"[A-Za-z0-9._@-]{1,30}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_PENDING = "audit"
 
 
 def request_subject(request: Message) -> bytes | None:
@@ -47,32 +58,69 @@ def trace_id(call: Call) -> str:
     return match.group(1) if match else ""
 
 
-def _as_json(message: Message) -> bytes:
-    return json_format.MessageToJson(message, indent=None, sort_keys=True).encode()
+def as_json(message: Message) -> bytes:
+    """The message as JSON; protobuf text format where the JSON mapping refuses a value."""
+    try:
+        return json_format.MessageToJson(message, indent=None, sort_keys=True).encode()
+    except json_format.Error:
+        text = text_format.MessageToString(message, as_one_line=True)
+        return json.dumps({"text_format": text}, ensure_ascii=False).encode()
+
+
+def undecoded(body: bytes) -> bytes:
+    """What the intent of a call whose request was never decoded says about its bytes."""
+    digest = hashes.Hash(hashes.SM3())
+    digest.update(body)
+    return json.dumps({"undecoded": {"bytes": len(body), "sm3": digest.finalize().hex()}}).encode()
+
+
+@dataclass
+class _Pending:
+    """One call's audit state, from ``around`` to ``request`` and back."""
+
+    audit: RpcAudit | None = None
+    refused: bool = False  # the intent could not be written: no outcome either
 
 
 class AuditFilter:
     def __init__(self, trail: AuditTrail) -> None:
         self._trail = trail
 
-    async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message:
-        tenant = call.metadata.get(TENANT_KEY, "")
-        operator = call.metadata.get(OPERATOR_KEY, "")
+    async def _intent(
+        self, call: Call, pending: _Pending, subject: bytes | None, request: bytes
+    ) -> RpcAudit:
+        caller = well_formed(call.metadata)
         try:
             audit = await self._trail.rpc_intent(
                 rpc=call.rpc,
-                tenant=tenant if _TENANT.fullmatch(tenant) else "",
-                operator=operator if _OPERATOR.fullmatch(operator) else "",
-                subject=request_subject(request),
+                tenant=caller.tenant,
+                operator=caller.operator,
+                subject=subject,
                 trace_id=trace_id(call),
-                request=_as_json(request),
+                request=request,
             )
         except AuditUnavailable:
+            pending.refused = True
             raise errors.audit_unavailable() from None
+        pending.audit = audit
+        return audit
+
+    async def request(self, call: Call, request: Message, proceed: Proceed) -> Message:
+        """Filter (first after decoding): the intent, with the decoded request."""
+        pending = call.attributes.get(_PENDING)
+        if not isinstance(pending, _Pending):
+            raise errors.internal()  # ``around`` is not in the chain: fail closed
+        await self._intent(call, pending, request_subject(request), as_json(request))
+        return await proceed(request)
+
+    async def around(self, call: Call, proceed: Continue) -> Message:
+        """Guard: the outcome of every call (and the intent of one never decoded)."""
+        pending = _Pending()
+        call.attributes[_PENDING] = pending
         status, reason, error, answer = "OK", "", "", b""
         try:
-            response = await proceed(request)
-            answer = _as_json(response)
+            response = await proceed()
+            answer = as_json(response)
             return response
         except AuditUnavailable:
             status, reason, error = "UNAVAILABLE", "AUDIT_UNAVAILABLE", "AuditUnavailable"
@@ -92,6 +140,10 @@ class AuditFilter:
             status, reason, error = "INTERNAL", "INTERNAL", type(exc).__name__
             raise
         finally:
-            await self._trail.rpc_outcome(
-                audit, status=status, reason=reason, error=error, answer=answer
-            )
+            if not pending.refused:
+                audit = pending.audit
+                if audit is None:  # refused by a guard, or the bytes did not decode
+                    audit = await self._intent(call, pending, None, undecoded(call.body))
+                await self._trail.rpc_outcome(
+                    audit, status=status, reason=reason, error=error, answer=answer
+                )

@@ -1,11 +1,15 @@
-"""Filter: the calling workload's identity, its permissions and its rates, before anything else.
+"""Guards: the calling workload's identity, its permissions and its rates, before anything else.
 
-Runs after ``CallerIdentity`` (which establishes the tenant and operator from metadata) and before
-any filter or service that could contact the platform. The workload identity is what the
-transport proved (``sidecar/access/peer.py``); the policy in force decides (``policy.py``);
-the limits count (``ratelimit.py``). The outcome, allowed or refused, is left on the call as
-``call.attributes["access"]`` (an ``AccessDecision``) for the access log and the audit trail:
-the caller's policy name and the refusal reason, never personal data.
+Two guards of one ``AccessControl``: ``workload`` runs first among the refusing guards (before
+caller identification, before the request is decoded), so a peer the policy does not know is
+refused with ``PEER_UNAUTHENTICATED`` whatever its metadata or its request bytes; it also checks
+the RPC. ``tenant`` runs after ``CallerIdentity`` (which establishes the tenant and operator from
+metadata) and checks the tenant and the rates, before any filter or service that could contact the
+platform. The workload identity is what the transport proved (``sidecar/access/peer.py``); the
+policy in force decides (``policy.py``); the limits count (``ratelimit.py``). The outcome, allowed
+or refused, is left on the call as ``call.attributes["access"]`` (an ``AccessDecision``) for the
+access log and the audit trail: the caller's policy name and the refusal reason, never personal
+data.
 """
 
 from __future__ import annotations
@@ -18,17 +22,19 @@ import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 
+from sidecar import errors
 from sidecar.access.peer import Peer, UnixPeerLookup, identify
-from sidecar.access.policy import Policy
+from sidecar.access.policy import Policy, Rule
 from sidecar.access.ratelimit import Limit, RateLimiter
 from sidecar.errors import GatewayError
 from sidecar.interceptors.caller import caller_of
-from sidecar.interceptors.chain import Call, Proceed
+from sidecar.interceptors.chain import Call, Continue
 
 PEER_UNAUTHENTICATED = "PEER_UNAUTHENTICATED"
 RPC_NOT_ALLOWED = "RPC_NOT_ALLOWED"
 TENANT_NOT_ALLOWED = "TENANT_NOT_ALLOWED"
 RATE_LIMITED = "RATE_LIMITED"
+_RULE = "access_rule"  # the policy's rule for the peer, from ``workload`` to ``tenant``
 
 
 @dataclass(frozen=True)
@@ -45,20 +51,20 @@ class PolicySource(Protocol):
 
 
 class AccessControl:
-    """Filter: refuses unknown workloads, RPCs and tenants they may not use, and excess rates."""
+    """Guards: refuse unknown workloads, RPCs and tenants they may not use, and excess rates."""
 
     def __init__(self, policy: PolicySource, unix: UnixPeerLookup, limiter: RateLimiter) -> None:
         self._policy = policy
         self._unix = unix
         self._limiter = limiter
 
-    async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message:
+    async def workload(self, call: Call, proceed: Continue) -> Message:
+        """Guard: the peer must be a caller of the policy, allowed to use this RPC."""
         peer = identify(call.context, self._unix)
         transport = peer.kind if peer is not None else "none"
         rule = self._policy.current().caller_for(peer) if peer is not None else None
         if rule is None:
             raise _refuse(call, "", transport, _unauthenticated(peer))
-        caller = caller_of(call)
         if not rule.allows_rpc(call.service, call.rpc):
             raise _refuse(
                 call,
@@ -71,6 +77,18 @@ class AccessControl:
                     metadata={"caller": rule.name},
                 ),
             )
+        call.attributes[_RULE] = rule
+        call.attributes["access"] = AccessDecision(caller=rule.name, transport=transport)
+        return await proceed()
+
+    async def tenant(self, call: Call, proceed: Continue) -> Message:
+        """Guard (after ``CallerIdentity``): the tenant must be allowed, the rates not exceeded."""
+        rule = call.attributes.get(_RULE)
+        decision = call.attributes.get("access")
+        if not isinstance(rule, Rule) or not isinstance(decision, AccessDecision):
+            raise errors.internal()  # the workload guard did not run: fail closed
+        transport = decision.transport
+        caller = caller_of(call)
         if not rule.allows_tenant(caller.tenant):
             raise _refuse(
                 call,
@@ -104,8 +122,7 @@ class AccessControl:
                     retry_after_seconds=max(refusal.retry_after_seconds, 0.001),
                 ),
             )
-        call.attributes["access"] = AccessDecision(caller=rule.name, transport=transport)
-        return await proceed(request)
+        return await proceed()
 
 
 def _unauthenticated(peer: Peer | None) -> GatewayError:

@@ -10,21 +10,21 @@ import grpc
 from google.protobuf.message import Message
 
 from sidecar import errors
-from sidecar.interceptors.chain import Call, Proceed
+from sidecar.interceptors.chain import Call, Continue
 
 log = logging.getLogger("sidecar.access")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class AccessLog:
-    """Filter: the outermost one, so it sees the final status of every call."""
+    """Guard: the outermost one, so it sees the final status of every call (malformed ones too)."""
 
-    async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message:
+    async def __call__(self, call: Call, proceed: Continue) -> Message:
         started = time.perf_counter()
         status = grpc.StatusCode.OK
         reason = ""
         try:
-            return await proceed(request)
+            return await proceed()
         except errors.GatewayError as error:
             status, reason = error.code, error.reason
             raise

@@ -1,7 +1,17 @@
-"""Runs an ordered list of filters around every unary RPC of the sidecar's own services.
+"""Runs the filters around every unary RPC of the sidecar's own services, and decodes the request.
 
 grpc.aio offers interceptors that only see the method name; this one wraps the method handler so
-that each filter sees the request, the metadata and the outcome, like an Envoy HTTP filter chain.
+that each filter sees the call, the request and the outcome, like an Envoy HTTP filter chain.
+
+gRPC hands the chain the request's bytes as they arrived (the handler's deserializer is replaced by
+the identity), and the chain decodes them itself at one defined point: after the *guards* (the
+filters that log, trace and audit the call and identify and authorize the caller) and before the
+*filters* that look at the request. So an unknown peer is refused before a byte of its request is
+parsed, and bytes that do not parse as the request message are refused by the chain with
+``INVALID_ARGUMENT`` / ``MALFORMED_REQUEST`` — access-logged and audited like any other refusal —
+instead of gRPC's own ``UNKNOWN``. Guards cannot see the decoded request: their ``proceed`` takes
+no message.
+
 A ``GatewayError`` raised anywhere becomes the rich gRPC status of the error model; any other
 exception becomes ``INTERNAL`` with no detail (the log records its type, never its text, which
 could quote personal data).
@@ -16,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import Error as ProtobufError
 from google.protobuf.message import Message
 
 from sidecar import errors
@@ -23,6 +34,8 @@ from sidecar import errors
 log = logging.getLogger(__name__)
 
 Proceed = Callable[[Message], Awaitable[Message]]
+Continue = Callable[[], Awaitable[Message]]
+Decode = Callable[[bytes], Message]
 
 
 @dataclass
@@ -33,6 +46,7 @@ class Call:
     metadata: dict[str, str]
     context: grpc.aio.ServicerContext[Any, Any]
     attributes: dict[str, Any] = field(default_factory=dict)
+    body: bytes = b""  # the request as it arrived; guards may measure it, never parse it
 
     @property
     def service(self) -> str:
@@ -51,14 +65,43 @@ def current_call() -> Call:
     return _current.get()
 
 
+class Guard(Protocol):
+    """A filter that runs before the request is decoded: it sees the call, not the request."""
+
+    async def __call__(self, call: Call, proceed: Continue) -> Message: ...
+
+
 class Filter(Protocol):
+    """A filter that runs after the request is decoded."""
+
     async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message: ...
 
 
-class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Applies ``filters`` (outermost first) to unary RPCs of the services in ``services``."""
+def decode(call: Call, deserialize: Decode) -> Message:
+    """The request message of ``call.body``, or ``MALFORMED_REQUEST``.
 
-    def __init__(self, filters: Sequence[Filter], services: Sequence[str]) -> None:
+    The one place the parser's exceptions are caught: upb raises ``DecodeError`` (a
+    ``google.protobuf.message.Error``) for bad wire data, bad UTF-8 in a string field and nesting
+    deeper than its limit (unknown groups included).
+    """
+    try:
+        return deserialize(call.body)
+    except ProtobufError:
+        raise errors.malformed_request(call.rpc) from None
+
+
+class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Applies ``guards``, decodes, then applies ``filters`` (each outermost first) to the unary
+    RPCs of the services in ``services``."""
+
+    def __init__(
+        self,
+        guards: Sequence[Guard],
+        filters: Sequence[Filter] = (),
+        *,
+        services: Sequence[str],
+    ) -> None:
+        self._guards = tuple(guards)
         self._filters = tuple(filters)
         self._services = frozenset(services)
 
@@ -75,10 +118,13 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or handler.unary_unary is None or service not in self._services:
             return handler
         inner = handler.unary_unary
-        filters = self._filters
+        deserialize: Decode | None = handler.request_deserializer
+        if deserialize is None:  # our services always have generated message classes
+            raise ValueError(f"{method}: no request deserializer to decode with")
+        guards, filters = self._guards, self._filters
 
-        async def run(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            call = Call(method=method, metadata=_metadata(context), context=context)
+        async def run(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            call = Call(method=method, metadata=_metadata(context), context=context, body=body)
             _current.set(call)
 
             async def step(index: int, message: Message) -> Message:
@@ -87,8 +133,13 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     return result
                 return await filters[index](call, message, lambda m: step(index + 1, m))
 
+            async def guard(index: int) -> Message:
+                if index == len(guards):
+                    return await step(0, decode(call, deserialize))
+                return await guards[index](call, lambda: guard(index + 1))
+
             try:
-                return await step(0, request)
+                return await guard(0)
             except errors.GatewayError as error:
                 await _abort(context, error)
             except grpc.aio.AbortError:
@@ -105,7 +156,7 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return grpc.unary_unary_rpc_method_handler(
             run,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,  # the bytes as they arrived: decode() above
             response_serializer=handler.response_serializer,
         )
 

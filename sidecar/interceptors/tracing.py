@@ -11,7 +11,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from sidecar import errors, instruments
-from sidecar.interceptors.chain import Call, Proceed
+from sidecar.interceptors.chain import Call, Continue
 from sidecar.telemetry import extract_parent
 
 
@@ -27,7 +27,7 @@ class Tracing:
             instruments.RPC_CALLS, description="gRPC calls by method and status"
         )
 
-    async def __call__(self, call: Call, request: Message, proceed: Proceed) -> Message:
+    async def __call__(self, call: Call, proceed: Continue) -> Message:
         started = time.perf_counter()
         status = grpc.StatusCode.OK
         with self._tracer.start_as_current_span(
@@ -39,7 +39,7 @@ class Tracing:
             set_status_on_exception=False,
         ) as span:
             try:
-                return await proceed(request)
+                return await proceed()
             except errors.GatewayError as error:
                 status = error.code
                 span.set_attribute("yibao.error.reason", error.reason)

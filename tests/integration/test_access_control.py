@@ -300,6 +300,33 @@ async def test_an_unknown_uid_is_unauthenticated(
     assert (line["reason"], line["caller"]) == ("PEER_UNAUTHENTICATED", "")
 
 
+async def test_an_unknown_uid_is_refused_before_its_metadata_or_bytes_are_looked_at(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Malformed metadata and bytes that do not parse: the unknown peer is refused all the same
+    (not UNKNOWN from gRPC's decoder, not CALLER_UNAUTHENTICATED); a known one gets
+    MALFORMED_REQUEST, logged under its policy name."""
+    malformed = b"\x0a\x05ab"  # a length past the end
+    caplog.set_level(logging.INFO, logger="sidecar.access")
+    async with serving(env.settings()), unix_channel(env) as channel:
+        known = await call(channel, request=malformed)
+        write_policy(env.policy, policy_text(uids=[4242]))
+        unknown = [
+            await call(channel, request=malformed),
+            await call(channel, request=malformed, tenant="", operator="13912345678"),
+            await call(channel, method=ENROLLMENT, request=b"\xff" * 64),
+        ]
+    assert (known.code, known.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+    assert {(o.code, o.reason) for o in unknown} == {
+        (grpc.StatusCode.UNAUTHENTICATED, "PEER_UNAUTHENTICATED")
+    }
+    lines = access_lines(caplog)[-4:]
+    assert [(line["reason"], line["caller"]) for line in lines] == [
+        ("MALFORMED_REQUEST", "im-service"),
+        *[("PEER_UNAUTHENTICATED", "")] * 3,
+    ]
+
+
 async def test_an_rpc_the_caller_may_not_use_is_permission_denied(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
