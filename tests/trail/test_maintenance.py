@@ -24,7 +24,7 @@ YEAR = 365 * DAY_MICROS
 async def old_and_new_chain(store: Store, hsm: AuditHsm, tmp_path: Path) -> str:
     """A chain whose first records are three years old and whose last ones are from today."""
     now = now_micros()
-    times = iter([now - 3 * YEAR + n for n in range(9)])
+    times = iter([now - 3 * YEAR + n for n in range(10)])  # the registry entry, 9 records
     trail = build_trail(
         audit_config(tmp_path), store, hsm.keys, clock=lambda: next(times, now_micros())
     )
@@ -72,7 +72,7 @@ async def test_purge_leaves_a_signed_anchor_and_the_chain_verifies(
         kinds = [r["kind"] for r in await tx.fetch_all(
             "SELECT kind FROM audit_checkpoints ORDER BY number")]  # fmt: skip
     assert seqs == list(range(9, 13))
-    assert kinds == ["checkpoint", "checkpoint", "anchor"]
+    assert kinds == ["checkpoint", "final", "anchor"]
     [report] = await verify_store(migrated, [audit_hsm.public_key])
     assert report.ok, report.first
     assert "purged up to position 8" in report.notes[0]
