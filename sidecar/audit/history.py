@@ -200,7 +200,7 @@ def _cross_check(history: History, read: _Store, verifier: Verifier) -> None:
                             "removed",
                             final,
                             f"final checkpoint #{final} (registry {instance} #{number}) is "
-                            f"missing: records after position {entry['position']} may be cut",
+                            "missing: the chain's checkpoints or its tail were deleted",
                         )
                     )
     registered = {

@@ -282,3 +282,35 @@ async def test_data_keys_rotate_on_schedule_and_every_record_names_its_key(
     assert set(used) <= keys  # every key a record names is stored (wrapped) before use
     [report] = await verify(migrated, audit_hsm)
     assert report.ok, report.first
+
+
+async def test_checkpoints_are_also_written_every_n_records(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    """With an hour between timed checkpoints, a count of 4 still keeps the unsigned tail short."""
+    import asyncio
+
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    config = audit_config(tmp_path, checkpoint_every_records=4, commit_delay_seconds=0)
+    trail = build_trail(config, migrated, audit_hsm.keys)
+    await trail.start()
+    for n in range(5):
+        await one_rpc(trail, n)  # positions 1..20
+    await trail.writer.flush()
+    positions: list[int] = []
+    for _ in range(500):  # the checkpoint task runs in the background: wait for it, no timing
+        async with migrated.transaction() as tx:
+            found = await tx.fetch_all("SELECT position FROM audit_checkpoints ORDER BY number")
+        positions = [int(row["position"]) for row in found]
+        if positions and positions[-1] > 20 - 4:
+            break
+        await asyncio.sleep(0.01)
+    assert positions and positions[-1] > 16, positions  # fewer than 4 records unsigned
+    assert all(b - a >= 4 for a, b in itertools.pairwise(positions)), positions
+    [report] = await verify(migrated, audit_hsm)
+    assert report.ok and report.sealed_to == positions[-1]
+    await trail.close()
+    [report] = await verify_store(migrated, [audit_hsm.public_key])  # closed: nothing named open
+    assert report.ok and report.sealed_to == 20
