@@ -314,3 +314,47 @@ async def test_checkpoints_are_also_written_every_n_records(
     await trail.close()
     [report] = await verify_store(migrated, [audit_hsm.public_key])  # closed: nothing named open
     assert report.ok and report.sealed_to == 20
+
+
+async def test_a_clean_stop_writes_a_final_checkpoint_that_the_registry_names(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    import json
+
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    chains = []
+    for n in range(2):
+        trail = build_trail(audit_config(tmp_path), migrated, audit_hsm.keys)
+        await trail.start()
+        await one_rpc(trail, n)
+        await trail.close()
+        await trail.close()  # a second close changes nothing
+        chains.append(trail.writer.chain)
+    async with migrated.transaction() as tx:
+        checkpoints = await tx.fetch_all(
+            "SELECT chain, number, kind, position, signature FROM audit_checkpoints"
+            " ORDER BY chain, number"
+        )
+        registry = [
+            json.loads(bytes(row["content"]))
+            for row in await tx.fetch_all("SELECT content FROM audit_registry ORDER BY number")
+        ]
+        [start] = await tx.fetch_all(
+            "SELECT content FROM audit_records WHERE chain = :c AND seq = 0", {"c": chains[1]}
+        )
+    finals = {str(r["chain"]): r for r in checkpoints}
+    assert [(r["kind"], r["position"]) for r in checkpoints] == [("final", 4), ("final", 4)]
+    assert [(e["event"], e["chain"], e["number"]) for e in registry] == [
+        ("open", chains[0], 0), ("close", chains[0], 1), ("open", chains[1], 2),
+        ("close", chains[1], 3),
+    ]  # fmt: skip
+    first_final = bytes(finals[chains[0]]["signature"]).hex()
+    assert registry[1]["checkpoint_signature"] == first_final
+    predecessor = {"chain": chains[0], "checkpoint": 0, "signature": first_final}
+    assert registry[2]["predecessor"] == predecessor
+    assert json.loads(bytes(start["content"]))["predecessor"] == predecessor
+    assert registry[2]["prev_signature"] != "" and registry[0]["predecessor"] is None
+    reports = await verify_store(migrated, [audit_hsm.public_key])
+    assert [r.first for r in reports] == [None, None]
