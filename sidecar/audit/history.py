@@ -27,10 +27,12 @@ from hsm.sm2 import Sm2PublicKey
 from sidecar.audit import payloads
 from sidecar.audit.records import CHAIN_START, Record
 from sidecar.audit.registry import CLOSE, OPEN
+from sidecar.audit.schema import MIGRATIONS
 from sidecar.audit.verify import ChainReport, Finding, Verifier
-from sidecar.store import Store
+from sidecar.store import Store, StoreError, Tx
 
 Unwrap = Callable[[bytes], Awaitable[bytes]]
+SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 _UNWRAP_REFUSED = (InvalidSignature, MalformedInput, NotFound, PolicyError)
 
 
@@ -59,8 +61,28 @@ class _Store:
     data_keys: dict[str, bytes]
 
 
+async def _schema_version(tx: Tx) -> None:
+    """StoreError unless the audit tables are at the version this code reads (verify never
+    migrates: it only reads)."""
+    try:
+        row = await tx.fetch_one(
+            "SELECT MAX(version) AS v FROM store_migrations WHERE component = 'audit'"
+        )
+    except StoreError:
+        raise
+    except Exception:  # no migrations table at all: not a sidecar's store
+        raise StoreError("audit: the store has no audit tables") from None
+    version = int(row["v"]) if row is not None and row["v"] is not None else 0
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"audit: the store's audit tables are at version {version}, verify reads version "
+            f"{SCHEMA_VERSION}: start the upgraded sidecar once (it migrates the store) first"
+        )
+
+
 async def _read(store: Store) -> _Store:
     async with store.transaction() as tx:
+        await _schema_version(tx)
         chains = sorted(
             str(row["chain"])
             for row in await tx.fetch_all(

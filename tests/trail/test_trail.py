@@ -358,3 +358,26 @@ async def test_a_clean_stop_writes_a_final_checkpoint_that_the_registry_names(
     assert registry[2]["prev_signature"] != "" and registry[0]["predecessor"] is None
     reports = await verify_store(migrated, [audit_hsm.public_key])
     assert [r.first for r in reports] == [None, None]
+
+
+async def test_replicas_sharing_an_instance_keep_one_contiguous_registry(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    """Processes of one instance that start and stop together still get distinct, linked
+    registry entries (the registry is written under a store lock)."""
+    import asyncio
+
+    from sidecar.audit.history import verify_history
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    trails = [
+        build_trail(audit_config(tmp_path / str(n)), migrated, audit_hsm.keys) for n in range(4)
+    ]
+    await asyncio.gather(*(trail.start() for trail in trails))
+    await asyncio.gather(*(one_rpc(trail, n) for n, trail in enumerate(trails)))
+    await asyncio.gather(*(trail.close() for trail in trails))
+    history = await verify_history(migrated, [audit_hsm.public_key])
+    assert [r.first for r in history.reports()] == [None] * 5
+    [registry] = history.registries
+    assert (registry.chain, registry.records) == ("test", 8)
