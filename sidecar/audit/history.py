@@ -25,6 +25,7 @@ from typing import Any
 from hsm.errors import InvalidSignature, MalformedInput, NotFound, PolicyError
 from hsm.sm2 import Sm2PublicKey
 from sidecar.audit import payloads
+from sidecar.audit.checkpoints import ANCHOR
 from sidecar.audit.records import CHAIN_START, Record
 from sidecar.audit.registry import CLOSE, OPEN
 from sidecar.audit.schema import MIGRATIONS
@@ -169,16 +170,19 @@ def _check_predecessor(
     chain: str,
     predecessor: Any,
 ) -> None:
-    """The predecessor a chain's start names is still there, up to the checkpoint it named."""
+    """The predecessor a chain's start names is still there: the checkpoint it named, and the
+    last record it had then (which seals a crashed predecessor's tail)."""
     if not isinstance(predecessor, dict):
         return
     previous, number = str(predecessor.get("chain")), int(predecessor.get("checkpoint", -1))
-    if previous not in read.records and previous not in read.checkpoints:
+    if previous not in read.records:
         history.chain(previous).fail(
             Finding(previous, "removed", 0, f"the whole chain is missing (chain {chain} names it)")
         )
-    elif number >= 0 and signatures.get((previous, number)) != predecessor.get("signature"):
-        history.chain(previous).fail(
+        return
+    report = history.chain(previous)
+    if number >= 0 and signatures.get((previous, number)) != predecessor.get("signature"):
+        report.fail(
             Finding(
                 previous,
                 "removed",
@@ -187,6 +191,39 @@ def _check_predecessor(
                 "(the chain's tail or checkpoints were deleted)",
             )
         )
+        return
+    position = int(predecessor.get("position", -1))
+    if position < 0 or report.first is not None:
+        return
+    purged_to = max(
+        (int(c["position"]) for c in report.verified if c["kind"] == ANCHOR), default=-1
+    )
+    if position <= purged_to:
+        return
+    found = {r.seq: r for r in read.records[previous]}.get(position)
+    if found is None:
+        report.fail(
+            Finding(
+                previous,
+                "removed",
+                position,
+                f"record {position}, which the start of chain {chain} seals, is missing "
+                "(the chain's tail was deleted)",
+            )
+        )
+    elif found.hash.hex() != predecessor.get("hash"):
+        report.fail(
+            Finding(
+                previous,
+                "changed",
+                position,
+                f"records up to position {position} were rewritten (the start of chain {chain} "
+                "sealed another hash)",
+            )
+        )
+    elif position > report.sealed_to:
+        report.sealed_to = position
+        report.notes.append(f"sealed up to position {position} by the start of chain {chain}")
 
 
 def _cross_check(history: History, read: _Store, verifier: Verifier) -> None:
@@ -310,7 +347,7 @@ def _check_open(
         tail = (
             f"positions {report.sealed_to + 1}..{report.last_position} are covered by no checkpoint"
             if report.last_position > report.sealed_to
-            else "every record is covered by a checkpoint"
+            else "every record is covered by a signature"
         )
         rows = read.checkpoints.get(chain, [])
         if rows:

@@ -6,8 +6,10 @@ names the previous entry of the same instance by its signature, so an entry cann
 from the middle, reordered or changed without a signature that no longer fits.
 
 * ``open`` (written before a chain's first record) also names the ``predecessor``: the chain of
-  the instance's previous entry and that chain's last signed checkpoint ``{chain, checkpoint,
-  signature}`` (``checkpoint`` -1 when it had none). The chain's first record repeats it.
+  the instance's previous entry, that chain's last signed checkpoint and its last stored record
+  ``{chain, checkpoint, signature, position, hash}`` (-1 and "" when it had none). The chain's
+  first record repeats it. If the predecessor crashed, this signs its tail at the restart: records
+  after its last checkpoint are then covered too (the hash of the last one pins all before it).
 * ``close`` (written with the final checkpoint, in the same transaction) names the final
   checkpoint's number, position, hash and signature.
 
@@ -98,10 +100,16 @@ async def register_open(
             " ORDER BY number DESC LIMIT 1",
             {"chain": previous},
         )
+        tail = await tx.fetch_one(
+            "SELECT seq, hash FROM audit_records WHERE chain = :chain ORDER BY seq DESC LIMIT 1",
+            {"chain": previous},
+        )
         predecessor = {
             "chain": previous,
             "checkpoint": int(row["number"]) if row else -1,
             "signature": bytes(row["signature"]).hex() if row else "",
+            "position": int(tail["seq"]) if tail else -1,
+            "hash": bytes(tail["hash"]).hex() if tail else "",
         }
     return await _append(
         tx,

@@ -221,7 +221,7 @@ async def test_a_whole_deleted_chain_is_named(setup: Setup) -> None:
     )
 
 
-async def _rewrite(setup: Setup, chain: str) -> None:
+async def _rewrite(setup: Setup, chain: str, *, checkpoints: bool = True) -> None:
     """Change a field of records 5-8, recompute every hash, delete all the chain's checkpoints."""
     rows = await setup.sql(
         "SELECT seq, content, payload, prev_hash FROM audit_records WHERE chain = :c ORDER BY seq",
@@ -237,7 +237,8 @@ async def _rewrite(setup: Setup, chain: str) -> None:
             {"t": content, "p": prev, "h": new, "c": chain, "s": row["seq"]},
         )
         prev = new
-    await setup.sql("DELETE FROM audit_checkpoints WHERE chain = :c", {"c": chain})
+    if checkpoints:
+        await setup.sql("DELETE FROM audit_checkpoints WHERE chain = :c", {"c": chain})
 
 
 async def test_a_consistent_rewrite_with_its_checkpoints_deleted_is_named(setup: Setup) -> None:
@@ -347,6 +348,44 @@ async def test_a_crashed_chain_fails_until_the_operator_names_it(
     assert code == 1 and (
         "FAIL removed: chain test/nonexistent: the whole chain is missing (named by --open-chain)"
     ) in _lines(out)
+
+
+async def test_the_next_start_seals_a_crashed_chains_tail(
+    setup: Setup, store_config: StoreConfig, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    """A crashed chain's records after its last checkpoint are signed by its successor's start:
+    rewriting or cutting them afterwards is caught even when the operator names it crashed."""
+    store = open_store(store_config)
+    try:
+        c = await run_chain(store, audit_hsm, tmp_path, close=False)
+        d = await run_chain(store, audit_hsm, tmp_path)
+    finally:
+        await store.close()
+    code, out = setup.verify("--open-chain", c)
+    expected = (
+        f"ok   chain {c}: 9 records, 1 checkpoints (sealed up to position 8 by the start of "
+        f"chain {d}; open: no final checkpoint, named live or crashed; every record is covered "
+        "by a signature)"
+    )
+    assert code == 0 and expected in out.splitlines(), out
+    await _rewrite(setup, c, checkpoints=False)  # records 5-8, after its last checkpoint
+    code, out = setup.verify("--open-chain", c)
+    assert (code, _lines(out)) == (
+        1,
+        [
+            f"FAIL changed: chain {c}: records up to position 8 were rewritten (the start of "
+            f"chain {d} sealed another hash)"
+        ],
+    )
+    await setup.sql("DELETE FROM audit_records WHERE chain = :c AND seq > 6", {"c": c})
+    code, out = setup.verify("--open-chain", c)
+    assert (code, _lines(out)) == (
+        1,
+        [
+            f"FAIL removed: chain {c}: record 8, which the start of chain {d} seals, is missing "
+            "(the chain's tail was deleted)"
+        ],
+    )
 
 
 async def test_the_residual_limit_and_the_exported_head_that_closes_it(setup: Setup) -> None:

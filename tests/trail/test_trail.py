@@ -255,7 +255,7 @@ async def test_untouched_chains_verify_on_both_back_ends(
     [report] = await verify(migrated, audit_hsm)
     assert report.ok and report.records == 13 and report.checkpoints == 1
     assert report.notes == [
-        "open: no final checkpoint, named live or crashed; every record is covered by a checkpoint"
+        "open: no final checkpoint, named live or crashed; every record is covered by a signature"
     ]
 
 
@@ -352,7 +352,11 @@ async def test_a_clean_stop_writes_a_final_checkpoint_that_the_registry_names(
     ]  # fmt: skip
     first_final = bytes(finals[chains[0]]["signature"]).hex()
     assert registry[1]["checkpoint_signature"] == first_final
-    predecessor = {"chain": chains[0], "checkpoint": 0, "signature": first_final}
+    [last] = [r for r in await rows(migrated) if r.chain == chains[0] and r.seq == 4]
+    predecessor = {
+        "chain": chains[0], "checkpoint": 0, "signature": first_final,
+        "position": 4, "hash": last.hash.hex(),
+    }  # fmt: skip
     assert registry[2]["predecessor"] == predecessor
     assert json.loads(bytes(start["content"]))["predecessor"] == predecessor
     assert registry[2]["prev_signature"] != "" and registry[0]["predecessor"] is None
