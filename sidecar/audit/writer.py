@@ -130,9 +130,11 @@ class AuditWriter:
                     entry = await register_open(
                         tx, self._signer, instance=self.instance, chain=self.chain, at=self._clock()
                     )
-            except StoreError as exc:
+            except Exception as exc:  # whatever stops it (store or HSM): nothing may be recorded
                 _refused(exc)
-                raise AuditUnavailable("audit: the store cannot register the chain") from None
+                raise AuditUnavailable(
+                    f"audit: the chain cannot be registered ({type(exc).__name__})"
+                ) from None
             self._registered = entry
         fields = {
             **first.fields,
