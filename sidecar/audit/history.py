@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hsm.errors import InvalidSignature, MalformedInput, NotFound, PolicyError
+from hsm.datakeys import DataKeyBlob
+from hsm.errors import HsmError, PolicyError, TokenError
+from hsm.keys import parse_label
 from hsm.sm2 import Sm2PublicKey
 from sidecar.audit import payloads
 from sidecar.audit.checkpoints import ANCHOR
@@ -34,7 +36,6 @@ from sidecar.store import Store, StoreError, Tx
 
 Unwrap = Callable[[bytes], Awaitable[bytes]]
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
-_UNWRAP_REFUSED = (InvalidSignature, MalformedInput, NotFound, PolicyError)
 
 
 @dataclass
@@ -292,6 +293,14 @@ def _cross_check(history: History, read: _Store, verifier: Verifier) -> None:
         _check_predecessor(history, read, signatures, chain, start.get("predecessor"))
 
 
+def _names_a_kek(blob: bytes) -> None:
+    """A blob that names another key of the token would make the token fail (TokenError, as if
+    the HSM were down): refuse it here as the finding it is."""
+    label = DataKeyBlob.parse(blob).kek_label
+    if parse_label(label)[0] != "kek":
+        raise PolicyError(f"it names key {label}, which is not a KEK")
+
+
 async def _check_data_keys(history: History, read: _Store, unwrap: Unwrap | None) -> None:
     for chain, records in read.records.items():
         report = history.chain(chain)
@@ -312,8 +321,11 @@ async def _check_data_keys(history: History, read: _Store, unwrap: Unwrap | None
             continue
         for key_id, record in first_use.items():
             try:
+                _names_a_kek(read.data_keys[key_id])
                 key = await unwrap(read.data_keys[key_id])
-            except _UNWRAP_REFUSED as exc:
+            except TokenError:
+                raise  # the HSM cannot be used: exit 3, not a finding
+            except HsmError as exc:  # tampered, malformed, names another or a retired key
                 report.fail(
                     Finding(
                         chain, "changed", record.seq, f"data key {key_id} does not unwrap: {exc}"

@@ -309,6 +309,18 @@ async def test_data_keys_that_do_not_unwrap_or_open_are_named_with_the_hsm(setup
         f"FAIL changed: chain {setup.a}: data key {a} does not unwrap: data-key blob for {kek} "
         "failed its integrity check (tampered)"
     ) in _lines(out)
+    # A blob that names another key of the token (the audit signing key) instead of the KEK.
+    audit_label = setup.hsm.keys.audit_key.label.encode()
+    renamed = rows[a][:4] + bytes([len(audit_label)]) + audit_label + rows[a][5 + len(kek) :]
+    await setup.sql(
+        "UPDATE audit_data_keys SET wrapped = :w WHERE key_id = :k", {"w": renamed, "k": a}
+    )
+    code, out = setup.verify("--data-keys")
+    assert code == 1
+    assert (
+        f"FAIL changed: chain {setup.a}: data key {a} does not unwrap: it names key "
+        f"{audit_label.decode()}, which is not a KEK"
+    ) in _lines(out)
 
 
 async def test_a_forged_registry_entry_is_named(setup: Setup) -> None:
