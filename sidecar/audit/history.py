@@ -6,7 +6,8 @@ only the whole store can show (docs/audit.md, "What verify detects"):
 * every registry entry verifies and names its predecessor (``registry.py``); every chain an
   ``open`` entry names exists; every final checkpoint a ``close`` entry names exists;
 * every chain's first record names its registry entry, which must exist, and its predecessor's
-  last checkpoint, which must still be there with the same signature;
+  last checkpoint and last record, which must still be there with the same signature and hash
+  (the last record seals a crashed predecessor's tail);
 * a chain without a final checkpoint is ``unfinished`` (a failure) unless the operator names it
   as live or crashed; then its records after the last checkpoint are its open tail;
 * every data key a record needs is present; with ``unwrap`` (the HSM) each one unwraps and opens
