@@ -462,6 +462,9 @@ class AuditConfig(_Section):
         description="fixed chain id; default: <instance>/<start time>-<random>, one per start",
     )
     checkpoint_interval_seconds: float = Field(60.0, ge=0.1, le=86_400)
+    checkpoint_every_records: int = Field(
+        1000, ge=1, le=1_000_000, description="also sign a checkpoint after this many records"
+    )
     spool_dir: Path = Path("/var/lib/yibao/audit-spool")
     replay_interval_seconds: float = Field(1.0, gt=0, le=3600)
     commit_delay_seconds: float = Field(

@@ -1,7 +1,8 @@
 """Checkpoints and anchors: a chain's position and hash, signed with SM2 in the HSM.
 
 A checkpoint's content is canonical JSON ``{v, chain, number, kind, position, hash, at,
-prev_signature, key_label, key_fingerprint}`` (``kind`` is ``checkpoint`` or, after a purge,
+prev_signature, key_label, key_fingerprint}`` (``kind`` is ``checkpoint``; ``final`` for the
+one a clean stop writes, after which the chain takes no more records; or, after a purge,
 ``anchor``); its signature (raw r||s, GM/T 0009 default ID) covers exactly those bytes. Each
 names the previous one's signature, so checkpoints form their own signed chain: removing or
 reordering one breaks the link to the next.
@@ -16,6 +17,7 @@ from sidecar.audit.records import FORMAT_VERSION, canonical
 from sidecar.store import Tx
 
 CHECKPOINT = "checkpoint"
+FINAL = "final"
 ANCHOR = "anchor"
 
 

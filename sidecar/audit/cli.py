@@ -1,17 +1,25 @@
 """``yibao-audit``: verify, purge and export the audit trail.
 
     yibao-audit verify --config sidecar.toml --public-key audit.pem [--public-key old.pem]
+                       [--open-chain CHAIN]... [--allow-open] [--expect-head SIG|FILE]...
+                       [--data-keys]
     yibao-audit purge  --config sidecar.toml --before 2024-01-01
     yibao-audit export --config sidecar.toml --subject 11010519491231002X \
                        [--certificate-type 1] --requested-by dpo-01 --out subject.jsonl
 
 ``verify`` needs only the store and the exported public key(s) (``yibao-hsm export-public
---label audit/...``); ``purge`` and ``export`` log in to the HSM with the PIN file the
-configuration names (``[hsm] user_pin_file``), never a PIN on the command line.
+--label audit/...``), and the HSM only with ``--data-keys`` (every data key a record needs must
+unwrap and open its first payload; nothing is printed). A chain without a final checkpoint is a
+problem unless ``--open-chain`` names it (live or crashed) or ``--allow-open`` is given; the report
+names it either way. ``--expect-head`` takes a signature (or a file of ``head ...`` lines) that an
+earlier ``verify`` printed and was kept elsewhere: it must still be in the store. ``purge`` and
+``export`` log in to the HSM with the PIN file the configuration names (``[hsm] user_pin_file``),
+never a PIN on the command line.
 
 Exit codes:
   0  success (verify: every chain and checkpoint verified)
-  1  verify found tampering (the first problem per chain is printed), or purge refused
+  1  verify found a problem (the first per chain is printed; an unfinished chain the operator
+     did not name is one), or purge refused
   2  usage or configuration error
   3  the store or the HSM cannot be used
 Every error is one line on stderr.
@@ -23,6 +31,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +40,11 @@ from hsm.errors import HsmError
 from hsm.sm2 import Sm2PublicKey
 from hsm.token import HsmToken, TokenConfig
 from sidecar import config as sidecar_config
+from sidecar.audit.history import verify_history
 from sidecar.audit.hsm_keys import subject_message
 from sidecar.audit.link import audit_keys, build_trail
 from sidecar.audit.maintenance import PurgeRefused, export_subject, purge, to_json_lines
 from sidecar.audit.schema import MIGRATIONS
-from sidecar.audit.verify import verify_store
 from sidecar.audit.writer import AuditUnavailable
 from sidecar.config import AuditConfig, ConfigError, Settings
 from sidecar.store import StoreError, open_store
@@ -57,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, required=True, help="the sidecar's TOML file")
     p = sub.add_parser("verify", parents=[common], help="check every chain and checkpoint")
     p.add_argument("--public-key", type=Path, action="append", required=True, help="PEM")
+    p.add_argument(
+        "--open-chain", action="append", default=[], help="a live or crashed chain (repeatable)"
+    )
+    p.add_argument("--allow-open", action="store_true", help="accept every unfinished chain")
+    p.add_argument(
+        "--expect-head",
+        action="append",
+        default=[],
+        help="a signature (hex) or a file of 'head ...' lines an earlier verify printed",
+    )
+    p.add_argument("--data-keys", action="store_true", help="unwrap every data key (HSM login)")
     p = sub.add_parser("purge", parents=[common], help="remove records older than DATE")
     p.add_argument("--before", required=True, help="YYYY-MM-DD (UTC)")
     p = sub.add_parser("export", parents=[common], help="one data subject's records, decrypted")
@@ -97,22 +117,56 @@ async def _verify(args: argparse.Namespace) -> int:
             keys.append(Sm2PublicKey.from_pem(path.read_bytes()))
         except OSError as exc:
             raise ConfigError(f"--public-key {path}: {exc.strerror}") from None
+    heads = [head for value in args.expect_head for head in _heads(value)]
+    token = _token(settings) if args.data_keys else None
     store = open_store(settings.store)
     try:
-        reports = await verify_store(store, keys)
+        unwrap = audit_keys(token).data_keys.unwrap if token is not None else None
+        history = await verify_history(
+            store,
+            keys,
+            open_chains=frozenset(args.open_chain),
+            allow_open=args.allow_open,
+            expected_heads=heads,
+            unwrap=unwrap,
+        )
     finally:
         await store.close()
+        if token is not None:
+            token.close()
     bad = 0
-    for report in reports:
+    for report in history.reports():
         if report.first is not None:
             bad += 1
             print(f"FAIL {report.first}")
+        elif report.scope == "registry":
+            print(f"ok   registry {report.chain}: {report.records} entries")
         else:
             notes = f" ({'; '.join(report.notes)})" if report.notes else ""
             print(f"ok   chain {report.chain}: {report.records} records, "
                   f"{report.checkpoints} checkpoints{notes}")  # fmt: skip
-    print(f"{len(reports)} chains, {bad} with problems")
+    for line in history.current:
+        print(line)
+    print(f"{len(history.chains)} chains, {bad} with problems")
     return EXIT_FOUND if bad else EXIT_OK
+
+
+_SIGNATURE = re.compile(r"^[0-9a-fA-F]{128}$")
+
+
+def _heads(value: str) -> list[str]:
+    """``--expect-head``: one signature, or a file whose lines end with one."""
+    if _SIGNATURE.match(value):
+        return [value.lower()]
+    try:
+        lines = Path(value).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise ConfigError(f"--expect-head {value}: not a signature, and {reason}") from None
+    heads = [line.split()[-1].lower() for line in lines if line.strip()]
+    if not heads or not all(_SIGNATURE.match(head) for head in heads):
+        raise ConfigError(f"--expect-head {value}: every line must end with a signature (hex)")
+    return heads
 
 
 async def _purge(args: argparse.Namespace) -> int:

@@ -57,7 +57,9 @@ def build_trail(
         keys.signer,
         replay_interval=config.replay_interval_seconds,
         checkpoint_interval=config.checkpoint_interval_seconds,
+        checkpoint_every=config.checkpoint_every_records,
         commit_delay=config.commit_delay_seconds,
         clock=clock,
+        instance=instance or config.instance,
     )
     return AuditTrail(writer, keys.pseudonyms, instance or config.instance)

@@ -26,6 +26,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             " signature {blob} NOT NULL, PRIMARY KEY (chain, number))",
         ),
     ),
+    Migration(
+        component="audit",
+        version=2,
+        statements=(
+            # The chain registry (sidecar/audit/registry.py): per instance, signed and linked.
+            "CREATE TABLE audit_registry ("
+            " instance TEXT NOT NULL, number BIGINT NOT NULL, event TEXT NOT NULL,"
+            " chain TEXT NOT NULL, at BIGINT NOT NULL, content {blob} NOT NULL,"
+            " signature {blob} NOT NULL, PRIMARY KEY (instance, number))",
+        ),
+    ),
 )
 
 INSERT_RECORD = (

@@ -11,9 +11,11 @@ For each chain it reports the *first* problem, named by position:
 * ``forged``    a checkpoint's signature does not verify, or its link to the previous one is
                 broken (``removed`` when a checkpoint number is missing).
 
-Records after the last checkpoint are reported as ``unsealed`` (not an error): until the next
-checkpoint, only the hash links protect them, and an unkeyed hash can be recomputed by whoever
-can write the store.
+A chain whose records are all covered by its *final* checkpoint (written at a clean stop) is
+finished; records after a final checkpoint are ``inserted``. A chain without one is *open*
+(``ChainReport.open``): live, crashed, or cut. Whether that is a failure, and every check that
+spans chains (the registry, predecessors, data keys, expected heads), is decided by
+``sidecar.audit.history``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from hsm.errors import HsmError
 from hsm.sm2 import HostVerifier, Signature, Sm2PublicKey
-from sidecar.audit.checkpoints import ANCHOR
+from sidecar.audit.checkpoints import ANCHOR, FINAL
 from sidecar.audit.records import GENESIS, Record, chain_hash
 from sidecar.store import Store
 
@@ -34,13 +36,14 @@ _COLUMNS = ("chain", "kind", "at", "subject", "data_key")
 
 @dataclass(frozen=True)
 class Finding:
-    chain: str
-    kind: str  # changed | removed | reordered | inserted | forged
-    position: int  # record position, or checkpoint number for checkpoint findings
+    chain: str  # the chain, or the instance for scope "registry"
+    kind: str  # changed | removed | reordered | inserted | forged | unfinished
+    position: int  # record position, or checkpoint / registry entry number
     message: str
+    scope: str = "chain"  # chain | registry | head
 
     def __str__(self) -> str:
-        return f"{self.kind}: chain {self.chain}: {self.message}"
+        return f"{self.kind}: {self.scope} {self.chain}: {self.message}"
 
 
 @dataclass
@@ -52,10 +55,18 @@ class ChainReport:
     last_position: int = -1
     first: Finding | None = None
     notes: list[str] = field(default_factory=list)
+    open: bool = False  # no final checkpoint: live, crashed, or cut
+    scope: str = "chain"
+    verified: list[dict[str, Any]] = field(default_factory=list, repr=False)  # checkpoints
 
     @property
     def ok(self) -> bool:
         return self.first is None
+
+    def fail(self, finding: Finding) -> None:
+        """Keep the first problem found."""
+        if self.first is None:
+            self.first = finding
 
 
 def _content(record: Record) -> dict[str, Any] | None:
@@ -110,13 +121,9 @@ class Verifier:
         for key in ("chain", "number", "kind", "position", "at"):
             if content.get(key) != row[key]:
                 return f"column {key} disagrees with the signed content"
-        public_key = self._keys.get(str(content.get("key_fingerprint")))
-        if public_key is None:
-            return f"signed by {content.get('key_label')}, whose public key was not given"
-        try:
-            self._host.verify(public_key, bytes(row["content"]), Signature.from_raw(signature))
-        except HsmError:
-            return "signature does not verify"
+        problem = self.signature_problem(content, bytes(row["content"]), signature)
+        if problem:
+            return problem
         if content.get("prev_signature") != prev_signature:
             return "does not name the previous checkpoint's signature"
         return ""
@@ -132,6 +139,7 @@ class Verifier:
         checkpoints = self._checkpoints(chain, checkpoint_rows, report)
         if checkpoints is None:
             return report
+        report.verified = checkpoints
         anchors = [c for c in checkpoints if c["kind"] == ANCHOR]
         start, prev = 0, GENESIS
         if anchors:
@@ -172,12 +180,30 @@ class Verifier:
                 f"records from position {report.last_position + 1} to {covered} are missing "
                 f"(a checkpoint covers position {covered})",
             )
-        elif report.last_position > report.sealed_to:
-            report.notes.append(
-                f"positions {report.sealed_to + 1}..{report.last_position} are not yet "
-                "covered by a checkpoint"
+            return report
+        finals = [c for c in checkpoints if c["kind"] == FINAL]
+        report.open = not finals
+        if finals and report.last_position > int(finals[-1]["position"]):
+            position = int(finals[-1]["position"])
+            report.first = Finding(
+                chain,
+                "inserted",
+                position + 1,
+                f"records at positions {position + 1}..{report.last_position} come after the "
+                f"final checkpoint #{finals[-1]['number']} (position {position})",
             )
         return report
+
+    def signature_problem(self, content: Mapping[str, Any], raw: bytes, signature: bytes) -> str:
+        """Why ``signature`` over ``raw`` (whose parsed form is ``content``) is not ours, or ""."""
+        public_key = self._keys.get(str(content.get("key_fingerprint")))
+        if public_key is None:
+            return f"signed by {content.get('key_label')}, whose public key was not given"
+        try:
+            self._host.verify(public_key, raw, Signature.from_raw(signature))
+        except HsmError:
+            return "signature does not verify"
+        return ""
 
     @staticmethod
     def _record_problem(
@@ -237,31 +263,17 @@ class Verifier:
         return None
 
 
-async def verify_store(store: Store, public_keys: Sequence[Sm2PublicKey]) -> list[ChainReport]:
-    """Every chain in the store (records and checkpoints), read in one transaction."""
-    verifier = Verifier(public_keys)
-    async with store.transaction() as tx:
-        chains = sorted(
-            {
-                str(row["chain"])
-                for row in await tx.fetch_all(
-                    "SELECT DISTINCT chain FROM audit_records"
-                    " UNION SELECT DISTINCT chain FROM audit_checkpoints"
-                )
-            }
-        )
-        reports = []
-        for chain in chains:
-            records = [
-                Record.from_row(row)
-                for row in await tx.fetch_all(
-                    "SELECT * FROM audit_records WHERE chain = :chain ORDER BY seq",
-                    {"chain": chain},
-                )
-            ]
-            checkpoints = await tx.fetch_all(
-                "SELECT * FROM audit_checkpoints WHERE chain = :chain ORDER BY number",
-                {"chain": chain},
-            )
-            reports.append(verifier.verify_chain(chain, records, checkpoints))
-    return reports
+async def verify_store(
+    store: Store, public_keys: Sequence[Sm2PublicKey], **options: Any
+) -> list[ChainReport]:
+    """Every chain's report, then any registry or expected head that failed.
+
+    The checks span chains (``sidecar.audit.history.verify_history`` has the options).
+    """
+    from sidecar.audit.history import verify_history  # it builds on this module
+
+    history = await verify_history(store, public_keys, **options)
+    return [
+        *history.chains.values(),
+        *(r for r in history.reports() if r.scope != "chain" and not r.ok),
+    ]

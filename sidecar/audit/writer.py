@@ -17,19 +17,25 @@ transaction (group commit: one ``fsync`` for everything queued meanwhile). Rules
 * If the spool itself cannot be written the writer stops accepting records (fail closed).
 * A record queued but not yet committed is lost if the *process* dies (not if the store does):
   the chain then ends without its final checkpoint, which ``yibao-audit verify`` shows.
+* Checkpoints: every ``checkpoint_interval`` seconds and as soon as ``checkpoint_every`` records
+  were committed since the last one (so a crash leaves few records unsigned); ``close`` writes
+  the *final* checkpoint and the registry's ``close`` entry in one transaction. ``start`` writes
+  the registry's ``open`` entry first; the chain's first record repeats what it names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from sidecar.audit import payloads
-from sidecar.audit.checkpoints import CHECKPOINT, CheckpointSigner, write_checkpoint
+from sidecar.audit.checkpoints import CHECKPOINT, FINAL, CheckpointSigner, write_checkpoint
 from sidecar.audit.records import GENESIS, Entry, Record, seal_record
+from sidecar.audit.registry import instance_of, register_close, register_open
 from sidecar.audit.schema import INSERT_RECORD, insert_many
 from sidecar.audit.spool import Spool, SpoolError, leftovers, read
 from sidecar.store import Store, StoreError, StoreUnavailable
@@ -65,16 +71,21 @@ class AuditWriter:
         clock: Callable[[], int] = now_micros,
         replay_interval: float = 1.0,
         checkpoint_interval: float | None = None,
+        checkpoint_every: int | None = None,
         commit_delay: float = 0.0,
+        instance: str | None = None,
     ) -> None:
         self.store = store
         self.chain = chain
+        self.instance = instance or instance_of(chain)
         self._keys = keys
         self.spool = Spool(spool_dir, chain)
         self._signer = signer
         self._clock = clock
         self._replay_interval = replay_interval
         self._checkpoint_interval = checkpoint_interval
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_due = asyncio.Event()
         self._commit_delay = commit_delay
         self._seal_lock = asyncio.Lock()  # chain order: one record sealed at a time
         self._commit_lock = asyncio.Lock()  # one store transaction (or spool write) at a time
@@ -86,6 +97,8 @@ class AuditWriter:
         self._broken: str | None = None
         self._checkpointed = -1
         self._kick = asyncio.Event()
+        self._registered: dict[str, object] | None = None  # the registry's open entry
+        self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -101,15 +114,40 @@ class AuditWriter:
             await self._replay_records(read(path))
             path.unlink()
             log.info("audit.spool_replayed", extra={"file": path.name})
-        record = await self.append(first, durable=True)
+        record = await self.append(await self._register(first), durable=True)
         self._tasks.append(asyncio.create_task(self._commit_loop()))
         self._tasks.append(asyncio.create_task(self._replay_loop()))
-        if self._checkpoint_interval is not None:
+        if self._checkpoint_interval is not None or self._checkpoint_every is not None:
             self._tasks.append(asyncio.create_task(self._checkpoint_loop()))
         return record
 
+    async def _register(self, first: Entry) -> Entry:
+        """Sign the chain's start in the registry (once); the first record repeats it."""
+        entry = self._registered
+        if entry is None:
+            try:
+                async with self.store.transaction() as tx:
+                    entry = await register_open(
+                        tx, self._signer, instance=self.instance, chain=self.chain, at=self._clock()
+                    )
+            except Exception as exc:  # whatever stops it (store or HSM): nothing may be recorded
+                _refused(exc)
+                raise AuditUnavailable(
+                    f"audit: the chain cannot be registered ({type(exc).__name__})"
+                ) from None
+            self._registered = entry
+        fields = {
+            **first.fields,
+            "registry": {"instance": self.instance, "number": entry["number"]},
+            "predecessor": entry["predecessor"],
+        }
+        return dataclasses.replace(first, fields=fields)
+
     async def close(self) -> None:
-        """Stop the background tasks, commit what is queued, seal the chain with a checkpoint."""
+        """Stop the background tasks, commit what is queued, seal the chain: final checkpoint."""
+        if self._closed:
+            return
+        self._closed = True
         async with self._commit_lock:  # so that no task is cancelled inside a transaction
             for task in self._tasks:
                 task.cancel()
@@ -118,7 +156,7 @@ class AuditWriter:
                     await task
         self._tasks.clear()
         try:
-            await self.checkpoint()
+            await self.checkpoint(final=True)
         except Exception as exc:  # the spool keeps what the store did not take
             log.error("audit.final_checkpoint_failed", extra={"error": type(exc).__name__})
 
@@ -195,6 +233,13 @@ class AuditWriter:
             self._spool(batch)
             return
         self._stored, self._stored_hash = batch[-1].seq, batch[-1].hash
+        self._note_stored()
+
+    def _note_stored(self) -> None:
+        """Wake the checkpoint task once ``checkpoint_every`` records await a signature."""
+        every = self._checkpoint_every
+        if every is not None and self._stored - self._checkpointed >= every:
+            self._checkpoint_due.set()
 
     def _spool(self, records: list[Record]) -> None:
         try:
@@ -233,6 +278,7 @@ class AuditWriter:
         last = max(records, key=lambda r: r.seq)
         if last.chain == self.chain and last.seq > self._stored:
             self._stored, self._stored_hash = last.seq, last.hash
+            self._note_stored()
         log.info("audit.spool_replayed", extra={"records": len(records)})
         return len(records)
 
@@ -264,34 +310,41 @@ class AuditWriter:
 
     # ------------------------------------------------------------------ checkpoints
     async def _checkpoint_loop(self) -> None:
-        assert self._checkpoint_interval is not None
         while True:
-            await asyncio.sleep(self._checkpoint_interval)
+            with contextlib.suppress(TimeoutError):  # the interval passed, or enough records
+                await asyncio.wait_for(self._checkpoint_due.wait(), self._checkpoint_interval)
+            self._checkpoint_due.clear()
             try:
                 await self.checkpoint()
             except Exception as exc:  # try again at the next interval
                 log.warning("audit.checkpoint_failed", extra={"error": type(exc).__name__})
 
-    async def checkpoint(self) -> bool:
+    async def checkpoint(self, *, final: bool = False) -> bool:
         """Commit what is queued, then sign the stored position (if it moved).
 
-        False when there is nothing new; StoreError if the store cannot take it (the records
-        are then in the spool and the next checkpoint covers them).
+        ``final`` (the clean stop) signs even an unmoved position, as kind ``final``, and
+        registers the chain's close in the same transaction. False when there is nothing new;
+        StoreError if the store cannot take it (the records are then in the spool and the next
+        checkpoint covers them).
         """
         async with self._commit_lock:
             await self._commit()
             await self._drain()
-            if self._stored < 0 or self._checkpointed == self._stored:
+            if self._stored < 0 or (self._checkpointed == self._stored and not final):
                 return False
             async with self.store.transaction() as tx:
-                await write_checkpoint(
+                written = await write_checkpoint(
                     tx,
                     self._signer,
                     chain=self.chain,
-                    kind=CHECKPOINT,
+                    kind=FINAL if final else CHECKPOINT,
                     position=self._stored,
                     hash_=self._stored_hash,
                     at=self._clock(),
                 )
+                if final:
+                    await register_close(
+                        tx, self._signer, instance=self.instance, final=written, at=self._clock()
+                    )
             self._checkpointed = self._stored
             return True

@@ -137,3 +137,24 @@ def test_usage_errors_are_one_line(audit_hsm: AuditHsm, tmp_path: Path) -> None:
     assert missing.stderr.startswith("yibao-audit: config: cannot read")
     unknown = run(audit_hsm, "shred")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("version", [0, 1])
+async def test_verify_refuses_a_store_not_migrated_to_the_registry(
+    version: int, store_config: StoreConfig, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    store = open_store(store_config)
+    try:
+        await store.migrate(MIGRATIONS[:version])
+    finally:
+        await store.close()
+    config = write_config(tmp_path / "sidecar.toml", audit_hsm, store_config, tmp_path / "spool")
+    done = run(
+        audit_hsm, "verify", "--config", str(config),
+        "--public-key", str(audit_hsm.public_key_file),
+    )  # fmt: skip
+    assert done.returncode == 3 and done.stdout == ""
+    assert done.stderr == (
+        f"yibao-audit: audit: the store's audit tables are at version {version}, verify reads "
+        "version 2: start the upgraded sidecar once (it migrates the store) first\n"
+    )

@@ -23,6 +23,14 @@ def test_audit_defaults(tmp_path: Path) -> None:
     assert settings.audit is not None
     assert settings.audit.retention_days == 730
     assert settings.audit.chain_id is None  # one chain per process start
+    assert settings.audit.checkpoint_every_records == 1000
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1000001", '"many"'])
+def test_checkpoint_every_records_is_validated(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, MINIMAL + HSM + f"[audit]\ncheckpoint_every_records = {value}\n")
+    with pytest.raises(ConfigError, match=r"audit\.checkpoint_every_records"):
+        config.load(path, environ={})
 
 
 def test_retention_below_two_years_is_refused(tmp_path: Path) -> None:

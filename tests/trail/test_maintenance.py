@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.audit.history import verify_history
 from sidecar.audit.hsm_keys import subject_message
 from sidecar.audit.link import build_trail
 from sidecar.audit.maintenance import DAY_MICROS, PurgeRefused, export_subject, purge
@@ -24,7 +25,7 @@ YEAR = 365 * DAY_MICROS
 async def old_and_new_chain(store: Store, hsm: AuditHsm, tmp_path: Path) -> str:
     """A chain whose first records are three years old and whose last ones are from today."""
     now = now_micros()
-    times = iter([now - 3 * YEAR + n for n in range(9)])
+    times = iter([now - 3 * YEAR + n for n in range(10)])  # the registry entry, 9 records
     trail = build_trail(
         audit_config(tmp_path), store, hsm.keys, clock=lambda: next(times, now_micros())
     )
@@ -72,7 +73,7 @@ async def test_purge_leaves_a_signed_anchor_and_the_chain_verifies(
         kinds = [r["kind"] for r in await tx.fetch_all(
             "SELECT kind FROM audit_checkpoints ORDER BY number")]  # fmt: skip
     assert seqs == list(range(9, 13))
-    assert kinds == ["checkpoint", "checkpoint", "anchor"]
+    assert kinds == ["checkpoint", "final", "anchor"]
     [report] = await verify_store(migrated, [audit_hsm.public_key])
     assert report.ok, report.first
     assert "purged up to position 8" in report.notes[0]
@@ -83,6 +84,41 @@ async def test_purge_leaves_a_signed_anchor_and_the_chain_verifies(
     assert report.first is not None and (report.first.kind, report.first.position) == (
         "removed",
         9,
+    )
+
+
+async def test_a_wholly_purged_chain_is_not_a_deleted_one(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    """Every record of a closed chain is old: purge removes them all; the registry, the final
+    checkpoint and the anchor remain, so the chain and its successor still verify."""
+    now = now_micros()
+    old = build_trail(
+        audit_config(tmp_path), migrated, audit_hsm.keys, clock=lambda: now - 3 * YEAR
+    )
+    await old.start()
+    await one_rpc(old, 0)
+    await old.close()
+    new = build_trail(audit_config(tmp_path), migrated, audit_hsm.keys)
+    await new.start()
+    await one_rpc(new, 0)
+    await new.close()
+    [done] = await purge(
+        migrated, audit_hsm.keys.signer, [audit_hsm.public_key],
+        before=now - 2 * YEAR - 30 * DAY_MICROS, retention_days=730, now=now,
+    )  # fmt: skip
+    assert (done.chain, done.position, done.records) == (old.writer.chain, 4, 5)
+    history = await verify_history(migrated, [audit_hsm.public_key])
+    assert [r.first for r in history.reports()] == [None, None, None]
+    purged = history.chains[old.writer.chain]
+    assert purged.records == 0 and purged.notes == ["purged up to position 4 (signed anchor)"]
+    # Deleting what the purge kept (the checkpoints) is still caught.
+    async with migrated.transaction() as tx:
+        await tx.execute("DELETE FROM audit_checkpoints WHERE chain = :c", {"c": old.writer.chain})
+    history = await verify_history(migrated, [audit_hsm.public_key])
+    first = history.chains[old.writer.chain].first
+    assert first is not None and first.message == (
+        "the whole chain is missing (registry test #0 records its start)"
     )
 
 

@@ -199,5 +199,13 @@ async def test_a_spool_left_by_a_dead_process_is_replayed_at_the_next_start(
     for row in found:
         by_chain.setdefault(str(row["chain"]), []).append(str(row["kind"]))
     assert by_chain[first.writer.chain] == ["chain.start", "rpc.intent", "rpc.outcome"]
+    # The first process died: its chain has no final checkpoint, which verify names ...
     reports = await verify_store(outage.store, [audit_hsm.public_key])
+    assert [(r.chain, r.first.kind if r.first else "ok") for r in reports] == sorted(
+        [(first.writer.chain, "unfinished"), (second.writer.chain, "ok")]
+    )
+    # ... and accepts once the operator names it as crashed.
+    reports = await verify_store(
+        outage.store, [audit_hsm.public_key], open_chains={first.writer.chain}
+    )
     assert all(r.ok for r in reports)

@@ -39,7 +39,8 @@ async def rows(store: Store) -> list[Record]:
 
 
 async def verify(store: Store, hsm: AuditHsm) -> list[ChainReport]:
-    return await verify_store(store, [hsm.public_key])
+    """The trail under test is live (not closed): named open, as its operator would."""
+    return await verify_store(store, [hsm.public_key], allow_open=True)
 
 
 async def test_records_are_chained_encrypted_and_verify(
@@ -253,6 +254,9 @@ async def test_untouched_chains_verify_on_both_back_ends(
     await _sealed_chain(trail, migrated)
     [report] = await verify(migrated, audit_hsm)
     assert report.ok and report.records == 13 and report.checkpoints == 1
+    assert report.notes == [
+        "open: no final checkpoint, named live or crashed; every record is covered by a signature"
+    ]
 
 
 async def test_data_keys_rotate_on_schedule_and_every_record_names_its_key(
@@ -278,3 +282,106 @@ async def test_data_keys_rotate_on_schedule_and_every_record_names_its_key(
     assert set(used) <= keys  # every key a record names is stored (wrapped) before use
     [report] = await verify(migrated, audit_hsm)
     assert report.ok, report.first
+
+
+async def test_checkpoints_are_also_written_every_n_records(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    """With an hour between timed checkpoints, a count of 4 still keeps the unsigned tail short."""
+    import asyncio
+
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    config = audit_config(tmp_path, checkpoint_every_records=4, commit_delay_seconds=0)
+    trail = build_trail(config, migrated, audit_hsm.keys)
+    await trail.start()
+    for n in range(5):
+        await one_rpc(trail, n)  # positions 1..20
+    await trail.writer.flush()
+    positions: list[int] = []
+    for _ in range(500):  # the checkpoint task runs in the background: wait for it, no timing
+        async with migrated.transaction() as tx:
+            found = await tx.fetch_all("SELECT position FROM audit_checkpoints ORDER BY number")
+        positions = [int(row["position"]) for row in found]
+        if positions and positions[-1] > 20 - 4:
+            break
+        await asyncio.sleep(0.01)
+    assert positions and positions[-1] > 16, positions  # fewer than 4 records unsigned
+    assert all(b - a >= 4 for a, b in itertools.pairwise(positions)), positions
+    [report] = await verify(migrated, audit_hsm)
+    assert report.ok and report.sealed_to == positions[-1]
+    await trail.close()
+    [report] = await verify_store(migrated, [audit_hsm.public_key])  # closed: nothing named open
+    assert report.ok and report.sealed_to == 20
+
+
+async def test_a_clean_stop_writes_a_final_checkpoint_that_the_registry_names(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    import json
+
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    chains = []
+    for n in range(2):
+        trail = build_trail(audit_config(tmp_path), migrated, audit_hsm.keys)
+        await trail.start()
+        await one_rpc(trail, n)
+        await trail.close()
+        await trail.close()  # a second close changes nothing
+        chains.append(trail.writer.chain)
+    async with migrated.transaction() as tx:
+        checkpoints = await tx.fetch_all(
+            "SELECT chain, number, kind, position, signature FROM audit_checkpoints"
+            " ORDER BY chain, number"
+        )
+        registry = [
+            json.loads(bytes(row["content"]))
+            for row in await tx.fetch_all("SELECT content FROM audit_registry ORDER BY number")
+        ]
+        [start] = await tx.fetch_all(
+            "SELECT content FROM audit_records WHERE chain = :c AND seq = 0", {"c": chains[1]}
+        )
+    finals = {str(r["chain"]): r for r in checkpoints}
+    assert [(r["kind"], r["position"]) for r in checkpoints] == [("final", 4), ("final", 4)]
+    assert [(e["event"], e["chain"], e["number"]) for e in registry] == [
+        ("open", chains[0], 0), ("close", chains[0], 1), ("open", chains[1], 2),
+        ("close", chains[1], 3),
+    ]  # fmt: skip
+    first_final = bytes(finals[chains[0]]["signature"]).hex()
+    assert registry[1]["checkpoint_signature"] == first_final
+    [last] = [r for r in await rows(migrated) if r.chain == chains[0] and r.seq == 4]
+    predecessor = {
+        "chain": chains[0], "checkpoint": 0, "signature": first_final,
+        "position": 4, "hash": last.hash.hex(),
+    }  # fmt: skip
+    assert registry[2]["predecessor"] == predecessor
+    assert json.loads(bytes(start["content"]))["predecessor"] == predecessor
+    assert registry[2]["prev_signature"] != "" and registry[0]["predecessor"] is None
+    reports = await verify_store(migrated, [audit_hsm.public_key])
+    assert [r.first for r in reports] == [None, None]
+
+
+async def test_replicas_sharing_an_instance_keep_one_contiguous_registry(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    """Processes of one instance that start and stop together still get distinct, linked
+    registry entries (the registry is written under a store lock)."""
+    import asyncio
+
+    from sidecar.audit.history import verify_history
+    from sidecar.audit.link import build_trail
+    from tests.trail.conftest import audit_config
+
+    trails = [
+        build_trail(audit_config(tmp_path / str(n)), migrated, audit_hsm.keys) for n in range(4)
+    ]
+    await asyncio.gather(*(trail.start() for trail in trails))
+    await asyncio.gather(*(one_rpc(trail, n) for n, trail in enumerate(trails)))
+    await asyncio.gather(*(trail.close() for trail in trails))
+    history = await verify_history(migrated, [audit_hsm.public_key])
+    assert [r.first for r in history.reports()] == [None] * 5
+    [registry] = history.registries
+    assert (registry.chain, registry.records) == ("test", 8)
