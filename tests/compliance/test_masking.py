@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar import masking
-from sidecar.simulator.population import Population
 from sidecar.validation import resident_id_check_char
+from yibao_devkit.simulator.population import Population
 
 DIGITS = st.text("0123456789", min_size=1, max_size=1)
 

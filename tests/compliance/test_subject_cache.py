@@ -21,8 +21,8 @@ from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.server import Listen, Server
-from sidecar.simulator.population import Population
 from sidecar.store import Store
+from yibao_devkit.simulator.population import Population
 
 METADATA = (("x-yibao-tenant", "acme-corp"), ("x-yibao-operator", "im-bot-01"))
 PSEUDONYMS = HostPseudonymizer(b"k" * 32)

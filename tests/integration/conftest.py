@@ -19,11 +19,11 @@ import pytest
 
 from sidecar import app, telemetry
 from sidecar.config import Settings
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.audit_fixtures import AuditHsm
 from tests.conftest import TOKEN_ENV_SH, write_secret
 from tests.integration.consent_support import consent_to, subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 
 @dataclass(frozen=True)

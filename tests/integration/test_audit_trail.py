@@ -41,8 +41,6 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit.verify import verify_store
 from sidecar.config import StoreConfig
 from sidecar.masking import mask_id
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import Store, open_store
 from sidecar.validation import resident_id_check_char
 from tests.audit_fixtures import AuditHsm
@@ -63,6 +61,8 @@ from tests.integration.functions_support import (
 from tests.integration.settlement_support import settle_request
 from tests.integration.test_eligibility import question
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 CONTACT_PHONE = "13912345678"  # what functions_support.submission sends (no run of zeros
 # that the simulator's serials, division + time + zero-padded counter, could contain)
@@ -241,7 +241,7 @@ def debug_log_lines() -> Iterator[list[str]]:
         root.setLevel(level)
         for line in stream.getvalue().splitlines():
             logger = str(json.loads(line).get("logger", ""))
-            if not logger.startswith(("sidecar.simulator", "hypercorn")):
+            if not logger.startswith(("yibao_devkit.simulator", "hypercorn")):
                 lines.append(line)
 
 

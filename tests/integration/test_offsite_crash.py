@@ -11,13 +11,13 @@ import grpc
 import pytest
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA
 from tests.integration.consent_support import consent_to
 from tests.integration.functions_support import submission
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 LEASE = 2.0
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person, Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import RunningSidecar
 from tests.integration.functions_support import cancel, sidecar_with, submission, submit
 from tests.integration.test_gateway import details
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person, Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 SETTLE = 2.0  # offsite.unknown_outcome_settle_seconds in these tests
 LATE = 2.5  # seconds a "latency beyond the deadline" answer comes late

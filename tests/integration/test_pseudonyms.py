@@ -20,8 +20,6 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit.hsm_keys import open_pseudonyms
 from sidecar.compliance.pseudonyms import subject_message
 from sidecar.config import ConfigError, StoreConfig
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import open_store
 from tests.audit_fixtures import AuditHsm
 from tests.conftest import write_secret
@@ -29,6 +27,8 @@ from tests.integration.conftest import TENANT_METADATA, running_sidecar, setting
 from tests.integration.consent_support import consent_to
 from tests.integration.settlement_support import settle_request
 from tests.integration.test_gateway import subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 SOFTHSM_PROFILE = Path(__file__).resolve().parents[2] / "hsm" / "profiles" / "softhsm-sm.toml"
 

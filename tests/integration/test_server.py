@@ -21,9 +21,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2, gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import (
     TENANT_METADATA,
     RunningSidecar,
@@ -31,6 +28,9 @@ from tests.integration.conftest import (
     settings_for,
 )
 from tests.integration.consent_support import consent_to
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["InsuranceGateway"]
 CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]

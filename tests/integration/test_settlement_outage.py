@@ -20,9 +20,6 @@ import pytest
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import StoreConfig
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import open_store
 from tests.integration.conftest import TENANT_METADATA
 from tests.integration.database_outage import BACKENDS, Outage, store_outage
@@ -35,6 +32,9 @@ from tests.integration.settlement_support import (
     settlement_settings,
 )
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.server import RunningSimulator
 
 HOLD_2207 = 1.5  # the simulator holds the 2207 answer this long; the outage starts meanwhile
 OUTAGE = 3.0  # seconds the store is away: it is still away when the answer arrives

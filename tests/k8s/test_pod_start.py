@@ -35,9 +35,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar import probes
-from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.k8s.conftest import IM, SIDECAR, Rendered
 from tests.k8s.podsim import Pod
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 ENTRYPOINT = ["/opt/yibao/bin/yibao-sidecar"]  # the image's (tests/k8s/test_containerfile.py)
 SOFTHSM_IN_IMAGE = "/opt/softhsm/lib/libsofthsm2.so"

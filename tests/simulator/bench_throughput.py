@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from sidecar import devcerts
-from sidecar.simulator import running_simulator
 from tests.simulator.support import envelope_factory, person_input, sign_in_input
+from yibao_devkit import devcerts
+from yibao_devkit.simulator import running_simulator
 
 
 async def measure(seconds: float, concurrency: int) -> float:

@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from sidecar import devcerts
-from sidecar.devcerts import DevPki
-from sidecar.simulator import PlatformSimulator, Population, RunningSimulator, running_simulator
 from tests.simulator.support import EnvelopeFactory, Session, client_context, envelope_factory
+from yibao_devkit import devcerts
+from yibao_devkit.devcerts import DevPki
+from yibao_devkit.simulator import (
+    PlatformSimulator,
+    Population,
+    RunningSimulator,
+    running_simulator,
+)
 
 SEED = 42
 

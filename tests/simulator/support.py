@@ -10,9 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sidecar.simulator import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE, DEFAULT_INSTITUTION_NAME
-from sidecar.simulator.times import beijing_now
-from sidecar.simulator.wire import dumps
+from yibao_devkit.simulator import (
+    DEFAULT_DIVISION,
+    DEFAULT_INSTITUTION_CODE,
+    DEFAULT_INSTITUTION_NAME,
+)
+from yibao_devkit.simulator.times import beijing_now
+from yibao_devkit.simulator.wire import dumps
 
 OPERATOR = "op0001"
 

@@ -15,7 +15,7 @@ from tests.simulator.support import client_context, envelope_factory, sign_in_in
 def test_simulate_command_serves_until_sigterm(tmp_path: Path) -> None:
     pki_dir = tmp_path / "pki"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0",
          "--seed", "7", "--pki-dir", str(pki_dir), "--population-size", "20"],
         stdout=subprocess.PIPE,
         text=True,
@@ -43,7 +43,7 @@ def test_simulate_command_serves_until_sigterm(tmp_path: Path) -> None:
 
 def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar.simulator", "--listen", "nowhere", "--pki-dir",
+        [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "nowhere", "--pki-dir",
          str(tmp_path)],
         capture_output=True,
         text=True,
@@ -56,7 +56,7 @@ def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_faults_and_switches_from_the_command_line(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0",
          "--pki-dir", str(tmp_path / "pki"), "--population-size", "20",
          "--fault", "9001:http-5xx=502:1", "--fault", "1101:refuse=维护中",
          "--alias", "2501A=2501", "--second-confirmation", "sms_code"],
@@ -89,7 +89,7 @@ def test_faults_and_switches_from_the_command_line(tmp_path: Path) -> None:
 
 def test_bad_fault_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0", "--pki-dir",
+        [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0", "--pki-dir",
          str(tmp_path), "--fault", "2207:explode"],
         capture_output=True,
         text=True,

@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from sidecar import devcerts
-from sidecar.devcerts import DevPki
+from yibao_devkit import devcerts
+from yibao_devkit.devcerts import DevPki
 
 
 def load(path: Path) -> x509.Certificate:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from sidecar.simulator import PlatformSimulator, Population, errors
-from sidecar.simulator.times import BEIJING
 from tests.simulator.support import EnvelopeFactory, sign_in_input
+from yibao_devkit.simulator import PlatformSimulator, Population, errors
+from yibao_devkit.simulator.times import BEIJING
 
 FIXED_NOW = dt.datetime(2025, 11, 26, 9, 30, 15, 123456, tzinfo=BEIJING)
 

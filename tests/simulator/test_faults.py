@@ -11,17 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar.devcerts import DevPki
-from sidecar.simulator import (
-    Fault,
-    FaultKind,
-    PlatformSimulator,
-    Population,
-    errors,
-    running_simulator,
-)
-from sidecar.simulator.faults import MAX_HOLD, Faults, parse
-from sidecar.simulator.security import CORRUPT_SIGNATURE
 from tests.simulator.support import (
     OPERATOR,
     EnvelopeFactory,
@@ -31,6 +20,17 @@ from tests.simulator.support import (
     sign_in_input,
 )
 from tests.simulator.test_transactions import ITEMS, balance, open_visit
+from yibao_devkit.devcerts import DevPki
+from yibao_devkit.simulator import (
+    Fault,
+    FaultKind,
+    PlatformSimulator,
+    Population,
+    errors,
+    running_simulator,
+)
+from yibao_devkit.simulator.faults import MAX_HOLD, Faults, parse
+from yibao_devkit.simulator.security import CORRUPT_SIGNATURE
 
 
 def person_payload(population: Population) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from sidecar.simulator import Fault, FaultKind, PlatformSimulator, Population, errors
 from tests.simulator.support import OPERATOR, Session, person_input
 from tests.simulator.test_faults import settlement_body
+from yibao_devkit.simulator import Fault, FaultKind, PlatformSimulator, Population, errors
 
 
 async def test_identical_resend_replays_the_first_answer_without_charging_again(

@@ -8,8 +8,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.simulator.divisions import BY_CODE
-from sidecar.simulator.population import Person, Population
+from yibao_devkit.simulator.divisions import BY_CODE
+from yibao_devkit.simulator.population import Person, Population
 
 
 def gb11643_check_char(first17: str) -> str:

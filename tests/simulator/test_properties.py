@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.simulator import Fault, FaultKind, PlatformSimulator, Population
 from tests.simulator.support import Session, fee_item, register_input, settle_input
+from yibao_devkit.simulator import Fault, FaultKind, PlatformSimulator, Population
 
 # An operation: ("settle", amount in fen, use account, drop the answer) | ("cancel", pick)
 # | ("reverse", pick), where pick chooses among the settlements made so far.

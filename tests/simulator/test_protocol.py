@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
-from sidecar.simulator import SIGN_IN_INVALID, Population, RunningSimulator, errors
-from sidecar.simulator.population import Person
 from tests.simulator.support import OPERATOR, EnvelopeFactory, person_input, sign_in_input
+from yibao_devkit.simulator import SIGN_IN_INVALID, Population, RunningSimulator, errors
+from yibao_devkit.simulator.population import Person
 
 REFMSGID = re.compile(r"440300[0-9]{14}[0-9]{10}")
 MILLIS = re.compile(r"[0-9]{17}")

@@ -1,6 +1,6 @@
 """The simulator's schemes A and B against the sidecar's, and against OpenSSL and gmssl.
 
-The simulator's crypto (``sidecar.simulator.crypto``, ``signing_text``, ``security``) shares no
+The simulator's crypto (``yibao_devkit.simulator.crypto``, ``signing_text``, ``security``) shares no
 code with ``sidecar.platform.security``; every test here is a check between two independent
 implementations: what one seals, the other opens, in both directions, and third parties (the
 OpenSSL command line, gmssl) agree with the simulator's signatures and ciphertexts.
@@ -27,29 +27,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.devcerts import DevPki
 from sidecar.platform.security import canonical, json_text
 from sidecar.platform.security.errors import SignatureInvalid
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
 from sidecar.platform.security.sm2 import Sm2PublicKey
 from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
-from sidecar.simulator import PlatformSimulator, Population, running_simulator
-from sidecar.simulator import crypto as sim
-from sidecar.simulator.envelope import response
-from sidecar.simulator.errors import Refusal
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.security import (
+from tests.simulator.support import envelope_factory, person_input, sign_in_input
+from tests.unit.security import vectors
+from tests.unit.security.independent import gmssl_verify, openssl_sign
+from yibao_devkit.devcerts import DevPki
+from yibao_devkit.simulator import PlatformSimulator, Population, running_simulator
+from yibao_devkit.simulator import crypto as sim
+from yibao_devkit.simulator.envelope import response
+from yibao_devkit.simulator.errors import Refusal
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.security import (
     SECURITY_CHECK_FAILED,
     SchemeAPlatform,
     SchemeBPlatform,
     derive_data_key,
 )
-from sidecar.simulator.signing_text import string_to_sign
-from sidecar.simulator.wire import Money, dumps
-from tests.simulator.support import envelope_factory, person_input, sign_in_input
-from tests.unit.security import vectors
-from tests.unit.security.independent import gmssl_verify, openssl_sign
+from yibao_devkit.simulator.signing_text import string_to_sign
+from yibao_devkit.simulator.wire import Money, dumps
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl command line not installed")
@@ -519,7 +519,7 @@ def test_command_line_serves_scheme_a(tmp_path: Path) -> None:
     sm4_key_file = tmp_path / "sm4.key"
     sm4_key_file.write_text(SM4_KEY.hex())
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0", "--seed", "7",
+        [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0", "--seed", "7",
          "--pki-dir", str(tmp_path / "pki"), "--population-size", "20", "--security", "a",
          "--client-public-key", str(client_key), "--sm4-key-file", str(sm4_key_file)],
         stdout=subprocess.PIPE,
@@ -549,7 +549,7 @@ def test_command_line_serves_scheme_a(tmp_path: Path) -> None:
 
 def test_command_line_needs_the_client_key(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0",
          "--pki-dir", str(tmp_path), "--security", "b"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip

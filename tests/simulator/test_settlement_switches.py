@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sidecar.simulator.confirmation import SecondConfirmation
-from sidecar.simulator.population import Population
+from yibao_devkit.simulator.confirmation import SecondConfirmation
+from yibao_devkit.simulator.population import Population
 
 
 def test_a_per_person_code_is_the_same_for_every_visit_of_that_person() -> None:
@@ -26,7 +26,7 @@ def test_a_per_person_code_is_the_same_for_every_visit_of_that_person() -> None:
 
 def test_the_simulator_prints_e_voucher_tokens_for_the_people_named(tmp_path: Path) -> None:
     people = Population.generate(7, 20).examples()
-    command = [sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0",
+    command = [sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0",
                "--seed", "7", "--pki-dir", str(tmp_path / "pki"),
                "--population-size", "20"]  # fmt: skip
     refused = subprocess.run(

@@ -8,9 +8,9 @@ import warnings
 import httpx
 import pytest
 
-from sidecar.devcerts import DevPki
-from sidecar.simulator import RunningSimulator
 from tests.simulator.support import client_context
+from yibao_devkit.devcerts import DevPki
+from yibao_devkit.simulator import RunningSimulator
 
 TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 

@@ -8,19 +8,6 @@ from typing import Any
 
 import httpx
 
-from sidecar.devcerts import DevPki
-from sidecar.simulator import (
-    PlatformSimulator,
-    Population,
-    card_sn,
-    errors,
-    policy,
-    running_simulator,
-)
-from sidecar.simulator.ledger import EntryKind
-from sidecar.simulator.population import Person
-from sidecar.simulator.times import BEIJING
-from sidecar.simulator.transactions import default_registry
 from tests.simulator.support import (
     EnvelopeFactory,
     Session,
@@ -30,6 +17,19 @@ from tests.simulator.support import (
     register_input,
     settle_input,
 )
+from yibao_devkit.devcerts import DevPki
+from yibao_devkit.simulator import (
+    PlatformSimulator,
+    Population,
+    card_sn,
+    errors,
+    policy,
+    running_simulator,
+)
+from yibao_devkit.simulator.ledger import EntryKind
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.times import BEIJING
+from yibao_devkit.simulator.transactions import default_registry
 
 
 def money(value: Any) -> Decimal:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from sidecar.simulator.wire import Money, dumps
+from yibao_devkit.simulator.wire import Money, dumps
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from sidecar import errors
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.interceptors.caller import OPERATOR_KEY, TENANT_KEY, problem, well_formed
 from sidecar.interceptors.time_fields import time_violations
-from sidecar.simulator.population import Population
+from yibao_devkit.simulator.population import Population
 
 TRAILER_LIMIT = 16 * 1024  # grpc.max_metadata_size's default, on the client
 
