@@ -57,6 +57,7 @@ from hsm.profiles import load_profile  # noqa: E402
 from hsm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
 from hsm.sm2 import Sm2Signer  # noqa: E402
 from hsm.token import HsmToken  # noqa: E402
+from sidecar.keys.security_link import HsmSm2Signer  # noqa: E402
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient  # noqa: E402
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now  # noqa: E402
 from sidecar.platform.msgid import MsgIdGenerator  # noqa: E402
@@ -72,7 +73,6 @@ from sidecar.platform.transport import (  # noqa: E402
     TransportError,
     client_tls_context,
 )
-from sidecar.security_link import HsmSm2Signer  # noqa: E402
 from yibao_devkit.simulator.app import (  # noqa: E402
     DEFAULT_DIVISION,
     DEFAULT_INSTITUTION_CODE,

@@ -34,9 +34,9 @@ from grpc_status import rpc_status
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.beijing import beijing_today
-from sidecar.masking import mask_id, mask_name
-from sidecar.validation import check_resident_id
+from sidecar.domain.beijing import beijing_today
+from sidecar.domain.validation import check_resident_id
+from sidecar.observability.masking import mask_id, mask_name
 from yibao_devkit import demo_consent, demo_settlement, devcerts
 from yibao_devkit.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE
 from yibao_devkit.simulator.population import Person, Population

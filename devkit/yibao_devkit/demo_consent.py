@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
-from sidecar.masking import mask_id
+from sidecar.observability.masking import mask_id
 
 NOTICE_VERSION = "demo-2026-01"
 NOTICE_TEXT = (

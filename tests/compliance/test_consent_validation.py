@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
+from sidecar.domain.validation import resident_id_check_char
 from sidecar.errors import GatewayError
 from sidecar.gateway import consent_validation as checks
-from sidecar.validation import resident_id_check_char
 
 NOW = 1_800_000_000_000_000
 VALID = consent.GrantConsentRequest(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar import masking
-from sidecar.validation import resident_id_check_char
+from sidecar.domain.validation import resident_id_check_char
+from sidecar.observability import masking
 from yibao_devkit.simulator.population import Population
 
 DIGITS = st.text("0123456789", min_size=1, max_size=1)
@@ -112,7 +112,7 @@ def test_the_log_formatter_scrubs_every_string_it_writes() -> None:
     import json
     import logging
 
-    from sidecar import logs
+    from sidecar.observability import logs
 
     person = Population.generate(42).people[0]
     stream = io.StringIO()

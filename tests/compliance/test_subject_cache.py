@@ -20,7 +20,7 @@ from sidecar.gateway.consent import SERVICE_NAME, ConsentService
 from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
-from sidecar.server import Listen, Server
+from sidecar.serving.server import Listen, Server
 from sidecar.store import Store
 from yibao_devkit.simulator.population import Population
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hsm.datakeys import DataKeyBlob, DataKeys
-from sidecar.fieldcrypt import FieldSealer, SealError, context
+from sidecar.keys.fieldcrypt import FieldSealer, SealError, context
 
 ROW = context("offsite_requests.outcome", "acme", "SubmitOffsiteRegistration", "req-1")
 OUTCOME = "A13800138000 北京市海淀区".encode()

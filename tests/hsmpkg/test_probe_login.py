@@ -17,8 +17,8 @@ import pytest
 
 from hsm.errors import LoginError
 from hsm.keys import KeyStore
-from sidecar import certexpiry
-from sidecar.probes import HsmLoginCheck
+from sidecar.keys import certexpiry
+from sidecar.serving.probes import HsmLoginCheck
 
 
 async def test_the_probe_confirms_the_login(token: Any) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 import pytest
 
-from sidecar import app, telemetry
+from sidecar import app
 from sidecar.config import Settings
+from sidecar.observability import telemetry
 from tests.audit_fixtures import AuditHsm
 from tests.conftest import TOKEN_ENV_SH, write_secret
 from tests.integration.consent_support import consent_to, subject_of
@@ -53,7 +54,7 @@ def token(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Token:
     for args in (
         ["init-token", "--so-pin-file", str(so_pin)],
         ["keygen", "--purpose", "sign"],
-        ["keygen", "--purpose", "kek"],  # sealed columns (sidecar/fieldcrypt.py)
+        ["keygen", "--purpose", "kek"],  # sealed columns (sidecar/keys/fieldcrypt.py)
         ["keygen", "--purpose", "pseudonym"],  # pseudonyms and keyed digests with [hsm]
     ):
         result = subprocess.run(

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.beijing import beijing_today
 from sidecar.config import Settings, StoreConfig
+from sidecar.domain.beijing import beijing_today
+from sidecar.observability import telemetry
 from tests.integration.conftest import (
     TENANT_METADATA,
     RunningSidecar,

@@ -39,7 +39,7 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.access.front import PeerCredentialFront
 from sidecar.config import ConfigError, Settings
-from sidecar.logs import JsonFormatter
+from sidecar.observability.logs import JsonFormatter
 from tests.integration.conftest import pseudonym_key_file, settings_for
 from tests.integration.consent_support import consent_to
 from tests.integration.test_server import SlowSimulator, enrollment_request

@@ -33,16 +33,16 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from sidecar import logs
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit.verify import verify_store
 from sidecar.config import StoreConfig
-from sidecar.masking import mask_id
+from sidecar.domain.validation import resident_id_check_char
+from sidecar.observability import logs
+from sidecar.observability.masking import mask_id
 from sidecar.store import Store, open_store
-from sidecar.validation import resident_id_check_char
 from tests.audit_fixtures import AuditHsm
 from tests.integration.conftest import (
     TENANT_METADATA,

@@ -186,7 +186,7 @@ async def test_missing_or_bad_caller_metadata_is_unauthenticated(
 async def test_refusals_leave_no_personal_data_in_the_logs(
     sidecar: RunningSidecar, population: Population, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from sidecar.logs import JsonFormatter
+    from sidecar.observability.logs import JsonFormatter
 
     caplog.set_level("DEBUG")
     unknown, known = population.examples().unknown, population.examples().employee

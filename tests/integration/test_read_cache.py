@@ -10,9 +10,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.observability import telemetry
 from tests.integration.conftest import TENANT_METADATA
 from tests.integration.functions_support import (
     cancel,

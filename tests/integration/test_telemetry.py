@@ -31,10 +31,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import Settings
+from sidecar.observability import telemetry
 from tests.conftest import write_secret
 from tests.integration import recording_sidecar
 from tests.integration.conftest import TENANT_METADATA, Token, running_sidecar, settings_for

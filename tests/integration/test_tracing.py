@@ -7,7 +7,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from sidecar import telemetry
+from sidecar.observability import telemetry
 from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import call_enrollment, subject_of

@@ -26,7 +26,7 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit import payloads
 from sidecar.audit.verify import verify_store
 from sidecar.config import StoreConfig
-from sidecar.logs import JsonFormatter
+from sidecar.observability.logs import JsonFormatter
 from sidecar.store import Store, open_store
 from tests.audit_fixtures import AuditHsm
 from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for

@@ -34,7 +34,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar import probes
+from sidecar.serving import probes
 from tests.k8s.conftest import IM, SIDECAR, Rendered
 from tests.k8s.podsim import Pod
 from yibao_devkit.simulator.server import RunningSimulator, running_simulator

@@ -14,7 +14,7 @@ from yibao_devkit.simulator.population import Person, Population
 
 def gb11643_check_char(first17: str) -> str:
     """Computed from the standard's definition (weights 2^(17-i) mod 11, check = (12 - S) mod 11),
-    independently of the table in sidecar.validation."""
+    independently of the table in sidecar.domain.validation."""
     total = sum(int(digit) * pow(2, 17 - i, 11) for i, digit in enumerate(first17))
     check = (12 - total % 11) % 11
     return "X" if check == 10 else str(check)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar.beijing import BEIJING, beijing_now, beijing_today
-from sidecar.validation import check_resident_id, resident_id_check_char
+from sidecar.domain.beijing import BEIJING, beijing_now, beijing_today
+from sidecar.domain.validation import check_resident_id, resident_id_check_char
 
 
 def at(text: str) -> dt.datetime:

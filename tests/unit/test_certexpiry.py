@@ -15,7 +15,8 @@ from cryptography.x509.oid import NameOID
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from sidecar import certexpiry, logs
+from sidecar.keys import certexpiry
+from sidecar.observability import logs
 
 NOW = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
 

@@ -1,4 +1,4 @@
-"""Sealed columns (sidecar/fieldcrypt.py): round trip, bound to their row, tamper-evident."""
+"""Sealed columns (sidecar/keys/fieldcrypt.py): round trip, bound to their row, tamper-evident."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.fieldcrypt import MAGIC, FieldSealer, HostKeyWrapper, SealError, context
+from sidecar.keys.fieldcrypt import MAGIC, FieldSealer, HostKeyWrapper, SealError, context
 from sidecar.store import StoreUnavailable
 
 ROW = context("settlement_records.psn_no", "acme", "req-1")
@@ -126,7 +126,7 @@ async def test_the_host_wrapper_warns_once_that_it_is_for_development(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     s = FieldSealer(HostKeyWrapper(secrets.token_bytes(16)), rotation_seconds=0.0)
-    with caplog.at_level("WARNING", logger="sidecar.fieldcrypt"):
+    with caplog.at_level("WARNING", logger="sidecar.keys.fieldcrypt"):
         for _ in range(3):
             await s.seal(PSN_NO, ROW)
     assert [r.getMessage() for r in caplog.records] == ["fieldcrypt.host_key_development_only"]

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sidecar import validation
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.domain import validation
 from sidecar.errors import GatewayError
 from sidecar.gateway.account import account_query
 from sidecar.gateway.offsite_requests import cancellation, listing, submission

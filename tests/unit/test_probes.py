@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.platform.transport import TransportError, TransportTimeout
-from sidecar.probes import LIVENESS, READINESS, STARTUP, Probes, TunnelCheck
+from sidecar.serving.probes import LIVENESS, READINESS, STARTUP, Probes, TunnelCheck
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

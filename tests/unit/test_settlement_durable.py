@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sidecar.fieldcrypt import SealError
+from sidecar.keys.fieldcrypt import SealError
 from sidecar.settlement.durable import StoreRetry, durably
 from sidecar.store import StoreUnavailable
 

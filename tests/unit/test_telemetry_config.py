@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config, telemetry_export
+from sidecar import config
 from sidecar.config import ConfigError, TelemetryConfig
+from sidecar.observability import telemetry_export
 from tests.conftest import write_secret
 from tests.unit.test_config import MINIMAL, write
 

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar import validation
+from sidecar.domain import validation
 
-# Independent restatement of GB 11643-1999: check = (12 - sum(a_i * 2^(17-i) mod 11) mod 11) mod 11,
 # with 10 written "X". Weights computed from the formula, not copied from the module under test.
 WEIGHTS = [pow(2, 17 - i, 11) for i in range(17)]
 

@@ -16,8 +16,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hsm.errors import HsmError
 from hsm.sm2 import Sm2Signer as HsmSigner
-from sidecar import instruments
 from sidecar.config import ConfigError, MessageSecurityConfig, read_secret
+from sidecar.observability import instruments
 from sidecar.platform.certificates import CertificateRefused, load_platform_key
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.encoding import SignatureEncoding

@@ -2,7 +2,8 @@
 
 Spans and metrics never carry personal data: identifiers of the call (method, infno, msgid,
 status, tenant) only. The exporters configured in ``[telemetry]`` are attached by
-``sidecar/telemetry_export.py``; tests pass an in-memory exporter and read the finished spans.
+``sidecar/observability/telemetry_export.py``; tests pass an in-memory exporter and read the
+finished spans.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sidecar.beijing import beijing_today
+from sidecar.domain.beijing import beijing_today
 
 # GB 11643-1999: weights of the first 17 digits, and the check character for each sum mod 11.
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)

@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any, TextIO
 
-from sidecar.masking import scrub
+from sidecar.observability.masking import scrub
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

@@ -30,8 +30,8 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
 
-from sidecar import telemetry
 from sidecar.config import ConfigError, OtlpConfig, TelemetryConfig, read_secret
+from sidecar.observability import telemetry
 
 
 def build(config: TelemetryConfig) -> telemetry.Telemetry:

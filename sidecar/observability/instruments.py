@@ -24,7 +24,7 @@ PLATFORM_DURATION = "yibao.platform.duration"
 # Resilience (sidecar/platform/resilience.py); attribute gateway (+ infno for retries)
 PLATFORM_RETRIES = "yibao.platform.retries"
 BREAKER_OPEN = "yibao.platform.breaker_open"  # 1 while open; the span says half-open too
-# Message security: HSM signing (sidecar/security_link.py), answer verification (client.py)
+# Message security: HSM signing (sidecar/keys/security_link.py), answer verification (client.py)
 HSM_DURATION = "yibao.hsm.duration"  # attributes operation=sign, outcome
 VERIFY_DURATION = "yibao.platform.verify.duration"  # attributes scheme, outcome
 
