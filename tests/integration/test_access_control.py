@@ -679,6 +679,7 @@ def test_unusable_tls_files_stop_start_up_with_one_line(env: Env) -> None:
 # -- through to the platform, and the drain on SIGTERM ------------------------------------------
 
 
+@pytest.mark.slow
 async def test_calls_through_the_front_reach_the_platform_and_drain_on_stop(env: Env) -> None:
     rpcs = ["InsuranceGateway/GetEnrollment", "ConsentService/GrantConsent"]
     write_policy(env.policy, policy_text(rpcs=rpcs))

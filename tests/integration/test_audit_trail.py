@@ -275,6 +275,7 @@ def at_rest(store_config: StoreConfig, short_dir: Path, *, wal: bool = False) ->
     return raw
 
 
+@pytest.mark.slow
 async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
     simulator: RunningSimulator,
     population: Population,
@@ -393,6 +394,7 @@ async def stored_digests(store: Store) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow
 async def test_no_stored_digest_gives_an_id_number_back_by_brute_force(
     simulator: RunningSimulator,
     population: Population,

@@ -558,6 +558,7 @@ async def test_a_revocation_on_one_replica_holds_on_another(
             assert details(caught.value)[0].reason == "CONSENT_REQUIRED"
 
 
+@pytest.mark.slow
 async def test_a_store_that_is_down_fails_closed_and_nothing_reaches_the_platform(
     gated: RunningSidecar,
     population: Population,

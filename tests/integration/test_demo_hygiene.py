@@ -87,6 +87,7 @@ def run_demo(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tz", "frozen_at"),
     [
@@ -132,6 +133,7 @@ def test_no_log_line_of_the_demo_names_anyone(
     assert shown.employee.psn_name[0] + "*" in demo.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_step_ends_the_demo_in_one_line(softhsm_lib: Path, tmp_path: Path) -> None:
     # A regional transaction code the platform does not know: its registration step is refused.
     demo = run_demo(

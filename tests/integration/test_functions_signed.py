@@ -27,6 +27,7 @@ from yibao_devkit.simulator.security import SchemeAPlatform
 from yibao_devkit.simulator.server import running_simulator
 
 
+@pytest.mark.slow
 async def test_answers_with_a_bad_signature_are_never_used(
     token: Token, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -255,6 +255,7 @@ EDITS = st.lists(
 )
 
 
+@pytest.mark.slow
 def test_mutated_requests_of_every_rpc_get_documented_answers_and_are_audited(
     fuzzed: Fuzzed,
 ) -> None:
@@ -323,6 +324,7 @@ def value_for(f: FieldDescriptor) -> st.SearchStrategy[Any]:
     return st.one_of(st.integers(low, high), st.integers(-2, 3).filter(lambda v: low <= v))
 
 
+@pytest.mark.slow
 def test_well_formed_requests_with_random_field_values_get_documented_answers(
     fuzzed: Fuzzed,
 ) -> None:

@@ -43,6 +43,7 @@ def sidecar_public_key(token: Token, directory: Path) -> PublicKey:
     return PublicKey.from_pem(out.read_bytes())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["envelope-signature", "mobile-payment"])
 async def test_signed_and_encrypted_round_trip_and_a_forged_answer_is_refused(
     token: Token, short_dir: Path, tmp_path: Path, scheme: str

@@ -259,6 +259,7 @@ async def test_unknown_people_and_registrations_are_not_found(
     assert simulator.app.calls.count("2501") == simulator.app.calls.count("2502") == 0
 
 
+@pytest.mark.slow
 async def test_listing_pages_newest_first_with_filters_and_bound_tokens(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:

@@ -32,6 +32,7 @@ def config(tmp_path: Path, simulator: RunningSimulator, socket_dir: Path, slot: 
     return path
 
 
+@pytest.mark.slow
 async def test_a_killed_sidecar_leaves_a_key_that_the_next_one_resolves(
     simulator: RunningSimulator, population: Population, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ def registrations_of(simulator: RunningSimulator, person: Person) -> int:
     return sum(r.active for r in simulator.app.state.registrations.of(person.psn_no or ""))
 
 
+@pytest.mark.slow
 async def test_submit_answer_lost_in_a_reset_or_5xx_is_resolved_then_resent_after_the_window(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:
@@ -78,6 +79,7 @@ async def test_submit_performed_but_answer_unusable_is_found_by_the_query(
     assert registrations_of(simulator, person) == 1
 
 
+@pytest.mark.slow
 async def test_submit_past_the_deadline_is_resolved_by_a_repeat_without_resending(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:
@@ -170,6 +172,7 @@ async def test_cancel_answer_lost_is_resolved_by_the_query_or_sent_again(
         assert counts(simulator, "1101", "5304", "2502") == (1, 2, 1)
 
 
+@pytest.mark.slow
 async def test_cancel_past_the_deadline_is_resolved_without_resending(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:

@@ -79,6 +79,7 @@ async def test_unreachable_platform_is_unavailable_with_a_retry_hint(
     assert details(caught.value)[0].reason == "PLATFORM_UNAVAILABLE"
 
 
+@pytest.mark.slow
 async def test_slow_platform_is_deadline_exceeded(short_dir: Path) -> None:
     app = SlowSimulator(Population.generate(3, 10))
     app.delay = 3.0
@@ -119,6 +120,7 @@ async def test_tls_that_is_not_mutually_trusted_never_reaches_the_platform(
     assert simulator.app.calls.total == 0
 
 
+@pytest.mark.slow
 async def test_the_callers_deadline_bounds_the_platform_call(short_dir: Path) -> None:
     exporter = InMemorySpanExporter()
     observability = telemetry.build(exporter, synchronous=True)

@@ -21,7 +21,13 @@ from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
 from sidecar.platform.security.sm2 import Sm2PublicKey
 from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
-from tests.simulator.support import fee_item, now_text, person_input, register_input, settle_input
+from tests.devkit.simulator.support import (
+    fee_item,
+    now_text,
+    person_input,
+    register_input,
+    settle_input,
+)
 from yibao_devkit.simulator.app import PlatformSimulator
 from yibao_devkit.simulator.crypto import PrivateKey, PublicKey
 from yibao_devkit.simulator.population import Population

@@ -24,7 +24,7 @@ from tests.integration.functions_support import (
     today,
 )
 from tests.integration.test_gateway import subject_of
-from tests.unit.test_read_cache import counts
+from tests.sidecar.gateway.test_read_cache import counts
 from yibao_devkit.simulator.population import Population
 from yibao_devkit.simulator.server import RunningSimulator
 

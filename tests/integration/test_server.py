@@ -129,6 +129,7 @@ def enrollment_request(population: Population) -> gateway_pb2.GetEnrollmentReque
     )
 
 
+@pytest.mark.slow
 async def test_shutdown_drains_calls_in_flight_and_refuses_new_ones(short_dir: Path) -> None:
     app = SlowSimulator(Population.generate(7, 20))
     async with running_simulator(app) as simulator:
@@ -155,6 +156,7 @@ async def test_shutdown_drains_calls_in_flight_and_refuses_new_ones(short_dir: P
             await stopping
 
 
+@pytest.mark.slow
 async def test_calls_beyond_the_grace_period_are_cancelled(short_dir: Path) -> None:
     app = SlowSimulator(Population.generate(7, 20))
     app.delay = 5.0
@@ -232,6 +234,7 @@ pseudonym_key_file = "{settings.consent.pseudonym_key_file}"
     return path
 
 
+@pytest.mark.slow
 async def test_sigterm_stops_the_process_cleanly_and_logs_are_json_without_personal_data(
     simulator: RunningSimulator, short_dir: Path, tmp_path: Path
 ) -> None:

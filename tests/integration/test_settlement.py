@@ -235,6 +235,7 @@ OK = grpc.StatusCode.OK
     ],
     ids=lambda value: value.kind.value if isinstance(value, Fault) else None,
 )  # fmt: skip
+@pytest.mark.slow
 async def test_fault_matrix_on_2207(
     simulator: RunningSimulator,
     short_dir: Path,
@@ -418,6 +419,7 @@ async def test_a_failure_before_2207_gives_the_key_back(
     await audit(simulator, store_config)
 
 
+@pytest.mark.slow
 async def test_cancelling_a_pending_settlement_reverses_it(
     simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig, employee: Person
 ) -> None:

@@ -70,6 +70,7 @@ async def in_flight(simulator: RunningSimulator) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 async def test_a_store_blip_while_2207_is_in_flight_still_settles_once(
     simulator: RunningSimulator,
     short_dir: Path,
@@ -103,6 +104,7 @@ async def test_a_store_blip_while_2207_is_in_flight_still_settles_once(
     assert_at_most_one_charge_per_request(app, await recorded_msgids(outage.config))
 
 
+@pytest.mark.slow
 async def test_an_outage_longer_than_the_deadline_answers_pending_and_is_reversed_once(
     simulator: RunningSimulator, short_dir: Path, outage: Outage, employee: Person
 ) -> None:

@@ -72,6 +72,7 @@ resolver_min_age_seconds = 0.0
 """
 
 
+@pytest.mark.slow
 async def test_killed_between_2207_and_its_answer_then_restarted_charges_nothing_twice(
     token: Token, short_dir: Path, tmp_path: Path, store_config: StoreConfig
 ) -> None:

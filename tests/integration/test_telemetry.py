@@ -123,6 +123,7 @@ def only(points: list[dict[str, Any]], **attributes: Any) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.slow
 async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verification(
     token: Token, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -131,6 +131,7 @@ with grpc.insecure_channel(os.environ["YIBAO_SIDECAR_TARGET"]) as channel:
 """
 
 
+@pytest.mark.slow
 async def test_the_dev_pod_starts_as_its_manifests_say_and_passes_the_startup_probe(
     dev: Rendered, pod_root: Path, simulator: RunningSimulator, softhsm_lib: Path
 ) -> None:

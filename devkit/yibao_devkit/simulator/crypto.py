@@ -21,7 +21,7 @@ xG || yG || xA || yA), e = SM3(Z || M). Who computes e depends on the user ID:
     from :mod:`secrets` (gmssl's own is :mod:`random`). About 30 times slower.
 
 Signatures cross this module as raw ``r || s`` (64 bytes); DER only at the Tongsuo boundary.
-Rates measured on the 2-core build machine are in ``tests/simulator/test_security.py``'s
+Rates measured on the 2-core build machine are in ``tests/devkit/simulator/test_security.py``'s
 measurement (``pytest -s -k rates``).
 """
 
