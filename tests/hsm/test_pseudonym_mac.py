@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,13 @@ import pytest
 from pkcs11 import Attribute, ObjectClass
 
 from hsm.errors import ConfigError, HsmError, PolicyError
-from hsm.inittoken import init_token
 from hsm.keys import KeyStore
-from hsm.pin import Pin
 from hsm.profiles import load_profile, parse_profile
 from hsm.pseudonym import cbc_mac_input, host_sm4_cbc_mac
-from hsm.token import HsmToken, TokenConfig
+from hsm.token import HsmToken
 from sidecar.audit.hsm_keys import HsmPseudonyms, open_pseudonyms
 from tests.conftest import REPO
-from tests.hsm_fixtures import Env
+from tests.hsm_fixtures import SoftHsmTokens
 
 # The known answers stay next to the SM vectors (tests/hsmpkg/vectors/ and vectors.py).
 VECTORS = json.loads((REPO / "tests" / "hsmpkg" / "vectors" / "sm4_cbc_mac.json").read_text())
@@ -48,20 +45,12 @@ def _mac_profile(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mac_token(hsm_env: Env) -> Iterator[HsmToken]:
-    user_pin = "u-" + secrets.token_hex(8)
-    init_token(
-        str(hsm_env.lib),
-        MAC_LABEL,
-        Pin("s-" + secrets.token_hex(8), "test SO PIN"),
-        Pin(user_pin, "test user PIN"),
-    )
-    profile = _mac_profile(hsm_env.run_dir)
+def mac_token(
+    softhsm_tokens: SoftHsmTokens, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HsmToken]:
+    profile = _mac_profile(tmp_path_factory.mktemp("mac-profile"))
     assert load_profile(str(profile)).pseudonym == "sm4-cbc-mac"
-    token = HsmToken.open(
-        TokenConfig(module=str(hsm_env.lib), token_label=MAC_LABEL, profile=str(profile)),
-        pin=Pin(user_pin, "test user PIN"),
-    )
+    token = softhsm_tokens.make(MAC_LABEL, profile=profile).open()
     yield token
     token.close()
 

@@ -1,4 +1,5 @@
-"""Fixtures: a patched SoftHSM (built by hsm/softhsm/build.sh) with a fresh token per run.
+"""Fixtures: a patched SoftHSM (built by hsm/softhsm/build.sh) with a fresh token per run (made by
+``softhsm_tokens``, the one way test tokens are made).
 
 Nothing is mocked: every test talks to libsofthsm2.so through python-pkcs11.
 If the library cannot be built the session fails (no skips).
@@ -6,20 +7,14 @@ If the library cannot be built the session fails (no skips).
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_secret
+from tests.hsm_fixtures import SoftHsmTokens
 
-REPO = Path(__file__).resolve().parents[3]
-SOFTHSM_DIR = REPO / "hsm" / "softhsm"
-TOKEN_ENV_SH = SOFTHSM_DIR / "token-env.sh"
 TOKEN_LABEL = "yibao-test"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,41 +36,12 @@ class SoftHSM:
 
 
 @pytest.fixture(scope="session")
-def softhsm(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
-    """A per-run token directory, SOFTHSM2_CONF, and one initialised token."""
-    run_dir = tmp_path_factory.mktemp("softhsm")
-    out = subprocess.run(
-        ["bash", str(TOKEN_ENV_SH), str(run_dir)], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout
-    conf = run_dir / "softhsm2.conf"
-    assert f"SOFTHSM2_CONF={conf}" in out
-    assert f"directories.tokendir = {run_dir / 'tokens'}" in conf.read_text()
-    # The library reads SOFTHSM2_CONF at C_Initialize, i.e. when pkcs11.lib() first loads it.
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-
-    user_pin_file = write_secret(run_dir / "user.pin", secrets.token_hex(8))
-    so_pin_file = write_secret(run_dir / "so.pin", secrets.token_hex(8))
+def softhsm(softhsm_lib: Path, softhsm_tokens: SoftHsmTokens) -> SoftHSM:
+    """One initialised token in the process's token directory (tests/hsm_fixtures.py)."""
+    made = softhsm_tokens.make(TOKEN_LABEL)
+    assert f"directories.tokendir = {softhsm_tokens.run_dir / 'tokens'}" in made.conf.read_text()
     util = softhsm_lib.parent.parent / "bin" / "softhsm2-util"
-    # softhsm2-util is short-lived; PINs on its argv are acceptable in tests only.
-    subprocess.run(
-        [
-            str(util),
-            "--module",
-            str(softhsm_lib),
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN_LABEL,
-            "--so-pin",
-            so_pin_file.read_text().strip(),
-            "--pin",
-            user_pin_file.read_text().strip(),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
-    )
-    return SoftHSM(softhsm_lib, util, conf, TOKEN_LABEL, user_pin_file, so_pin_file)
+    return SoftHSM(softhsm_lib, util, made.conf, TOKEN_LABEL, made.user_pin_file, made.so_pin_file)
 
 
 @pytest.fixture(scope="session")
