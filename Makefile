@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
+.PHONY: help bootstrap softhsm demo test test-quick lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
 	@echo "make test   - lint, type check, buf lint, stub drift check and the whole test suite"
+	@echo "make test-quick - lint and the tests not marked slow (a few minutes less; not for CI)"
 	@echo "make proto  - regenerate sidecar/_proto from proto/"
 	@echo "make k8s-check - render, validate and check k8s/, lint the Containerfile, start the dev pod"
 	@echo "make bench  - GetEnrollment/CheckEligibility through the sidecar vs straight to the platform"
@@ -30,6 +31,11 @@ demo: bootstrap softhsm
 	YIBAO_PKCS11_MODULE="$$(hsm/softhsm/build.sh)" $(VENV)/bin/yibao-sidecar demo
 
 test: bootstrap softhsm lint typecheck buf-lint stubs-check pytest
+
+# The inner loop: lint and every test not marked `slow` (docs: README.md). `make test` stays the
+# whole suite and is what CI runs.
+test-quick: bootstrap softhsm lint
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check .

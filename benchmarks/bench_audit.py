@@ -48,8 +48,8 @@ from sidecar.audit.hsm_keys import open_audit_keys  # noqa: E402
 from sidecar.audit.link import build_trail  # noqa: E402
 from sidecar.audit.schema import MIGRATIONS  # noqa: E402
 from sidecar.config import AuditConfig, Settings, StoreConfig  # noqa: E402
-from sidecar.simulator.server import RunningSimulator, running_simulator  # noqa: E402
 from sidecar.store import open_store  # noqa: E402
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator  # noqa: E402
 
 POSTGRES = os.environ.get(
     "YIBAO_BENCH_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres"

@@ -34,8 +34,8 @@ from sidecar.config import StoreConfig
 from sidecar.errors import GatewayError
 from sidecar.interceptors.caller import Caller
 from sidecar.interceptors.chain import Call
-from sidecar.simulator.population import Population
 from sidecar.store import Store, open_store
+from yibao_devkit.simulator.population import Population
 
 POSTGRES = os.environ.get(
     "YIBAO_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres"

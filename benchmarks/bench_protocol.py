@@ -57,6 +57,7 @@ from hsm.profiles import load_profile  # noqa: E402
 from hsm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
 from hsm.sm2 import Sm2Signer  # noqa: E402
 from hsm.token import HsmToken  # noqa: E402
+from sidecar.keys.security_link import HsmSm2Signer  # noqa: E402
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient  # noqa: E402
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now  # noqa: E402
 from sidecar.platform.msgid import MsgIdGenerator  # noqa: E402
@@ -72,13 +73,12 @@ from sidecar.platform.transport import (  # noqa: E402
     TransportError,
     client_tls_context,
 )
-from sidecar.security_link import HsmSm2Signer  # noqa: E402
-from sidecar.simulator.app import (  # noqa: E402
+from yibao_devkit.simulator.app import (  # noqa: E402
     DEFAULT_DIVISION,
     DEFAULT_INSTITUTION_CODE,
     DEFAULT_INSTITUTION_NAME,
 )
-from sidecar.simulator.population import Population  # noqa: E402
+from yibao_devkit.simulator.population import Population  # noqa: E402
 
 SEED = 42
 POPULATION = 200
@@ -118,10 +118,10 @@ class Simulator:
 def start_simulator(
     stack: contextlib.ExitStack, work: Path, name: str, extra: list[str], wanted: str
 ) -> Simulator:
-    """Start ``python -m sidecar.simulator`` and wait for its ``wanted:`` line."""
+    """Start ``python -m yibao_devkit.simulator`` and wait for its ``wanted:`` line."""
     pki = work / f"pki-{name}"
     argv = [
-        sys.executable, "-m", "sidecar.simulator", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "yibao_devkit.simulator", "--listen", "127.0.0.1:0",
         "--seed", str(SEED), "--population-size", str(POPULATION), "--pki-dir", str(pki),
         *extra,
     ]  # fmt: skip

@@ -64,7 +64,7 @@ from bench_protocol import (  # noqa: E402
 )
 from softhsm_token import softhsm_library, use_token_directory  # noqa: E402
 
-from sidecar.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE  # noqa: E402
+from yibao_devkit.simulator.app import DEFAULT_DIVISION, DEFAULT_INSTITUTION_CODE  # noqa: E402
 
 OPERATOR = "bench-im-01"
 DIRECT_OPERATOR = "bench-direct-01"  # its own sign-in: never invalidates the sidecar's
@@ -78,7 +78,7 @@ RPCS = ("GetEnrollment", "CheckEligibility")
 
 
 def people() -> list[Any]:
-    from sidecar.simulator.population import Population
+    from yibao_devkit.simulator.population import Population
 
     return [p for p in Population.generate(SEED, POPULATION).people if p.enrolled][:PEOPLE]
 

@@ -8,7 +8,7 @@ python-pkcs11 0.10 accepts a mechanism only if ``isinstance(m, Mechanism)``
 ``CK_MECHANISM.mechanism`` as a plain ``CK_ULONG``, so once a vendor number
 *is* an enum member everything downstream works unchanged.
 
-The technique (the one of ``tests/hsm/vendor_mech.py``, made production code
+The technique (the one of ``tests/hsm/softhsm/vendor_mech.py``, made production code
 here): add a pseudo-member to the existing ``IntEnum`` the way
 ``aenum.extend_enum`` does: an ``int`` subclass instance registered in
 ``_member_map_`` (lookup by name), ``_value2member_map_`` (lookup by value),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine, idempotently:
 # Debian packages (only the missing ones), the virtual environment in .venv with the pinned
-# Python packages, and the Node-based build tools (buf) in node_modules.
+# Python packages (the sidecar and the dev kit in devkit/), and the Node-based build tools (buf)
+# in node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,12 +38,15 @@ if [[ -z "$PYTHON" ]]; then
 fi
 [[ -n "$PYTHON" ]] || { log "Python >= 3.11 is required"; exit 1; }
 
-stamp=.venv/.bootstrap-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+stamp=.venv/.bootstrap-$(cat pyproject.toml devkit/pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [[ ! -f "$stamp" ]]; then
   log "creating .venv with $($PYTHON --version)"
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  # Two distributions, both editable: the runtime (with its dev tools) and the dev kit
+  # (devkit/: simulator, demo, development PKI; it registers `yibao-sidecar simulate` and `demo`).
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+    -e '.[dev]' -e ./devkit
   rm -f .venv/.bootstrap-*
   touch "$stamp"
 fi

@@ -22,7 +22,7 @@ from opentelemetry.trace import Tracer
 
 from hsm.datakeys import DataKeys
 from hsm.errors import HsmError
-from sidecar import certexpiry, config, logs, telemetry, telemetry_export
+from sidecar import config
 from sidecar.access.front import PeerCredentialFront
 from sidecar.access.policy import PolicyError, PolicyFile
 from sidecar.access.ratelimit import RateLimiter
@@ -45,7 +45,6 @@ from sidecar.config import (
     Settings,
     read_secret,
 )
-from sidecar.fieldcrypt import FieldSealer, HostKeyWrapper
 from sidecar.gateway import offsite_store
 from sidecar.gateway.account import AccountQueries
 from sidecar.gateway.cache import ReadCache
@@ -56,13 +55,17 @@ from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.gateway.settlement import SettlementFunctions
-from sidecar.hsm_link import HsmLink, open_hsm
 from sidecar.interceptors.access_control import AccessControl, rpc_names
 from sidecar.interceptors.access_log import AccessLog
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.interceptors.time_fields import TimeFields
 from sidecar.interceptors.tracing import Tracing
+from sidecar.keys import certexpiry
+from sidecar.keys.fieldcrypt import FieldSealer, HostKeyWrapper
+from sidecar.keys.hsm_link import HsmLink, open_hsm
+from sidecar.keys.security_link import build_sealing
+from sidecar.observability import logs, telemetry, telemetry_export
 from sidecar.platform import msgid_lease
 from sidecar.platform.client import Codes, Institution, PlatformClient, TransactionRecorder
 from sidecar.platform.freshness import ReplayGuard
@@ -72,9 +75,8 @@ from sidecar.platform.msgid_lease import LeasedMsgIds, LeaseTerms, SlotLease
 from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.sealing import Sealing
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
-from sidecar.probes import HsmLoginCheck, Probes, TunnelCheck
-from sidecar.security_link import build_sealing
-from sidecar.server import Listen, Server, serve_until_signalled
+from sidecar.serving.probes import HsmLoginCheck, Probes, TunnelCheck
+from sidecar.serving.server import Listen, Server, serve_until_signalled
 from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
 from sidecar.settlement.machine import Codes as SettlementCodes
 from sidecar.settlement.machine import Institution as SettlementInstitution

@@ -1,31 +1,25 @@
 """The audit trail's HSM token: sign, kek, audit and pseudonym keys, usable in this process.
 
-SoftHSM reads ``SOFTHSM2_CONF`` once per process and does not see tokens that other processes
-create later, so the token is initialised *in this process* (``hsm.inittoken``, on the module's
-free slot) in whatever token directory the process already uses, or in a fresh one. Subprocesses
-given the same ``SOFTHSM2_CONF`` see it too (the token is on disk).
+Made by ``softhsm_tokens`` (tests/hsm_fixtures.py) like every test token: in this process, in the
+process's one token directory, so subprocesses given :meth:`AuditHsm.env` see it too.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hsm.inittoken import init_token
 from hsm.keys import KeyStore
-from hsm.pin import Pin
 from hsm.sm2 import Sm2PublicKey
-from hsm.token import HsmToken, TokenConfig
+from hsm.token import HsmToken
 from sidecar.audit.hsm_keys import AuditKeys, open_audit_keys
+from tests.hsm_fixtures import SoftHsmTokens
 
 LABEL = "yibao-audit"
-TOKEN_ENV_SH = Path(__file__).resolve().parent.parent / "hsm" / "softhsm" / "token-env.sh"
 
 
 @dataclass(frozen=True)
@@ -50,36 +44,10 @@ class AuditHsm:
         }
 
 
-def _secret(path: Path, value: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
-def audit_hsm(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditHsm]:
-    run_dir = tmp_path_factory.mktemp("audit-hsm")
-    if not os.environ.get("SOFTHSM2_CONF"):
-        subprocess.run(["bash", str(TOKEN_ENV_SH), str(run_dir)], check=True, capture_output=True)
-        os.environ["SOFTHSM2_CONF"] = str(run_dir / "softhsm2.conf")
-    conf = Path(os.environ["SOFTHSM2_CONF"])
-    user_pin = "u-" + secrets.token_hex(8)
-    user_pin_file = _secret(run_dir / "user.pin", user_pin)
-    init_token(
-        str(softhsm_lib),
-        LABEL,
-        Pin("s-" + secrets.token_hex(8), "test SO PIN"),
-        Pin(user_pin, "test user PIN"),
-    )
-    token = HsmToken.open(
-        TokenConfig(
-            module=str(softhsm_lib),
-            token_label=LABEL,
-            user_pin_file=str(user_pin_file),
-            pool_size=2,
-        )
-    )
+def audit_hsm(softhsm_tokens: SoftHsmTokens) -> Iterator[AuditHsm]:
+    made = softhsm_tokens.make(LABEL)
+    token = made.open()
     try:
         store = KeyStore(token)
         for purpose in ("sign", "kek", "audit", "pseudonym"):
@@ -87,8 +55,8 @@ def audit_hsm(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         keys = open_audit_keys(token)
         public_key = keys.audit_key.public_key
         assert public_key is not None
-        pem = run_dir / "audit.pem"
+        pem = made.user_pin_file.parent / "audit.pem"
         pem.write_text(public_key.pem())
-        yield AuditHsm(softhsm_lib, conf, user_pin_file, token, keys, public_key, pem)
+        yield AuditHsm(made.lib, made.conf, made.user_pin_file, token, keys, public_key, pem)
     finally:
         token.close()

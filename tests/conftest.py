@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.store_fixtures", "tests.audit_fixtures"]
+pytest_plugins = ["tests.store_fixtures", "tests.hsm_fixtures", "tests.audit_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SH = REPO / "hsm" / "softhsm" / "build.sh"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from sidecar.fieldcrypt import FieldSealer, HostKeyWrapper
+from sidecar.keys.fieldcrypt import FieldSealer, HostKeyWrapper
 
 
 def host_sealer() -> FieldSealer:

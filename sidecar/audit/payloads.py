@@ -1,6 +1,7 @@
 """Payload encryption: SM4-GCM under data keys that the HSM's KEK wraps, rotated on a schedule.
 
-The cipher itself is ``sidecar.sm4gcm`` (shared with the sealed columns of ``sidecar.fieldcrypt``).
+The cipher itself is ``sidecar.sm4gcm`` (shared with the sealed columns of
+``sidecar.keys.fieldcrypt``).
 
 Each payload is ``nonce (12) || ciphertext || tag (16)``; the associated data is the record's ID,
 so a payload moved to another record does not decrypt. Data keys come from ``hsm.datakeys``

@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sidecar import errors, validation
+from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.deadlines import deadline_after, time_left
+from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway import codes
 from sidecar.gateway.codes import INSURANCE_TYPE_CODES

@@ -43,7 +43,7 @@ from sidecar.gateway import consent_validation as checks
 from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.caller import Caller, caller_of
 from sidecar.interceptors.chain import current_call
-from sidecar.server import Registration
+from sidecar.serving.server import Registration
 from sidecar.store import StoreError
 
 Context = Any  # grpc.aio.ServicerContext

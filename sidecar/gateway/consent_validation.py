@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from sidecar import errors, validation
+from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar.compliance.consent_ledger import ConsentState
+from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway.subjects import Subject, check_subject
 

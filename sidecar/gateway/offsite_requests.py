@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from sidecar import errors, validation
+from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.offsite_store import RequestKey, request_key

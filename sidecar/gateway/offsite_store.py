@@ -22,7 +22,7 @@ A repeat finds ``done`` (replay), a live lease (``REQUEST_IN_PROGRESS``), or an 
 under a transaction-scoped lock on the key, so concurrent duplicates see one winner.
 
 The outcome holds personal data (a registration's answer carries the contact phone and address),
-so it is stored sealed (``sidecar.fieldcrypt``, SM4-GCM), bound to its tenant, method and key.
+so it is stored sealed (``sidecar.keys.fieldcrypt``, SM4-GCM), bound to its tenant, method and key.
 Rows written before sealing (none exist in production) would not open and answer UNAVAILABLE.
 Migration 2 blanks the unkeyed SHA-256 digests of rows written before it (they cannot be re-keyed:
 the payload is gone); a repeat of such a ``request_id`` answers ``IDEMPOTENCY_KEY_REUSED``.
@@ -42,7 +42,7 @@ from google.protobuf.message import Message
 
 from sidecar.compliance.pseudonyms import OFFSITE_PAYLOAD, Pseudonymizer
 from sidecar.errors import FieldViolation, GatewayError
-from sidecar.fieldcrypt import FieldSealer, context
+from sidecar.keys.fieldcrypt import FieldSealer, context
 from sidecar.store import Migration, Store, StoreError
 
 COMPONENT = "offsite"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sidecar import errors, validation
+from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
@@ -27,7 +28,7 @@ from sidecar.interceptors.caller import Caller, caller_of
 from sidecar.interceptors.chain import current_call
 from sidecar.platform.client import Operator
 from sidecar.platform.envelope import beijing_now
-from sidecar.server import Registration
+from sidecar.serving.server import Registration
 
 Context = Any  # grpc.aio.ServicerContext; the generated base class accepts either flavour
 SERVICE_NAME = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name

@@ -19,9 +19,10 @@ from typing import Final, Literal
 import grpc
 from google.protobuf import timestamp_pb2
 
-from sidecar import errors, validation
+from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.pseudonyms import SETTLEMENT_PAYLOAD, Pseudonymizer
+from sidecar.domain import validation
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
 from sidecar.gateway.subjects import Subject, check_subject

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar import validation
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
+from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway.codes import CERTIFICATE_TYPE_CODES
 

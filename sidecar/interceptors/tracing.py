@@ -10,9 +10,10 @@ from opentelemetry import trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from sidecar import errors, instruments
+from sidecar import errors
 from sidecar.interceptors.chain import Call, Continue
-from sidecar.telemetry import extract_parent
+from sidecar.observability import instruments
+from sidecar.observability.telemetry import extract_parent
 
 
 class Tracing:

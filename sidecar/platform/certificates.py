@@ -18,7 +18,7 @@ ID, it uses an EMPTY user ID (ENTL = 0), not the default; such a certificate is 
 ("signature does not verify"). Certificates must be made with ``-sigopt
 distid:1234567812345678``, and ``openssl verify`` (or ``openssl x509 -req`` reading an SM2 CSR)
 needs ``-vfyopt distid:1234567812345678`` to check them. The commands are in
-``tests/unit/test_certificates.py``.
+``tests/sidecar/platform/test_certificates.py``.
 
 Checked, for every certificate on the path from the signing certificate to a trust anchor:
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from sidecar import instruments
+from sidecar.observability import instruments
 from sidecar.platform.envelope import (
     INF_TIME_FORMAT,
     EnvelopeError,

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-# Beijing time lives in sidecar/beijing.py; re-exported for the platform modules that use it here.
-from sidecar.beijing import BEIJING as BEIJING
-from sidecar.beijing import beijing_now as beijing_now
+# Beijing time lives in sidecar/domain/beijing.py; re-exported for the platform modules using it.
+from sidecar.domain.beijing import BEIJING as BEIJING
+from sidecar.domain.beijing import beijing_now as beijing_now
 from sidecar.platform.security import json_text
 from sidecar.platform.security.errors import SecurityError
 

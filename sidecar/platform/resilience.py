@@ -30,7 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from sidecar import instruments
+from sidecar.observability import instruments
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from sidecar.fieldcrypt import SealError
+from sidecar.keys.fieldcrypt import SealError
 from sidecar.store import StoreUnavailable
 
 log = logging.getLogger(__name__)

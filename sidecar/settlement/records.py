@@ -16,7 +16,7 @@ The columns keep their historical names ``subject_sha256`` / ``payload_sha256``;
 the unkeyed SHA-256 values of rows written before it (they cannot be re-keyed: the plaintext is
 gone), so such a row is no longer found by subject and a repeat of its ``request_id`` answers
 ``IDEMPOTENCY_KEY_REUSED``. The platform's ``psn_no`` is kept because
-reversal and cancellation need it, sealed (``sidecar.fieldcrypt``, SM4-GCM under an HSM-wrapped
+reversal and cancellation need it, sealed (``sidecar.keys.fieldcrypt``, SM4-GCM under an HSM-wrapped
 data key) in ``psn_no_sealed`` and bound to its tenant and request. The plaintext ``psn_no``
 column of version 1 is no longer written; a row written before version 2 (none exist in
 production) is still read from it.
@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sidecar.fieldcrypt import FieldSealer, context
+from sidecar.keys.fieldcrypt import FieldSealer, context
 from sidecar.store import Migration, Row, Store, Tx
 from sidecar.store.base import now_micros
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,13 +14,15 @@ from typing import Any
 import grpc
 import pytest
 
-from sidecar import app, telemetry
+from sidecar import app
 from sidecar.config import Settings
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator, running_simulator
+from sidecar.observability import telemetry
 from tests.audit_fixtures import AuditHsm
-from tests.conftest import TOKEN_ENV_SH, write_secret
+from tests.conftest import write_secret
+from tests.hsm_fixtures import SoftHsmTokens
 from tests.integration.consent_support import consent_to, subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 
 @dataclass(frozen=True)
@@ -35,35 +34,11 @@ class Token:
 
 
 @pytest.fixture(scope="session")
-def token(softhsm_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Token:
-    run_dir = tmp_path_factory.mktemp("sidecar-hsm")
-    subprocess.run(["bash", str(TOKEN_ENV_SH), str(run_dir)], check=True, capture_output=True)
-    env = {**os.environ, "SOFTHSM2_CONF": str(run_dir / "softhsm2.conf")}
-    user_pin = write_secret(run_dir / "user.pin", secrets.token_hex(8))
-    so_pin = write_secret(run_dir / "so.pin", secrets.token_hex(8))
-    made = Token(softhsm_lib, env, user_pin)
-    common = [
-        "--module",
-        str(softhsm_lib),
-        "--token-label",
-        made.label,
-        "--user-pin-file",
-        str(user_pin),
-    ]
-    for args in (
-        ["init-token", "--so-pin-file", str(so_pin)],
-        ["keygen", "--purpose", "sign"],
-        ["keygen", "--purpose", "kek"],  # sealed columns (sidecar/fieldcrypt.py)
-        ["keygen", "--purpose", "pseudonym"],  # pseudonyms and keyed digests with [hsm]
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "hsm.cli", *args, *common],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr
-    return made
+def token(softhsm_tokens: SoftHsmTokens) -> Token:
+    """The sidecar's token: sign, kek (sealed columns, sidecar/keys/fieldcrypt.py) and pseudonym
+    keys; sidecar processes reach it with ``token.env``."""
+    made = softhsm_tokens.make("yibao-it", purposes=("sign", "kek", "pseudonym"))
+    return Token(made.lib, made.env(), made.user_pin_file, made.label)
 
 
 TENANT_METADATA = (("x-yibao-tenant", "acme-corp"), ("x-yibao-operator", "im-bot-01"))

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
-from sidecar.simulator.population import Person
+from yibao_devkit.simulator.population import Person
 
 NOTICE_VERSION = "2026-01"
 NOTICE_TEXT = "我们将向国家医疗保障信息平台查询您的参保信息，仅用于本次办理。"

@@ -8,14 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.beijing import beijing_today
 from sidecar.config import Settings, StoreConfig
-from sidecar.simulator.population import Person
-from sidecar.simulator.server import RunningSimulator
+from sidecar.domain.beijing import beijing_today
+from sidecar.observability import telemetry
 from tests.integration.conftest import (
     TENANT_METADATA,
     RunningSidecar,
@@ -25,6 +23,8 @@ from tests.integration.conftest import (
 )
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import subject_of
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.server import RunningSimulator
 
 TARGET = "310115"  # 上海市浦东新区: a real division, never the simulator's insured areas
 

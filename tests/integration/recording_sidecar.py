@@ -22,7 +22,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sidecar import app, config, telemetry
+from sidecar import app, config
+from sidecar.observability import telemetry
 
 REPO = Path(__file__).resolve().parents[2]
 

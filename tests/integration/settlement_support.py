@@ -11,14 +11,14 @@ from typing import Any
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.config import Settings, StoreConfig
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.ledger import EntryKind
-from sidecar.simulator.population import Person
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import open_store
 from tests.integration.conftest import RunningSidecar, running_sidecar, settings_for
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import subject_of
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.ledger import EntryKind
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.server import RunningSimulator
 
 # Two items: 2 x 12.50 and 1.5 x 3.33 (4.995 rounds half-up to 5.00): 30.00 yuan in all.
 FEES = (("A001", "门诊诊查费", "2", 1250, 2500), ("B002", "阿莫西林胶囊", "1.5", 333, 500))

@@ -34,17 +34,18 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from sidecar import app, devcerts
+from sidecar import app
 from sidecar._proto.yibao.gateway.v1 import consent_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.access.front import PeerCredentialFront
 from sidecar.config import ConfigError, Settings
-from sidecar.logs import JsonFormatter
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import running_simulator
+from sidecar.observability.logs import JsonFormatter
 from tests.integration.conftest import pseudonym_key_file, settings_for
 from tests.integration.consent_support import consent_to
 from tests.integration.test_server import SlowSimulator, enrollment_request
+from yibao_devkit import devcerts
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import running_simulator
 
 TENANT = "acme-corp"
 OPERATOR = "im-bot-01"
@@ -678,6 +679,7 @@ def test_unusable_tls_files_stop_start_up_with_one_line(env: Env) -> None:
 # -- through to the platform, and the drain on SIGTERM ------------------------------------------
 
 
+@pytest.mark.slow
 async def test_calls_through_the_front_reach_the_platform_and_drain_on_stop(env: Env) -> None:
     rpcs = ["InsuranceGateway/GetEnrollment", "ConsentService/GrantConsent"]
     write_policy(env.policy, policy_text(rpcs=rpcs))

@@ -10,15 +10,15 @@ import pytest
 
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
-from sidecar.simulator.accounts import MovementKind
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person, Population
-from sidecar.simulator.server import RunningSimulator
-from sidecar.simulator.times import BEIJING
 from tests.conftest import write_secret
 from tests.integration.conftest import RunningSidecar
 from tests.integration.functions_support import get_account, sidecar_with, today
 from tests.integration.test_gateway import details
+from yibao_devkit.simulator.accounts import MovementKind
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person, Population
+from yibao_devkit.simulator.server import RunningSimulator
+from yibao_devkit.simulator.times import BEIJING
 
 
 def book(simulator: RunningSimulator, person: Person, count: int, start: int = 0) -> list[int]:

@@ -33,18 +33,16 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from sidecar import logs
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit.verify import verify_store
 from sidecar.config import StoreConfig
-from sidecar.masking import mask_id
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
+from sidecar.domain.validation import resident_id_check_char
+from sidecar.observability import logs
+from sidecar.observability.masking import mask_id
 from sidecar.store import Store, open_store
-from sidecar.validation import resident_id_check_char
 from tests.audit_fixtures import AuditHsm
 from tests.integration.conftest import (
     TENANT_METADATA,
@@ -63,6 +61,8 @@ from tests.integration.functions_support import (
 from tests.integration.settlement_support import settle_request
 from tests.integration.test_eligibility import question
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 CONTACT_PHONE = "13912345678"  # what functions_support.submission sends (no run of zeros
 # that the simulator's serials, division + time + zero-padded counter, could contain)
@@ -241,7 +241,7 @@ def debug_log_lines() -> Iterator[list[str]]:
         root.setLevel(level)
         for line in stream.getvalue().splitlines():
             logger = str(json.loads(line).get("logger", ""))
-            if not logger.startswith(("sidecar.simulator", "hypercorn")):
+            if not logger.startswith(("yibao_devkit.simulator", "hypercorn")):
                 lines.append(line)
 
 
@@ -275,6 +275,7 @@ def at_rest(store_config: StoreConfig, short_dir: Path, *, wal: bool = False) ->
     return raw
 
 
+@pytest.mark.slow
 async def test_every_call_is_recorded_and_no_identifier_is_stored_in_plaintext(
     simulator: RunningSimulator,
     population: Population,
@@ -393,6 +394,7 @@ async def stored_digests(store: Store) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow
 async def test_no_stored_digest_gives_an_id_number_back_by_brute_force(
     simulator: RunningSimulator,
     population: Population,

@@ -24,8 +24,6 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar.config import Settings, StoreConfig
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import RunningSidecar, running_sidecar, settings_for
 from tests.integration.consent_support import (
     NOTICE_TEXT,
@@ -37,6 +35,8 @@ from tests.integration.consent_support import (
 )
 from tests.integration.store_outage import StoreUnderTest, store_under_test
 from tests.integration.test_gateway import call_enrollment, details
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["InsuranceGateway"]
 OTHER_TENANT = (("x-yibao-tenant", "globex"), ("x-yibao-operator", "hr-clerk-7"))
@@ -558,6 +558,7 @@ async def test_a_revocation_on_one_replica_holds_on_another(
             assert details(caught.value)[0].reason == "CONSENT_REQUIRED"
 
 
+@pytest.mark.slow
 async def test_a_store_that_is_down_fails_closed_and_nothing_reaches_the_platform(
     gated: RunningSidecar,
     population: Population,

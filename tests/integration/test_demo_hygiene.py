@@ -28,9 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.demo import SEED
-from sidecar.simulator.population import Person, Population
 from tests.conftest import REPO
+from yibao_devkit import demo as demo_module
+from yibao_devkit.demo import SEED
+from yibao_devkit.simulator.population import Person, Population
 
 # The attributes of a synthetic person that identify them (those the population has).
 IDENTIFYING = ("certno", "psn_name", "psn_no", "phone", "tel", "mob", "ec_token", "token")
@@ -86,6 +87,7 @@ def run_demo(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tz", "frozen_at"),
     [
@@ -122,7 +124,7 @@ def test_no_log_line_of_the_demo_names_anyone(
                 if value in text:
                     leaks.append(f"{where}: {kind_of(person, value)} of a person")
     # The demo's own requests carry phone numbers (a registration's contact phone): none logged.
-    demo_source = (REPO / "sidecar" / "demo.py").read_text()
+    demo_source = Path(demo_module.__file__).read_text()
     for phone in set(re.findall(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])", demo_source)):
         leaks += [f"{where}: a phone of the demo" for where, t in outputs.items() if phone in t]
     assert not leaks, leaks
@@ -131,6 +133,7 @@ def test_no_log_line_of_the_demo_names_anyone(
     assert shown.employee.psn_name[0] + "*" in demo.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_step_ends_the_demo_in_one_line(softhsm_lib: Path, tmp_path: Path) -> None:
     # A regional transaction code the platform does not know: its registration step is refused.
     demo = run_demo(

@@ -8,11 +8,11 @@ import pytest
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.beijing import beijing_today
-from sidecar.simulator.population import Person, Population
-from sidecar.simulator.server import RunningSimulator
+from sidecar.domain.beijing import beijing_today
 from tests.integration.conftest import TENANT_METADATA, RunningSidecar
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.population import Person, Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 TODAY = beijing_today().isoformat()  # the sidecar judges dates in Beijing
 

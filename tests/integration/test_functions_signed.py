@@ -11,12 +11,6 @@ import pytest
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.crypto import PrivateKey
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Population
-from sidecar.simulator.security import SchemeAPlatform
-from sidecar.simulator.server import running_simulator
 from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
 from tests.integration.consent_support import consent_to
@@ -25,8 +19,15 @@ from tests.integration.test_gateway import details, subject_of
 from tests.integration.test_hsm_startup import hsm_section
 from tests.integration.test_message_security import SM4_KEY, sidecar_public_key
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.crypto import PrivateKey
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.security import SchemeAPlatform
+from yibao_devkit.simulator.server import running_simulator
 
 
+@pytest.mark.slow
 async def test_answers_with_a_bad_signature_are_never_used(
     token: Token, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -53,8 +53,6 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.audit.verify import verify_store
 from sidecar.config import AccessConfig
 from sidecar.interceptors.caller import OPERATOR_KEY, TENANT_KEY, problem
-from sidecar.simulator.population import Person
-from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.audit_fixtures import AuditHsm
 from tests.integration.conftest import (
     TENANT_METADATA,
@@ -66,6 +64,8 @@ from tests.integration.consent_support import consent_to, grant_request, subject
 from tests.integration.functions_support import submission
 from tests.integration.settlement_support import settle_request
 from tests.integration.test_eligibility import question
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 T = TypeVar("T")
 API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -255,6 +255,7 @@ EDITS = st.lists(
 )
 
 
+@pytest.mark.slow
 def test_mutated_requests_of_every_rpc_get_documented_answers_and_are_audited(
     fuzzed: Fuzzed,
 ) -> None:
@@ -323,6 +324,7 @@ def value_for(f: FieldDescriptor) -> st.SearchStrategy[Any]:
     return st.one_of(st.integers(low, high), st.integers(-2, 3).filter(lambda v: low <= v))
 
 
+@pytest.mark.slow
 def test_well_formed_requests_with_random_field_values_get_documented_answers(
     fuzzed: Fuzzed,
 ) -> None:

@@ -10,9 +10,9 @@ from grpc_status import rpc_status
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.population import Person, Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA, RunningSidecar
+from yibao_devkit.simulator.population import Person, Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 
 def subject_of(person: Person) -> common.DataSubject:
@@ -186,7 +186,7 @@ async def test_missing_or_bad_caller_metadata_is_unauthenticated(
 async def test_refusals_leave_no_personal_data_in_the_logs(
     sidecar: RunningSidecar, population: Population, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from sidecar.logs import JsonFormatter
+    from sidecar.observability.logs import JsonFormatter
 
     caplog.set_level("DEBUG")
     unknown, known = population.examples().unknown, population.examples().employee

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from sidecar.simulator.server import RunningSimulator
 from tests.conftest import write_secret
 from tests.integration.conftest import Token
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
+from yibao_devkit.simulator.server import RunningSimulator
 
 
 def hsm_section(token: Token, **changes: str) -> str:

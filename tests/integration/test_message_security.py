@@ -13,18 +13,18 @@ import pytest
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.crypto import PrivateKey, PublicKey
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Population
-from sidecar.simulator.security import SchemeAPlatform, SchemeBPlatform
-from sidecar.simulator.server import running_simulator
 from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import details, subject_of
 from tests.integration.test_hsm_startup import hsm_section
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.crypto import PrivateKey, PublicKey
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.security import SchemeAPlatform, SchemeBPlatform
+from yibao_devkit.simulator.server import running_simulator
 
 SM4_KEY = "0123456789abcdeffedcba9876543210"
 APP_ID = "APPID0000000000000001"
@@ -43,6 +43,7 @@ def sidecar_public_key(token: Token, directory: Path) -> PublicKey:
     return PublicKey.from_pem(out.read_bytes())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["envelope-signature", "mobile-payment"])
 async def test_signed_and_encrypted_round_trip_and_a_forged_answer_is_refused(
     token: Token, short_dir: Path, tmp_path: Path, scheme: str

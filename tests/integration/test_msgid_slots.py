@@ -12,11 +12,11 @@ import pytest
 
 from sidecar import app
 from sidecar.config import ConfigError, Settings, StoreConfig, load
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import StoreError
 from tests.integration.conftest import running_sidecar, settings_for
 from tests.integration.consent_support import consent_to, subject_of
 from tests.integration.test_gateway import call_enrollment
+from yibao_devkit.simulator.server import RunningSimulator
 
 
 @contextlib.contextmanager

@@ -16,8 +16,6 @@ import pytest
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.config import StoreConfig
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.functions_support import (
     TARGET,
     cancel,
@@ -28,6 +26,8 @@ from tests.integration.functions_support import (
     today,
 )
 from tests.integration.test_gateway import details
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 ACTIVE = gateway.OFFSITE_REGISTRATION_STATE_ACTIVE
 CANCELLED = gateway.OFFSITE_REGISTRATION_STATE_CANCELLED
@@ -259,6 +259,7 @@ async def test_unknown_people_and_registrations_are_not_found(
     assert simulator.app.calls.count("2501") == simulator.app.calls.count("2502") == 0
 
 
+@pytest.mark.slow
 async def test_listing_pages_newest_first_with_filters_and_bound_tokens(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:
@@ -333,9 +334,9 @@ async def test_a_store_that_cannot_be_reached_is_unavailable_before_anything_is_
 async def test_a_regional_registration_code_is_configuration(
     short_dir: Path,
 ) -> None:
-    from sidecar.simulator.app import PlatformSimulator
-    from sidecar.simulator.server import running_simulator
-    from sidecar.simulator.transactions import default_registry
+    from yibao_devkit.simulator.app import PlatformSimulator
+    from yibao_devkit.simulator.server import running_simulator
+    from yibao_devkit.simulator.transactions import default_registry
 
     app = PlatformSimulator(
         Population.generate(42, 10), transactions=default_registry({"2501A": "2501"})

@@ -11,13 +11,13 @@ import grpc
 import pytest
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA
 from tests.integration.consent_support import consent_to
 from tests.integration.functions_support import submission
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 LEASE = 2.0
 
@@ -32,6 +32,7 @@ def config(tmp_path: Path, simulator: RunningSimulator, socket_dir: Path, slot: 
     return path
 
 
+@pytest.mark.slow
 async def test_a_killed_sidecar_leaves_a_key_that_the_next_one_resolves(
     simulator: RunningSimulator, population: Population, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person, Population
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import RunningSidecar
 from tests.integration.functions_support import cancel, sidecar_with, submission, submit
 from tests.integration.test_gateway import details
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person, Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 SETTLE = 2.0  # offsite.unknown_outcome_settle_seconds in these tests
 LATE = 2.5  # seconds a "latency beyond the deadline" answer comes late
@@ -33,6 +33,7 @@ def registrations_of(simulator: RunningSimulator, person: Person) -> int:
     return sum(r.active for r in simulator.app.state.registrations.of(person.psn_no or ""))
 
 
+@pytest.mark.slow
 async def test_submit_answer_lost_in_a_reset_or_5xx_is_resolved_then_resent_after_the_window(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:
@@ -78,6 +79,7 @@ async def test_submit_performed_but_answer_unusable_is_found_by_the_query(
     assert registrations_of(simulator, person) == 1
 
 
+@pytest.mark.slow
 async def test_submit_past_the_deadline_is_resolved_by_a_repeat_without_resending(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:
@@ -170,6 +172,7 @@ async def test_cancel_answer_lost_is_resolved_by_the_query_or_sent_again(
         assert counts(simulator, "1101", "5304", "2502") == (1, 2, 1)
 
 
+@pytest.mark.slow
 async def test_cancel_past_the_deadline_is_resolved_without_resending(
     simulator: RunningSimulator, population: Population, short_dir: Path
 ) -> None:

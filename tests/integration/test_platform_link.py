@@ -10,11 +10,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator, running_simulator
+from sidecar.observability import telemetry
 from tests.integration.conftest import (
     TENANT_METADATA,
     RunningSidecar,
@@ -24,6 +22,8 @@ from tests.integration.conftest import (
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import call_enrollment, details, subject_of
 from tests.integration.test_server import SlowSimulator
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 
 async def test_expired_sign_in_is_renewed_once_and_the_call_succeeds(
@@ -79,6 +79,7 @@ async def test_unreachable_platform_is_unavailable_with_a_retry_hint(
     assert details(caught.value)[0].reason == "PLATFORM_UNAVAILABLE"
 
 
+@pytest.mark.slow
 async def test_slow_platform_is_deadline_exceeded(short_dir: Path) -> None:
     app = SlowSimulator(Population.generate(3, 10))
     app.delay = 3.0
@@ -119,6 +120,7 @@ async def test_tls_that_is_not_mutually_trusted_never_reaches_the_platform(
     assert simulator.app.calls.total == 0
 
 
+@pytest.mark.slow
 async def test_the_callers_deadline_bounds_the_platform_call(short_dir: Path) -> None:
     exporter = InMemorySpanExporter()
     observability = telemetry.build(exporter, synchronous=True)
@@ -149,7 +151,7 @@ async def test_answers_from_a_platform_clock_far_off_are_refused(short_dir: Path
     import datetime as dt
 
     from sidecar.platform.envelope import beijing_now
-    from sidecar.simulator.app import PlatformSimulator
+    from yibao_devkit.simulator.app import PlatformSimulator
 
     app = PlatformSimulator(
         Population.generate(5, 10), clock=lambda: beijing_now() - dt.timedelta(hours=1)
@@ -170,7 +172,7 @@ async def test_answers_from_a_platform_clock_far_off_are_refused(short_dir: Path
 async def test_a_platform_certificate_for_another_name_is_refused(
     short_dir: Path, tmp_path: Path
 ) -> None:
-    from sidecar import devcerts
+    from yibao_devkit import devcerts
 
     pki = devcerts.generate(tmp_path / "pki", server_names=("gateway.other-region.invalid",))
     async with running_simulator(pki=pki, seed=5, population_size=10) as simulator:
@@ -187,9 +189,9 @@ async def test_a_platform_certificate_for_another_name_is_refused(
 async def test_an_oauth2_gateway_in_front_is_logged_in_to_and_again_after_401(
     short_dir: Path, tmp_path: Path
 ) -> None:
-    from sidecar.simulator.app import PlatformSimulator
-    from sidecar.simulator.gateway_login import OAuth2Gate
     from tests.conftest import write_secret
+    from yibao_devkit.simulator.app import PlatformSimulator
+    from yibao_devkit.simulator.gateway_login import OAuth2Gate
 
     gate = OAuth2Gate("im-gateway", "client-secret-1", "yibao", "password-1")
     app = PlatformSimulator(Population.generate(5, 10), gateway_login=gate)

@@ -6,9 +6,9 @@ import socket
 from pathlib import Path
 
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
-from sidecar.probes import TunnelCheck
-from sidecar.simulator.server import RunningSimulator
+from sidecar.serving.probes import TunnelCheck
 from tests.integration.test_server import sidecar_process, write_config
+from yibao_devkit.simulator.server import RunningSimulator
 
 
 def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False) -> HttpsTransport:

@@ -21,12 +21,18 @@ from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
 from sidecar.platform.security.sm2 import Sm2PublicKey
 from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.crypto import PrivateKey, PublicKey
-from sidecar.simulator.population import Population
-from sidecar.simulator.security import PlainText, SchemeAPlatform, SchemeBPlatform
-from sidecar.simulator.server import running_simulator
-from tests.simulator.support import fee_item, now_text, person_input, register_input, settle_input
+from tests.devkit.simulator.support import (
+    fee_item,
+    now_text,
+    person_input,
+    register_input,
+    settle_input,
+)
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.crypto import PrivateKey, PublicKey
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.security import PlainText, SchemeAPlatform, SchemeBPlatform
+from yibao_devkit.simulator.server import running_simulator
 
 SM4_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 APP_ID, APP_SECRET = "APPID0000000000000001", "round-trip-secret"

@@ -5,65 +5,47 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hsm.inittoken import init_token
 from hsm.keys import KeyStore
-from hsm.pin import Pin
-from hsm.token import HsmToken, TokenConfig
+from hsm.token import HsmToken
 from sidecar import app
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit.hsm_keys import open_pseudonyms
 from sidecar.compliance.pseudonyms import subject_message
 from sidecar.config import ConfigError, StoreConfig
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import open_store
 from tests.audit_fixtures import AuditHsm
-from tests.conftest import write_secret
+from tests.hsm_fixtures import SoftHsmTokens
 from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
 from tests.integration.consent_support import consent_to
 from tests.integration.settlement_support import settle_request
 from tests.integration.test_gateway import subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 SOFTHSM_PROFILE = Path(__file__).resolve().parents[2] / "hsm" / "profiles" / "softhsm-sm.toml"
 
 
 @pytest.fixture(scope="module")
 def mac_hsm(
-    audit_hsm: AuditHsm, tmp_path_factory: pytest.TempPathFactory
+    softhsm_tokens: SoftHsmTokens, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, str], HsmToken]]:
     """A token set up as on a Sansec HSM: softhsm-sm's numbers without ``sm3_hmac``, so the
     pseudonym function is the in-token SM4-CBC-MAC; every key the sidecar needs."""
-    directory = tmp_path_factory.mktemp("mac-hsm")
-    profile = directory / "softhsm-sm4-mac.toml"
+    profile = tmp_path_factory.mktemp("mac-hsm") / "softhsm-sm4-mac.toml"
     text = re.sub(r"(?m)^sm3_hmac .*$", "", SOFTHSM_PROFILE.read_text())
     profile.write_text(text.replace('pseudonym = "hmac-sm3"', 'pseudonym = "sm4-cbc-mac"'))
-    user_pin = "u-" + secrets.token_hex(8)
-    pin_file = write_secret(directory / "user.pin", user_pin)
-    label = "yibao-mac-it"
-    init_token(
-        str(audit_hsm.lib), label, Pin("s-" + secrets.token_hex(8), "SO"), Pin(user_pin, "user")
-    )
-    token = HsmToken.open(
-        TokenConfig(module=str(audit_hsm.lib), token_label=label, profile=str(profile)),
-        pin=Pin(user_pin, "user"),
-    )
+    made = softhsm_tokens.make("yibao-mac-it", profile=profile)
+    token = made.open()
     try:
         keys = KeyStore(token)
         for purpose in ("sign", "kek", "audit", "pseudonym"):
             keys.generate(purpose)  # type: ignore[arg-type]
-        section = {
-            "module": str(audit_hsm.lib),
-            "token_label": label,
-            "profile": str(profile),
-            "user_pin_file": str(pin_file),
-        }
-        yield section, token
+        yield made.hsm_section(), token
     finally:
         token.close()
 

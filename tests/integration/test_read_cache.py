@@ -10,11 +10,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
+from sidecar.observability import telemetry
 from tests.integration.conftest import TENANT_METADATA
 from tests.integration.functions_support import (
     cancel,
@@ -26,7 +24,9 @@ from tests.integration.functions_support import (
     today,
 )
 from tests.integration.test_gateway import subject_of
-from tests.unit.test_read_cache import counts
+from tests.sidecar.gateway.test_read_cache import counts
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 
 async def test_answers_are_reused_per_subject_and_a_registration_invalidates_them(

@@ -21,9 +21,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2, gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import (
     TENANT_METADATA,
     RunningSidecar,
@@ -31,6 +28,9 @@ from tests.integration.conftest import (
     settings_for,
 )
 from tests.integration.consent_support import consent_to
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["InsuranceGateway"]
 CONSENT = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
@@ -129,6 +129,7 @@ def enrollment_request(population: Population) -> gateway_pb2.GetEnrollmentReque
     )
 
 
+@pytest.mark.slow
 async def test_shutdown_drains_calls_in_flight_and_refuses_new_ones(short_dir: Path) -> None:
     app = SlowSimulator(Population.generate(7, 20))
     async with running_simulator(app) as simulator:
@@ -155,6 +156,7 @@ async def test_shutdown_drains_calls_in_flight_and_refuses_new_ones(short_dir: P
             await stopping
 
 
+@pytest.mark.slow
 async def test_calls_beyond_the_grace_period_are_cancelled(short_dir: Path) -> None:
     app = SlowSimulator(Population.generate(7, 20))
     app.delay = 5.0
@@ -232,6 +234,7 @@ pseudonym_key_file = "{settings.consent.pseudonym_key_file}"
     return path
 
 
+@pytest.mark.slow
 async def test_sigterm_stops_the_process_cleanly_and_logs_are_json_without_personal_data(
     simulator: RunningSimulator, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -16,9 +16,6 @@ import pytest
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import StoreConfig
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person
-from sidecar.simulator.server import RunningSimulator
 from tests.integration.conftest import TENANT_METADATA, RunningSidecar
 from tests.integration.consent_support import consent_to
 from tests.integration.settlement_support import (
@@ -31,6 +28,9 @@ from tests.integration.settlement_support import (
     settlement_settings,
 )
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.server import RunningSimulator
 
 SETTLED = gateway.SETTLEMENT_STATE_SETTLED
 PENDING = gateway.SETTLEMENT_STATE_PENDING
@@ -235,6 +235,7 @@ OK = grpc.StatusCode.OK
     ],
     ids=lambda value: value.kind.value if isinstance(value, Fault) else None,
 )  # fmt: skip
+@pytest.mark.slow
 async def test_fault_matrix_on_2207(
     simulator: RunningSimulator,
     short_dir: Path,
@@ -418,6 +419,7 @@ async def test_a_failure_before_2207_gives_the_key_back(
     await audit(simulator, store_config)
 
 
+@pytest.mark.slow
 async def test_cancelling_a_pending_settlement_reverses_it(
     simulator: RunningSimulator, short_dir: Path, store_config: StoreConfig, employee: Person
 ) -> None:

@@ -20,9 +20,6 @@ import pytest
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import StoreConfig
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person
-from sidecar.simulator.server import RunningSimulator
 from sidecar.store import open_store
 from tests.integration.conftest import TENANT_METADATA
 from tests.integration.database_outage import BACKENDS, Outage, store_outage
@@ -35,6 +32,9 @@ from tests.integration.settlement_support import (
     settlement_settings,
 )
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person
+from yibao_devkit.simulator.server import RunningSimulator
 
 HOLD_2207 = 1.5  # the simulator holds the 2207 answer this long; the outage starts meanwhile
 OUTAGE = 3.0  # seconds the store is away: it is still away when the answer arrives
@@ -70,6 +70,7 @@ async def in_flight(simulator: RunningSimulator) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 async def test_a_store_blip_while_2207_is_in_flight_still_settles_once(
     simulator: RunningSimulator,
     short_dir: Path,
@@ -103,6 +104,7 @@ async def test_a_store_blip_while_2207_is_in_flight_still_settles_once(
     assert_at_most_one_charge_per_request(app, await recorded_msgids(outage.config))
 
 
+@pytest.mark.slow
 async def test_an_outage_longer_than_the_deadline_answers_pending_and_is_reversed_once(
     simulator: RunningSimulator, short_dir: Path, outage: Outage, employee: Person
 ) -> None:

@@ -18,12 +18,6 @@ import pytest
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import StoreConfig
-from sidecar.simulator.app import PlatformSimulator, Reply
-from sidecar.simulator.crypto import PrivateKey
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Population
-from sidecar.simulator.security import SchemeAPlatform
-from sidecar.simulator.server import running_simulator
 from tests.conftest import write_secret
 from tests.integration.conftest import TENANT_METADATA, Token
 from tests.integration.consent_support import consent_to, subject_of
@@ -36,6 +30,12 @@ from tests.integration.settlement_support import (
 from tests.integration.test_hsm_startup import hsm_section
 from tests.integration.test_message_security import SM4_KEY, sidecar_public_key
 from tests.integration.test_server import sidecar_process, wait_serving, write_config
+from yibao_devkit.simulator.app import PlatformSimulator, Reply
+from yibao_devkit.simulator.crypto import PrivateKey
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.security import SchemeAPlatform
+from yibao_devkit.simulator.server import running_simulator
 
 
 class HoldingSimulator(PlatformSimulator):
@@ -72,6 +72,7 @@ resolver_min_age_seconds = 0.0
 """
 
 
+@pytest.mark.slow
 async def test_killed_between_2207_and_its_answer_then_restarted_charges_nothing_twice(
     token: Token, short_dir: Path, tmp_path: Path, store_config: StoreConfig
 ) -> None:

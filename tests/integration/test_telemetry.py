@@ -31,16 +31,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sidecar import telemetry
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import Settings
-from sidecar.simulator.app import PlatformSimulator
-from sidecar.simulator.crypto import PrivateKey
-from sidecar.simulator.faults import Fault, FaultKind
-from sidecar.simulator.population import Person, Population
-from sidecar.simulator.security import SchemeAPlatform
-from sidecar.simulator.server import RunningSimulator, running_simulator
+from sidecar.observability import telemetry
 from tests.conftest import write_secret
 from tests.integration import recording_sidecar
 from tests.integration.conftest import TENANT_METADATA, Token, running_sidecar, settings_for
@@ -50,6 +44,12 @@ from tests.integration.test_gateway import call_enrollment, subject_of
 from tests.integration.test_hsm_startup import hsm_section
 from tests.integration.test_message_security import sidecar_public_key
 from tests.integration.test_server import wait_serving, write_config
+from yibao_devkit.simulator.app import PlatformSimulator
+from yibao_devkit.simulator.crypto import PrivateKey
+from yibao_devkit.simulator.faults import Fault, FaultKind
+from yibao_devkit.simulator.population import Person, Population
+from yibao_devkit.simulator.security import SchemeAPlatform
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -123,6 +123,7 @@ def only(points: list[dict[str, Any]], **attributes: Any) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.slow
 async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verification(
     token: Token, short_dir: Path, tmp_path: Path
 ) -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from sidecar import telemetry
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
+from sidecar.observability import telemetry
 from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import call_enrollment, subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"

@@ -26,9 +26,7 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.audit import payloads
 from sidecar.audit.verify import verify_store
 from sidecar.config import StoreConfig
-from sidecar.logs import JsonFormatter
-from sidecar.simulator.population import Population
-from sidecar.simulator.server import RunningSimulator
+from sidecar.observability.logs import JsonFormatter
 from sidecar.store import Store, open_store
 from tests.audit_fixtures import AuditHsm
 from tests.integration.conftest import TENANT_METADATA, running_sidecar, settings_for
@@ -36,6 +34,8 @@ from tests.integration.consent_support import consent_to, grant_request
 from tests.integration.settlement_support import settle_request
 from tests.integration.test_audit_trail import raw_files
 from tests.integration.test_gateway import details, subject_of
+from yibao_devkit.simulator.population import Population
+from yibao_devkit.simulator.server import RunningSimulator
 
 GATEWAY = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"]
 CONSENTS = consent.DESCRIPTOR.services_by_name["ConsentService"]

@@ -75,9 +75,19 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_stages_are_build_softhsm_runtime_and_dev(stages: dict[str, Stage]) -> None:
-    assert list(stages) == ["build", "softhsm", "runtime", "dev"]
-    assert stages["dev"].base == "runtime"  # dev is the runtime image plus SoftHSM, nothing else
+def test_the_stages_are_build_softhsm_devkit_runtime_and_dev(stages: dict[str, Stage]) -> None:
+    assert list(stages) == ["build", "softhsm", "devkit", "runtime", "dev"]
+    assert stages["devkit"].base == "build"
+    # dev is the runtime image plus the dev kit's environment and SoftHSM, nothing else
+    assert stages["dev"].base == "runtime"
+    sources = [v.split()[0] for v in stages["dev"].values("COPY")]
+    assert sources == ["--from=devkit", "--from=softhsm"]
+
+
+def test_the_runtime_environment_is_built_without_the_dev_kit(stages: dict[str, Stage]) -> None:
+    build = " ".join(value for _, value in stages["build"].instructions)
+    assert "devkit" not in build and "hypercorn" not in build
+    assert "devkit" in " ".join(stages["devkit"].values("COPY"))
 
 
 def test_the_runtime_image_has_no_compilers_and_no_softhsm(stages: dict[str, Stage]) -> None:

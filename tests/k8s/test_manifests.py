@@ -17,10 +17,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from sidecar import config, probes
+from sidecar import config
 from sidecar._proto.yibao.gateway.v1 import consent_pb2, gateway_pb2
 from sidecar.access import policy
 from sidecar.interceptors.access_control import rpc_names
+from sidecar.serving import probes
 from tests.k8s.conftest import IM, SIDECAR, Rendered
 
 # Native sidecars are GA from 1.33; the newest schemas the validator ships are checked too.

@@ -34,10 +34,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar import probes
-from sidecar.simulator.server import RunningSimulator, running_simulator
+from sidecar.serving import probes
 from tests.k8s.conftest import IM, SIDECAR, Rendered
 from tests.k8s.podsim import Pod
+from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
 ENTRYPOINT = ["/opt/yibao/bin/yibao-sidecar"]  # the image's (tests/k8s/test_containerfile.py)
 SOFTHSM_IN_IMAGE = "/opt/softhsm/lib/libsofthsm2.so"
@@ -131,6 +131,7 @@ with grpc.insecure_channel(os.environ["YIBAO_SIDECAR_TARGET"]) as channel:
 """
 
 
+@pytest.mark.slow
 async def test_the_dev_pod_starts_as_its_manifests_say_and_passes_the_startup_probe(
     dev: Rendered, pod_root: Path, simulator: RunningSimulator, softhsm_lib: Path
 ) -> None:
