@@ -54,7 +54,9 @@ from softhsm_token import fresh_token  # noqa: E402
 
 from hsm.keys import KeyStore  # noqa: E402
 from hsm.profiles import load_profile  # noqa: E402
-from hsm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
+from hsm.sm import sm4  # noqa: E402
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey  # noqa: E402
+from hsm.sm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
 from hsm.sm2 import Sm2Signer  # noqa: E402
 from hsm.token import HsmToken  # noqa: E402
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient  # noqa: E402
@@ -62,10 +64,8 @@ from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now  # noqa: E402
 from sidecar.platform.msgid import MsgIdGenerator  # noqa: E402
 from sidecar.platform.resilience import Guard, ResiliencePolicy  # noqa: E402
 from sidecar.platform.sealing import EnvelopeSignature, Plain, Sealing  # noqa: E402
-from sidecar.platform.security import json_text, sm4  # noqa: E402
+from sidecar.platform.security import json_text  # noqa: E402
 from sidecar.platform.security.scheme_a import SchemeA  # noqa: E402
-from sidecar.platform.security.sm2 import Sm2PublicKey  # noqa: E402
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2  # noqa: E402
 from sidecar.platform.transport import (  # noqa: E402
     ClientIdentity,
     HttpsTransport,
@@ -79,6 +79,7 @@ from sidecar.simulator.app import (  # noqa: E402
     DEFAULT_INSTITUTION_NAME,
 )
 from sidecar.simulator.population import Population  # noqa: E402
+from tests.software_sm2 import SoftwareSm2  # noqa: E402
 
 SEED = 42
 POPULATION = 200

@@ -20,7 +20,7 @@ import pytest
 from hsm.inittoken import init_token
 from hsm.keys import KeyStore
 from hsm.pin import Pin
-from hsm.sm2 import Sm2PublicKey
+from hsm.sm.sm2 import Sm2PublicKey
 from hsm.token import HsmToken, TokenConfig
 from sidecar.audit.hsm_keys import AuditKeys, open_audit_keys
 

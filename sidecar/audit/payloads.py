@@ -1,6 +1,6 @@
 """Payload encryption: SM4-GCM under data keys that the HSM's KEK wraps, rotated on a schedule.
 
-The cipher itself is ``sidecar.sm4gcm`` (shared with the sealed columns of ``sidecar.fieldcrypt``).
+The cipher itself is ``hsm.sm.gcm`` (shared with the sealed columns of ``sidecar.fieldcrypt``).
 
 Each payload is ``nonce (12) || ciphertext || tag (16)``; the associated data is the record's ID,
 so a payload moved to another record does not decrypt. Data keys come from ``hsm.datakeys``
@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sidecar.sm4gcm import NONCE_BYTES, TAG_BYTES, PayloadError, decrypt, encrypt
+from hsm.sm.gcm import NONCE_BYTES, TAG_BYTES, PayloadError, decrypt, encrypt
 
 __all__ = [
     "NONCE_BYTES",

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hsm.sm2 import HostVerifier, Signature, Sm2PublicKey
+from hsm.sm.signature import Signature
+from hsm.sm.sm2 import Sm2PublicKey
+from hsm.sm2 import HostVerifier
 
 from .conftest import CLI, REPO, Env, write_secret
 

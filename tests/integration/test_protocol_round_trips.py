@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.security.sm2 import Sm2PublicKey
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.simulator.app import PlatformSimulator
 from sidecar.simulator.crypto import PrivateKey, PublicKey
@@ -27,6 +26,7 @@ from sidecar.simulator.population import Population
 from sidecar.simulator.security import PlainText, SchemeAPlatform, SchemeBPlatform
 from sidecar.simulator.server import running_simulator
 from tests.simulator.support import fee_item, now_text, person_input, register_input, settle_input
+from tests.software_sm2 import SoftwareSm2
 
 SM4_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 APP_ID, APP_SECRET = "APPID0000000000000001", "round-trip-secret"

@@ -27,13 +27,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
 from sidecar.devcerts import DevPki
 from sidecar.platform.security import canonical, json_text
 from sidecar.platform.security.errors import SignatureInvalid
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.security.sm2 import Sm2PublicKey
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
 from sidecar.simulator import PlatformSimulator, Population, running_simulator
 from sidecar.simulator import crypto as sim
 from sidecar.simulator.envelope import response
@@ -48,6 +47,7 @@ from sidecar.simulator.security import (
 from sidecar.simulator.signing_text import string_to_sign
 from sidecar.simulator.wire import Money, dumps
 from tests.simulator.support import envelope_factory, person_input, sign_in_input
+from tests.software_sm2 import SoftwareSm2
 from tests.unit.security import vectors
 from tests.unit.security.independent import gmssl_verify, openssl_sign
 
