@@ -14,7 +14,8 @@ SM2 (pyca has none) has three implementations, chosen once per key and user ID:
     ``EVP_PKEY_sign``/``EVP_PKEY_verify``. Those are reached through tongsuopy's *private* cffi
     binding, so the path is used only after a self-test at first use passes: the GM/T 0003.5
     vector must verify (and fail for another e), and a signature it makes must verify under the
-    public path. Should tongsuopy change, the self-test fails and ``gmssl`` is used.
+    public path (which computes Z and e itself). Should tongsuopy change, the self-test fails
+    and ``gmssl`` is used.
 ``gmssl``
     Pure Python, any user ID; the fallback when tongsuopy is not installed. Nonces come from
     :mod:`secrets` (gmssl's own source is the non-cryptographic :mod:`random`).
@@ -31,7 +32,7 @@ gmssl (fallback, any user ID)   about 45-120      about 20-70
 ==============================  ================  =================
 
 Signing with a host-held private key exists here only for the self-test and for the test
-double (``tests/software_sm2.py``); the sidecar's keys are signed with in the HSM.
+double (``tests/software_sm2.py``); the sidecar signs with keys in the HSM.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ Sm4Mode = modes.ECB | modes.CBC | modes.GCM
 
 # GM/T 0003.5 Annex A (also in tests/vectors/sm.json), for the tongsuopy-e self-test: product
 # code cannot read the tests' file, and this check must run wherever the core runs.
+_SELF_TEST_D = 0x3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8
+_SELF_TEST_MESSAGE = b"message digest"  # with the default user ID, e is _SELF_TEST_E
 _SELF_TEST_KEY = (
     0x09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020,
     0xCCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13,
@@ -136,9 +139,6 @@ def tongsuopy_e() -> TongsuoE | None:
     ts = tongsuopy()
     if ts is None:
         return None
-    # Z and e live in the core's sm2 module, which imports this one.
-    from hsm.sm.sm2 import DEFAULT_USER_ID, Sm2PublicKey, compute_e
-
     try:
         from tongsuopy.backends.tongsuo.backend import (  # type: ignore[import-untyped]
             backend,
@@ -149,13 +149,11 @@ def tongsuopy_e() -> TongsuoE | None:
         der = raw_to_der(_SELF_TEST_RS)
         if not ops.verify(known, _SELF_TEST_E, der) or ops.verify(known, bytes(32), der):
             return None
-        private = ts.ec.generate_private_key(ts.ec.SM2())
-        point = private.public_key().public_numbers()
-        e = compute_e(
-            public_key=Sm2PublicKey(point.x, point.y), message=b"self-test", user_id=DEFAULT_USER_ID
-        )
-        made = ops.sign(private, e)
-        private.public_key().verify(made, b"self-test", ts.ec.ECDSA(ts.hashes.SM3()))
+        # A signature of the vector's e (fresh k) must verify over its message on the public
+        # path, which computes Z and e itself.
+        private = ts.ec.derive_private_key(_SELF_TEST_D, ts.ec.SM2())
+        made = ops.sign(private, _SELF_TEST_E)
+        private.public_key().verify(made, _SELF_TEST_MESSAGE, ts.ec.ECDSA(ts.hashes.SM3()))
     except Exception:  # any change in tongsuopy's internals: fall back, never fail
         return None
     return ops
