@@ -4,11 +4,14 @@ double's signatures, checked against the shared vectors, the OpenSSL command lin
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hsm.sm import backend
-from hsm.sm.errors import KeyMaterialInvalid
+from hsm.sm.errors import KeyMaterialInvalid, SmError
 from hsm.sm.signature import der_to_raw, raw_to_der
 from hsm.sm.sm2 import (
     DEFAULT_USER_ID,
@@ -40,6 +43,7 @@ VECTOR_KEY = Sm2PublicKey(int(V["xA"], 16), int(V["yA"], 16))
 VECTOR_SIGNATURE = bytes.fromhex(V["r"] + V["s"])
 BACKENDS = ["gmssl", "tongsuopy", "tongsuopy-e"]  # tongsuopy is pinned in constraints.txt
 MESSAGE = b"x" * 200
+VERIFIERS = [HostSm2Verifier(VECTOR_KEY, backend=name) for name in BACKENDS]  # type: ignore[arg-type]
 # tongsuopy's public API signs with the default user ID only; tongsuopy-e and gmssl take any.
 SIGNING_CASES = [
     ("gmssl", DEFAULT_USER_ID),
@@ -250,3 +254,32 @@ async def test_gmssl_public_key_prefix_bug_is_avoided() -> None:
     signature = await signer.sign(MESSAGE)
     assert signer.verify(MESSAGE, signature)
     assert gmssl_verify(signer.public_key.to_bytes(), b"bug-check", MESSAGE, signature, der=False)
+
+
+# ------------------------------------------------------------------ hostile input
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120))
+def test_key_parsers_refuse_any_bytes_with_a_named_error(data: bytes) -> None:
+    # A key file is written by whoever can write the volume: only the core's errors come out.
+    for parse in (Sm2PublicKey.from_bytes, Sm2PublicKey.from_spki_der, Sm2PublicKey.from_pem):
+        with contextlib.suppress(SmError):
+            parse(data)
+    with contextlib.suppress(SmError):
+        Sm2PublicKey.from_bytes(b"\x04" + data[:64].ljust(64, b"\x00"))  # right size, any point
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=80))
+def test_verifiers_answer_false_for_any_signature_bytes(data: bytes) -> None:
+    for verifier in VERIFIERS:
+        assert verifier.verify(SM2_GMT.message, data) is False
+        assert verifier.verify_e(SM2_GMT.e, data) is False
+
+
+def test_verifiers_refuse_signatures_at_the_edges_of_the_range() -> None:
+    r, s = SM2_GMT.r, SM2_GMT.s
+    edges = [(0, s), (r, 0), (N, s), (r, N), (r + N, s), (r, s - N + 2**256)]
+    for er, es in edges:
+        raw = er.to_bytes(33, "big")[-32:] + es.to_bytes(33, "big")[-32:]
+        for verifier in VERIFIERS:
+            assert not verifier.verify(SM2_GMT.message, raw)
