@@ -39,7 +39,9 @@ from softhsm_token import fresh_token  # noqa: E402
 from hsm.datakeys import DataKeys  # noqa: E402
 from hsm.keys import KeyStore  # noqa: E402
 from hsm.profiles import load_profile  # noqa: E402
-from hsm.sm2 import HostVerifier, Sm2Signer, compute_e, sm3, verify_e_in_token  # noqa: E402
+from hsm.sm.sm2 import DEFAULT_USER_ID, compute_e  # noqa: E402
+from hsm.sm.sm3 import sm3  # noqa: E402
+from hsm.sm2 import HostVerifier, Sm2Signer, verify_e_in_token  # noqa: E402
 from hsm.token import HsmToken, WorkerSession  # noqa: E402
 
 LABEL = "bench"
@@ -182,13 +184,25 @@ def main() -> None:
         sig = signer.sign_blocking(m)
         hv = HostVerifier()
         host = rate(lambda: hv.verify(pub, m, sig), secs)
-        e_m = compute_e(pub, m)
+        other_id = b"ALICE123@YAHOO.COM"  # not the default ID: tongsuopy-e, or gmssl without it
+        sig_other = Sm2Signer(admin, sign_key.label, pub, user_id=other_id).sign_blocking(m)
+        host_other = rate(lambda: hv.verify(pub, m, sig_other, user_id=other_id), secs)
+        e_m = compute_e(public_key=pub, message=m, user_id=DEFAULT_USER_ID)
         enc = admin.profile.signature_encoding
         tokv = rate(lambda: verify_e_in_token(raw_ws, admin.mechs, enc, pub, e_m, sig), secs)
         full = rate(
-            lambda: verify_e_in_token(raw_ws, admin.mechs, enc, pub, compute_e(pub, m), sig), secs
+            lambda: verify_e_in_token(
+                raw_ws,
+                admin.mechs,
+                enc,
+                pub,
+                compute_e(public_key=pub, message=m, user_id=DEFAULT_USER_ID),
+                sig,
+            ),
+            secs,
         )
         print(f"SM2 verify, host (tongsuopy)         {host:8.0f} /s")
+        print(f"SM2 verify, host, other user ID      {host_other:8.0f} /s")
         print(f"SM2 verify, token (C_Verify of e)    {tokv:8.0f} /s   (+ host Z/e: {full:.0f} /s)")
         raw_session.close()
         admin.close()

@@ -54,7 +54,9 @@ from softhsm_token import fresh_token  # noqa: E402
 
 from hsm.keys import KeyStore  # noqa: E402
 from hsm.profiles import load_profile  # noqa: E402
-from hsm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
+from hsm.sm import sm4  # noqa: E402
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey  # noqa: E402
+from hsm.sm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
 from hsm.sm2 import Sm2Signer  # noqa: E402
 from hsm.token import HsmToken  # noqa: E402
 from sidecar.keys.security_link import HsmSm2Signer  # noqa: E402
@@ -63,16 +65,15 @@ from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now  # noqa: E402
 from sidecar.platform.msgid import MsgIdGenerator  # noqa: E402
 from sidecar.platform.resilience import Guard, ResiliencePolicy  # noqa: E402
 from sidecar.platform.sealing import EnvelopeSignature, Plain, Sealing  # noqa: E402
-from sidecar.platform.security import json_text, sm4  # noqa: E402
+from sidecar.platform.security import json_text  # noqa: E402
 from sidecar.platform.security.scheme_a import SchemeA  # noqa: E402
-from sidecar.platform.security.sm2 import Sm2PublicKey  # noqa: E402
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2  # noqa: E402
 from sidecar.platform.transport import (  # noqa: E402
     ClientIdentity,
     HttpsTransport,
     TransportError,
     client_tls_context,
 )
+from tests.software_sm2 import SoftwareSm2  # noqa: E402
 from yibao_devkit.simulator.app import (  # noqa: E402
     DEFAULT_DIVISION,
     DEFAULT_INSTITUTION_CODE,

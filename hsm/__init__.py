@@ -7,7 +7,8 @@ Modules, one job each:
 * :mod:`hsm.pin`        PIN files (mode policy) and a PIN type that never prints
 * :mod:`hsm.p11raw`     the few PKCS#11 calls python-pkcs11 lacks (ctypes)
 * :mod:`hsm.token`      one login, a pool of worker sessions, recovery
-* :mod:`hsm.sm2`        Z/e on the host, signing in the token, codecs, verification
+* :mod:`hsm.sm`         the SM crypto core (SM2 without private keys, SM3, SM4, codec)
+* :mod:`hsm.sm2`        SM2 signing and verification in the token over the core
 * :mod:`hsm.keys`       keys by purpose/version, lifecycle state kept in the token
 * :mod:`hsm.datakeys`   SM4 data keys wrapped under the active KEK
 * :mod:`hsm.x509`       PKCS#10 requests and certificate matching

@@ -3,9 +3,9 @@
 Method: C_Encrypt/C_Decrypt of host random bytes with the KEK (SM4-CBC, random
 IV), not C_WrapKey/C_UnwrapKey of an extractable session key object.  Why:
 
-* the audit store needs the data key *on the host* (SM4-GCM in pyca
-  cryptography), so a wrapped session object would have to be created
-  extractable and non-sensitive and then read out anyway; the package's own
+* the audit store needs the data key *on the host* (SM4-GCM, ``hsm.sm.gcm``),
+  so a wrapped session object would have to be created extractable and
+  non-sensitive and then read out anyway; the package's own
   policy refuses such keys, and nothing is gained;
 * a KEK that may wrap must have CKA_WRAP, and a key with CKA_WRAP could export
   any extractable key of the token; our KEKs get CKA_ENCRYPT/CKA_DECRYPT only
@@ -33,12 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import hmac as c_hmac
 from pkcs11 import exceptions as p11e
 
 from hsm.errors import InvalidSignature, MalformedInput, TokenError
 from hsm.keys import KeyStore, parse_label
+from hsm.sm.sm3 import hmac_sm3
 
 if TYPE_CHECKING:
     from hsm.token import HsmToken, WorkerSession
@@ -93,9 +92,7 @@ class DataKeyBlob:
 
 
 def _mac(data_key: bytes, header: bytes) -> bytes:
-    h = c_hmac.HMAC(data_key, hashes.SM3())
-    h.update(header)
-    return h.finalize()
+    return hmac_sm3(data_key, header)
 
 
 class DataKeys:

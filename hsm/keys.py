@@ -49,7 +49,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from hsm.errors import ConfigError, NotFound, PolicyError, TokenError, WrongKeyType
-from hsm.sm2 import Sm2PublicKey
+from hsm.sm.sm2 import Sm2PublicKey
 
 if TYPE_CHECKING:
     from hsm.mechanisms import Registered

@@ -16,16 +16,15 @@ message)``. Which PRF is data: the profile's ``pseudonym`` entry (hsm/profiles/*
     capability is ``CKA_ENCRYPT``: never decrypt, wrap or unwrap, sensitive, non-extractable.
 
 Pseudonyms are lower-case hex. :func:`host_sm4_cbc_mac` computes the second construction on the
-host (pyca ``cryptography``) for the known-answer test only: the sidecar never holds the key.
+host (the SM core's SM4-CBC) for the known-answer test only: the sidecar never holds the key.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from hsm.errors import ConfigError
+from hsm.sm import sm4
 
 PseudonymMechanism = Literal["hmac-sm3", "sm4-cbc-mac"]
 PSEUDONYM_MECHANISMS: Final[tuple[PseudonymMechanism, ...]] = ("hmac-sm3", "sm4-cbc-mac")
@@ -57,9 +56,7 @@ def cbc_mac_input(message: bytes) -> bytes:
 
 def host_sm4_cbc_mac(key: bytes, message: bytes) -> bytes:
     """The ``sm4-cbc-mac`` construction on the host (known-answer tests only)."""
-    encryptor = Cipher(algorithms.SM4(key), modes.CBC(ZERO_IV)).encryptor()
-    out = encryptor.update(cbc_mac_input(message)) + encryptor.finalize()
-    return out[-BLOCK:]
+    return sm4.encrypt_cbc(key, ZERO_IV, cbc_mac_input(message), pad=False)[-BLOCK:]
 
 
 def token_prf(key: Any, kind: PseudonymMechanism, mechanism: Any, message: bytes) -> bytes:

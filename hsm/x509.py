@@ -22,7 +22,8 @@ from collections.abc import Callable
 from asn1crypto import core, csr, keys, pem, x509  # type: ignore[import-untyped]
 
 from hsm.errors import ConfigError, MalformedInput
-from hsm.sm2 import SM2_CURVE_OID, SM2_WITH_SM3_OID, Signature, Sm2PublicKey
+from hsm.sm.signature import Signature
+from hsm.sm.sm2 import SM2_CURVE_OID, SM2_WITH_SM3_OID, Sm2PublicKey
 
 _RDN_KEYS = {
     "CN": "common_name",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hsm.keys import KeyStore
-from hsm.sm2 import Sm2PublicKey
+from hsm.sm.sm2 import Sm2PublicKey
 from hsm.token import HsmToken
 from sidecar.audit.hsm_keys import AuditKeys, open_audit_keys
 from tests.hsm_fixtures import SoftHsmTokens

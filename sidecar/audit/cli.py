@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hsm.errors import HsmError
-from hsm.sm2 import Sm2PublicKey
+from hsm.sm.sm2 import Sm2PublicKey
 from hsm.token import HsmToken, TokenConfig
 from sidecar import config as sidecar_config
 from sidecar.audit.history import verify_history

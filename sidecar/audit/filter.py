@@ -25,11 +25,11 @@ import re
 from dataclasses import dataclass
 
 import grpc
-from cryptography.hazmat.primitives import hashes
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 from opentelemetry import trace
 
+from hsm.sm.sm3 import sm3
 from sidecar import errors
 from sidecar.audit.hsm_keys import subject_message
 from sidecar.audit.trail import AuditTrail, AuditUnavailable, RpcAudit
@@ -69,9 +69,7 @@ def as_json(message: Message) -> bytes:
 
 def undecoded(body: bytes) -> bytes:
     """What the intent of a call whose request was never decoded says about its bytes."""
-    digest = hashes.Hash(hashes.SM3())
-    digest.update(body)
-    return json.dumps({"undecoded": {"bytes": len(body), "sm3": digest.finalize().hex()}}).encode()
+    return json.dumps({"undecoded": {"bytes": len(body), "sm3": sm3(body).hex()}}).encode()
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 from hsm.datakeys import DataKeyBlob
 from hsm.errors import HsmError, PolicyError, TokenError
 from hsm.keys import parse_label
-from hsm.sm2 import Sm2PublicKey
+from hsm.sm.sm2 import Sm2PublicKey
 from sidecar.audit import payloads
 from sidecar.audit.checkpoints import ANCHOR
 from sidecar.audit.records import CHAIN_START, Record

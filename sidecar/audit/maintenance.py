@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hsm.datakeys import DataKeys
-from hsm.sm2 import Sm2PublicKey
+from hsm.sm.sm2 import Sm2PublicKey
 from sidecar.audit import payloads
 from sidecar.audit.checkpoints import ANCHOR, CheckpointSigner, write_checkpoint
 from sidecar.audit.records import EXPORT, Entry, Record

@@ -1,6 +1,6 @@
 """Payload encryption: SM4-GCM under data keys that the HSM's KEK wraps, rotated on a schedule.
 
-The cipher itself is ``sidecar.sm4gcm`` (shared with the sealed columns of
+The cipher itself is ``hsm.sm.gcm`` (shared with the sealed columns of
 ``sidecar.keys.fieldcrypt``).
 
 Each payload is ``nonce (12) || ciphertext || tag (16)``; the associated data is the record's ID,
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sidecar.sm4gcm import NONCE_BYTES, TAG_BYTES, PayloadError, decrypt, encrypt
+from hsm.sm.gcm import NONCE_BYTES, TAG_BYTES, PayloadError, decrypt, encrypt
 
 __all__ = [
     "NONCE_BYTES",

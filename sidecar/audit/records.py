@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from hsm.sm.sm3 import sm3
 
 FORMAT_VERSION = 1
 GENESIS = bytes(32)
@@ -27,12 +27,6 @@ TX_OUTCOME = "tx.outcome"
 CHAIN_START = "chain.start"
 EXPORT = "export"
 KINDS = frozenset({RPC_INTENT, RPC_OUTCOME, TX_INTENT, TX_OUTCOME, CHAIN_START, EXPORT})
-
-
-def sm3(data: bytes) -> bytes:
-    digest = hashes.Hash(hashes.SM3())
-    digest.update(data)
-    return digest.finalize()
 
 
 def canonical(value: Mapping[str, Any]) -> bytes:

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hsm.errors import HsmError
-from hsm.sm2 import HostVerifier, Signature, Sm2PublicKey
+from hsm.sm.signature import Signature
+from hsm.sm.sm2 import Sm2PublicKey
+from hsm.sm2 import HostVerifier
 from sidecar.audit.checkpoints import ANCHOR, FINAL
 from sidecar.audit.records import GENESIS, Record, chain_hash
 from sidecar.store import Store

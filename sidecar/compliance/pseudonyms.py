@@ -23,8 +23,7 @@ import secrets
 from collections import OrderedDict
 from typing import Final, Protocol
 
-from cryptography.hazmat.primitives import hashes, hmac
-
+from hsm.sm.sm3 import hmac_sm3
 from sidecar.gateway.codes import CERTIFICATE_TYPE_CODES
 
 MIN_KEY_BYTES = 16
@@ -115,9 +114,7 @@ class HostPrf:
         return f"HostPrf(key=..., key_label={self.key_label!r})"
 
     async def pseudonym(self, message: bytes) -> str:
-        mac = hmac.HMAC(self._key, hashes.SM3())
-        mac.update(message)
-        return mac.finalize().hex()
+        return hmac_sm3(self._key, message).hex()
 
 
 class HostPseudonymizer(KeyedDigests):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sidecar import sm4gcm
+from hsm.sm import gcm as sm4gcm
 from sidecar.store import StoreUnavailable
 
 MAGIC = b"YFS1"

@@ -15,17 +15,16 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hsm.errors import HsmError
+from hsm.sm.signature import SignatureEncoding
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
 from hsm.sm2 import Sm2Signer as HsmSigner
 from sidecar.config import ConfigError, MessageSecurityConfig, read_secret
 from sidecar.observability import instruments
 from sidecar.platform.certificates import CertificateRefused, load_platform_key
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
-from sidecar.platform.security.encoding import SignatureEncoding
 from sidecar.platform.security.errors import SecurityError
 from sidecar.platform.security.scheme_a import SchemeA, SchemeAConfig
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.security.sm2 import Sm2PublicKey
-from sidecar.platform.security.software_sm2 import HostSm2Verifier
 
 KEY = "platform.security"
 
@@ -136,7 +135,7 @@ def _read_bytes(path: Path, key: str) -> bytes:
 def _public_key(path: Path) -> Sm2PublicKey:
     text = _secret(path, "platform_public_key_file")
     if "BEGIN PUBLIC KEY" in text:
-        from hsm.sm2 import Sm2PublicKey as HsmPublicKey
+        from hsm.sm.sm2 import Sm2PublicKey as HsmPublicKey
 
         point = HsmPublicKey.from_pem(text).uncompressed()
         return Sm2PublicKey.from_bytes(point)

@@ -9,7 +9,7 @@ it breaks.
 
 pyca/cryptography cannot verify SM2 certificate signatures, so certificates are parsed with
 ``asn1crypto`` and each signature (SM2-with-SM3, OID 1.2.156.10197.1.501) is verified over the
-DER ``tbsCertificate`` with :class:`~sidecar.platform.security.software_sm2.HostSm2Verifier`.
+DER ``tbsCertificate`` with :class:`~hsm.sm.sm2.HostSm2Verifier`.
 
 The SM2 user ID of certificate signatures is the GM/T 0009 default ``1234567812345678``
 (what GM/T 0015 prescribes for certificates), configurable through ``user_id``. Beware
@@ -48,10 +48,9 @@ from typing import Any
 
 from asn1crypto import pem, x509  # type: ignore[import-untyped]
 
-from sidecar.platform.security.encoding import der_to_raw
+from hsm.sm.signature import der_to_raw
+from hsm.sm.sm2 import DEFAULT_USER_ID, HostSm2Verifier, Sm2PublicKey
 from sidecar.platform.security.errors import KeyMaterialInvalid, MalformedSecuredMessage
-from sidecar.platform.security.sm2 import DEFAULT_USER_ID, Sm2PublicKey
-from sidecar.platform.security.software_sm2 import HostSm2Verifier
 
 SM2_CURVE_OID = "1.2.156.10197.1.301"
 SM2_WITH_SM3_OID = "1.2.156.10197.1.501"

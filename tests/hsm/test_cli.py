@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hsm.sm2 import HostVerifier, Signature, Sm2PublicKey
+from hsm.sm.signature import Signature
+from hsm.sm.sm2 import Sm2PublicKey
+from hsm.sm2 import HostVerifier
 from tests.hsm_fixtures import CLI, REPO, Env, write_secret
 
 LABEL = "yibao-cli"

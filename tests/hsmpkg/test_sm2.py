@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import subprocess
-from pathlib import Path
 
 import pytest
 from gmssl import sm2 as gm_sm2
@@ -13,25 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hsm.errors import InvalidSignature, MalformedInput
-from hsm.sm2 import (
-    DEFAULT_USER_ID,
-    HostVerifier,
-    N,
-    Signature,
-    Sm2PublicKey,
-    Sm2Signer,
-    compute_e,
-    compute_z,
-    sign_message_in_token,
-    sm3,
-    verify_e_in_token,
-)
+from hsm.sm.errors import KeyMaterialInvalid
+from hsm.sm.signature import Signature, SignatureEncoding
+from hsm.sm.sm2 import DEFAULT_USER_ID, N, Sm2PublicKey, compute_e
+from hsm.sm2 import HostVerifier, Sm2Signer, sign_message_in_token, verify_e_in_token
+from tests.unit.security.independent import gmssl_verify, openssl_verify
+from tests.vectors import SM2_GMT as V
+from tests.vectors import SM3, SM4_ECB
 
-from .vectors import SM2_SIGNATURE as V
-from .vectors import SM3, SM4_ECB
-
-VEC_KEY = Sm2PublicKey(int(V["xA"], 16), int(V["yA"], 16))
-VEC_SIG = Signature(int(V["r"], 16), int(V["s"], 16))
+VEC_KEY = Sm2PublicKey(V.x, V.y)
+VEC_SIG = Signature(V.r, V.s)
 
 
 def _signer(token) -> Sm2Signer:
@@ -42,27 +30,20 @@ def _signer(token) -> Sm2Signer:
 
 
 # ------------------------------------------------------------------ known answers
-def test_z_and_e_of_the_gmt_vector() -> None:
-    assert compute_z(VEC_KEY, V["ID"]).hex().upper() == V["Z"]
-    assert compute_e(VEC_KEY, V["M"]).hex().upper() == V["e"]
-
-
-def test_host_sm3_vectors() -> None:
-    for msg, digest in SM3.items():
-        assert sm3(msg).hex() == digest
-
-
+# (Z, e, SM3 and SM4 on the host: the core's tests, tests/unit/security/)
 def test_vector_verifies_on_the_host() -> None:
-    HostVerifier().verify(VEC_KEY, V["M"], VEC_SIG)
-    HostVerifier.verify_e(VEC_KEY, bytes.fromhex(V["e"]), VEC_SIG)
+    HostVerifier().verify(VEC_KEY, V.message, VEC_SIG)
+    HostVerifier().verify_e(VEC_KEY, V.e, VEC_SIG)
     with pytest.raises(InvalidSignature):
         HostVerifier().verify(VEC_KEY, b"message digesT", VEC_SIG)
     with pytest.raises(InvalidSignature):
-        HostVerifier().verify(VEC_KEY, V["M"], VEC_SIG, user_id=b"ALICE123@YAHOO.COM")
+        HostVerifier().verify(VEC_KEY, V.message, VEC_SIG, user_id=b"ALICE123@YAHOO.COM")
+    with pytest.raises(InvalidSignature):
+        HostVerifier().verify_e(VEC_KEY, bytes(32), VEC_SIG)
 
 
 def test_vector_verifies_in_the_token(token) -> None:
-    e = bytes.fromhex(V["e"])
+    e = V.e
     enc = token.profile.signature_encoding
     assert token.call(lambda ws: verify_e_in_token(ws, token.mechs, enc, VEC_KEY, e, VEC_SIG))
     bad = Signature(VEC_SIG.r, VEC_SIG.s ^ 1)
@@ -72,11 +53,12 @@ def test_vector_verifies_in_the_token(token) -> None:
 def test_sm3_and_sm4_vectors_through_the_token(token) -> None:
     from pkcs11 import Attribute, ObjectClass
 
-    for msg, digest in SM3.items():
+    for vector in SM3:
         out = token.call(
-            lambda ws, m=msg: ws.p11.digest(m, mechanism=token.mechs.mech("sm3_digest"))
+            lambda ws, m=vector.message: ws.p11.digest(m, mechanism=token.mechs.mech("sm3_digest"))
         )
-        assert out.hex() == digest
+        assert out == vector.digest
+    ecb = SM4_ECB[0]
 
     def sm4(ws):
         key = ws.p11.create_object(
@@ -84,33 +66,30 @@ def test_sm3_and_sm4_vectors_through_the_token(token) -> None:
                 Attribute.CLASS: ObjectClass.SECRET_KEY,
                 Attribute.KEY_TYPE: token.mechs.key_type("sm4"),
                 Attribute.TOKEN: False,
-                Attribute.VALUE: bytes.fromhex(SM4_ECB["key"]),
+                Attribute.VALUE: ecb.key,
                 Attribute.ENCRYPT: True,
                 Attribute.DECRYPT: True,
             }
         )
         try:
-            ct = key.encrypt(
-                bytes.fromhex(SM4_ECB["plaintext"]), mechanism=token.mechs.mech("sm4_ecb")
-            )
+            ct = key.encrypt(ecb.plaintext, mechanism=token.mechs.mech("sm4_ecb"))
             pt = key.decrypt(ct, mechanism=token.mechs.mech("sm4_ecb"))
         finally:
             key.destroy()
         return ct, pt
 
     ct, pt = token.call(sm4)
-    assert ct.hex() == SM4_ECB["ciphertext"] and pt.hex() == SM4_ECB["plaintext"]
+    assert ct == ecb.ciphertext and pt == ecb.plaintext
 
 
 # ------------------------------------------------------------------ codecs
 def test_signature_encodings_round_trip() -> None:
     assert Signature.from_der(VEC_SIG.to_der()) == VEC_SIG
     assert Signature.from_raw(VEC_SIG.to_raw()) == VEC_SIG
-    assert Signature.from_der_b64(VEC_SIG.to_der_b64()) == VEC_SIG
-    assert Signature.from_raw_b64(VEC_SIG.to_raw_b64()) == VEC_SIG
     assert len(VEC_SIG.to_raw()) == 64
-    for enc in ("der", "raw", "der-b64", "raw-b64"):
+    for enc in SignatureEncoding:
         assert Signature.decode(VEC_SIG.encode(enc), enc) == VEC_SIG
+        assert Signature.from_b64(VEC_SIG.to_b64(enc), enc) == VEC_SIG
 
 
 @given(st.integers(1, N - 1), st.integers(1, N - 1))
@@ -134,8 +113,8 @@ def test_codecs_round_trip_any_valid_pair(r: int, s: int) -> None:
             Signature.from_der,
             bytes.fromhex("3008020200010202 0001".replace(" ", "")),
         ),  # non-minimal
-        (Signature.from_der_b64, "not base64!"),
-        (Signature.from_raw_b64, base64.b64encode(b"\x01" * 10).decode()),
+        (lambda t: Signature.from_b64(t, SignatureEncoding.DER), "not base64!"),
+        (lambda t: Signature.from_b64(t, SignatureEncoding.RAW), "AQEBAQEBAQEBAQ=="),
     ],
 )
 def test_malformed_signatures_are_refused_cleanly(decode, data) -> None:
@@ -154,62 +133,23 @@ def test_public_key_encodings() -> None:
     assert Sm2PublicKey.from_spki_der(VEC_KEY.spki_der()) == VEC_KEY
     assert Sm2PublicKey.from_pem(VEC_KEY.pem()) == VEC_KEY
     assert Sm2PublicKey.from_ec_point(VEC_KEY.ec_point_attribute()) == VEC_KEY
-    with pytest.raises(MalformedInput, match="not a point"):
+    with pytest.raises(KeyMaterialInvalid, match="not a point"):
         Sm2PublicKey(VEC_KEY.x, VEC_KEY.y + 1)
+    with pytest.raises(MalformedInput, match="SubjectPublicKeyInfo"):
+        Sm2PublicKey.from_spki_der(VEC_KEY.spki_der()[:-1])
 
 
 # ------------------------------------------------------------------ interoperability
-def test_token_signatures_verify_with_openssl_and_gmssl(token, tmp_path: Path) -> None:
+def test_token_signatures_verify_with_openssl_and_gmssl(token) -> None:
     signer = _signer(token)
-    pub = tmp_path / "pub.pem"
-    pub.write_text(signer.public_key.pem())
     msg = b"interop " * 25
-    (tmp_path / "msg.bin").write_bytes(msg)
     sig = signer.sign_blocking(msg)
-    (tmp_path / "sig.der").write_bytes(sig.to_der())
-    proc = subprocess.run(
-        [
-            "openssl",
-            "dgst",
-            "-sm3",
-            "-verify",
-            str(pub),
-            "-sigopt",
-            "distid:1234567812345678",
-            "-signature",
-            str(tmp_path / "sig.der"),
-            str(tmp_path / "msg.bin"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0 and "Verified OK" in proc.stdout, proc.stdout + proc.stderr
-    pub_hex = signer.public_key.uncompressed()[1:].hex()
-    raw = gm_sm2.CryptSM2(private_key="", public_key=pub_hex)
-    assert raw.verify_with_sm3(sig.to_raw().hex(), msg)
-    der = gm_sm2.CryptSM2(private_key="", public_key=pub_hex, asn1=True)
-    assert der.verify_with_sm3(sig.to_der().hex(), msg)
-    # and a tampered message fails with OpenSSL
-    (tmp_path / "msg.bin").write_bytes(msg + b"!")
-    proc = subprocess.run(
-        [
-            "openssl",
-            "dgst",
-            "-sm3",
-            "-verify",
-            str(pub),
-            "-sigopt",
-            "distid:1234567812345678",
-            "-signature",
-            str(tmp_path / "sig.der"),
-            str(tmp_path / "msg.bin"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert "Verified OK" not in proc.stdout
+    point = signer.public_key.to_bytes()
+    assert openssl_verify(point, msg, sig.to_der(), DEFAULT_USER_ID)
+    assert not openssl_verify(point, msg + b"!", sig.to_der(), DEFAULT_USER_ID)
+    assert gmssl_verify(point, DEFAULT_USER_ID, msg, sig.to_raw(), der=False)
+    assert gmssl_verify(point, DEFAULT_USER_ID, msg, sig.to_der(), der=True)
+    assert not gmssl_verify(point, DEFAULT_USER_ID, msg + b"!", sig.to_raw(), der=False)
 
 
 def test_gmssl_signature_verifies_via_our_paths(token) -> None:
@@ -219,11 +159,11 @@ def test_gmssl_signature_verifies_via_our_paths(token) -> None:
     crypt = gm_sm2.CryptSM2(private_key=f"{d:064x}", public_key="")
     pub_hex = crypt._kg(d, gm_sm2.default_ecc_table["g"])
     crypt = gm_sm2.CryptSM2(private_key=f"{d:064x}", public_key=pub_hex)
-    pub = Sm2PublicKey.from_uncompressed(bytes.fromhex("04" + pub_hex))
+    pub = Sm2PublicKey.from_bytes(bytes.fromhex("04" + pub_hex))
     msg = b"from gmssl"
     sig = Signature.from_raw(bytes.fromhex(crypt.sign_with_sm3(msg, secrets.token_hex(32))))
     HostVerifier().verify(pub, msg, sig)
-    e = compute_e(pub, msg, DEFAULT_USER_ID)
+    e = compute_e(public_key=pub, message=msg, user_id=DEFAULT_USER_ID)
     assert token.call(lambda ws: verify_e_in_token(ws, token.mechs, "raw", pub, e, sig))
 
 

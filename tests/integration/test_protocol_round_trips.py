@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.security.sm2 import Sm2PublicKey
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from tests.devkit.simulator.support import (
     fee_item,
@@ -28,6 +27,7 @@ from tests.devkit.simulator.support import (
     register_input,
     settle_input,
 )
+from tests.software_sm2 import SoftwareSm2
 from yibao_devkit.simulator.app import PlatformSimulator
 from yibao_devkit.simulator.crypto import PrivateKey, PublicKey
 from yibao_devkit.simulator.population import Population

@@ -6,38 +6,31 @@ message is not shaped like a secured message at all (``MalformedSecuredMessage``
 that cannot be used is a configuration problem (``KeyMaterialInvalid``). All of them are
 ``SecurityError``, so "reject the message" is one ``except`` clause.
 
+The SM crypto core (:mod:`hsm.sm`) raises the same classes (its codec and key checks are the
+ones the schemes use), so they are the core's, named here as the protocol layer knows them;
+only ``SignatureMissing`` is the schemes' own.
+
 Messages name the field and the rule that failed. They never quote plaintext, ciphertext,
 signatures or keys: these errors end up in logs, and the plaintext is health data.
 """
 
 from __future__ import annotations
 
+from hsm.sm.errors import DecryptionFailed as DecryptionFailed
+from hsm.sm.errors import KeyMaterialInvalid as KeyMaterialInvalid
+from hsm.sm.errors import MalformedEncoding as MalformedSecuredMessage
+from hsm.sm.errors import SignatureInvalid as SignatureInvalid
+from hsm.sm.errors import SmError as SecurityError
 
-class SecurityError(Exception):
-    """A secured message cannot be produced or accepted; ``field`` names the culprit."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-class SignatureInvalid(SecurityError):
-    """A signature is present but does not verify (wrong key, user ID, data or encoding)."""
+__all__ = [
+    "DecryptionFailed",
+    "KeyMaterialInvalid",
+    "MalformedSecuredMessage",
+    "SecurityError",
+    "SignatureInvalid",
+    "SignatureMissing",
+]
 
 
 class SignatureMissing(SecurityError):
     """The message carries no signature where one is required."""
-
-
-class DecryptionFailed(SecurityError):
-    """Ciphertext that does not decrypt: bad length, bad padding, or not the expected text."""
-
-
-class MalformedSecuredMessage(SecurityError):
-    """The message is not shaped as the scheme requires (a field missing or of the wrong type),
-    or a value cannot be written canonically (a float amount, a non-string key)."""
-
-
-class KeyMaterialInvalid(SecurityError):
-    """A key, user ID or derivation input cannot be used (wrong size, not on the curve, ...)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.platform.security.encoding import SignatureEncoding, b64encode, encode_signature
+from hsm.sm.signature import SignatureEncoding, b64encode, encode_signature
 
 
 @dataclass(frozen=True)

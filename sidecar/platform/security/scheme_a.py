@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.platform.security import sm4
-from sidecar.platform.security.encoding import (
+from hsm.sm import sm4
+from hsm.sm.signature import (
     SignatureEncoding,
     b64decode,
     b64encode,
     decode_signature,
 )
+from hsm.sm.sm2 import DEFAULT_USER_ID, check_user_id
 from sidecar.platform.security.errors import (
     KeyMaterialInvalid,
     MalformedSecuredMessage,
@@ -44,7 +45,6 @@ from sidecar.platform.security.errors import (
 from sidecar.platform.security.json_text import dumps, loads
 from sidecar.platform.security.pending import PendingSeal
 from sidecar.platform.security.signer import Sm2Signer, Sm2Verifier
-from sidecar.platform.security.sm2 import DEFAULT_USER_ID, check_user_id
 
 ENC_TYPE = "SM4"
 SIGN_TYPE = "SM2"

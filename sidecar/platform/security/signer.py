@@ -1,13 +1,14 @@
 """The signing seam: who holds the SM2 private key is not this package's business.
 
 In production the key lives in the HSM and the ``hsm`` package implements :class:`Sm2Signer`;
-tests and the simulator use :class:`~sidecar.platform.security.software_sm2.SoftwareSm2`.
-Both sides of the seam deal in raw ``r || s`` (64 bytes): the wire encoding (DER or raw, Base64)
-is the scheme's concern (``encoding.py``), so a signer cannot get it wrong.
+tests use a key in memory (``tests/software_sm2.py``). Both sides of the seam deal in raw
+``r || s`` (64 bytes): the wire encoding (DER or raw, Base64) is the scheme's concern
+(:mod:`hsm.sm.signature`), so a signer cannot get it wrong. The verifier of the platform's
+signatures is the SM crypto core's :class:`~hsm.sm.sm2.HostSm2Verifier`.
 
-The SM2 user ID enters Z (see ``sm2.py``) and so every signature; it is part of the signer's and
-the verifier's configuration, set once where they are built, and the schemes document which ID
-their peer expects.
+The SM2 user ID enters Z (see :mod:`hsm.sm.sm2`) and so every signature; it is part of the
+signer's and the verifier's configuration, set once where they are built, and the schemes
+document which ID their peer expects.
 """
 
 from __future__ import annotations

@@ -27,13 +27,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
 from sidecar.platform.security import canonical, json_text
 from sidecar.platform.security.errors import SignatureInvalid
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.security.sm2 import Sm2PublicKey
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
 from tests.devkit.simulator.support import envelope_factory, person_input, sign_in_input
+from tests.software_sm2 import SoftwareSm2
 from tests.unit.security import vectors
 from tests.unit.security.independent import gmssl_verify, openssl_sign
 from yibao_devkit.devcerts import DevPki

@@ -1,7 +1,7 @@
 """The patched SoftHSM's vendor-defined SM2 / SM3 / SM4 mechanisms, end to end.
 
-Known answers come from /work/shared/reference/crypto-vectors.md (GB/T 32905,
-GB/T 32907, GM/T 0003.5 Annex A).  Signatures made in the token are checked
+Known answers come from tests/vectors/sm.json (GB/T 32905, GB/T 32907,
+GM/T 0003.5 Annex A).  Signatures made in the token are checked
 by two independent verifiers (gmssl, pure Python; the OpenSSL CLI), and
 gmssl signatures are checked by the token.
 """
@@ -31,20 +31,23 @@ from pkcs11.exceptions import (
     WrappingKeyTypeInconsistent,
 )
 
-# ---------------------------------------------------------------- vectors
-SM3_ABC = "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
-SM3_ABCD16 = "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"
-SM4_KEY = bytes.fromhex("0123456789abcdeffedcba9876543210")
-SM4_CT = bytes.fromhex("681edf34d206965e86b3e94f536e4246")
+from tests.vectors import SM2_GMT, SM3, SM4_ECB
 
-V_D = int("3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8", 16)
-V_XA = bytes.fromhex("09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020")
-V_YA = bytes.fromhex("CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13")
-V_MSG = b"message digest"
-V_Z = bytes.fromhex("B2E14C5C79C6DF5B85F4FE7ED8DB7A262B9DA7E07CCB0EA9F4747B8CCDA8A4F3")
-V_E = bytes.fromhex("F0B43E94BA45ACCAACE692ED534382EB17E6AB5A19CE7B31F4486FDFC0D28640")
-V_R = bytes.fromhex("F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3")
-V_S = bytes.fromhex("B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA")
+# ---------------------------------------------------------------- vectors
+# the shared known answers (tests/vectors/sm.json), under the names these tests use
+SM3_ABC = SM3[0].digest.hex()  # "abc"
+SM3_ABCD16 = SM3[1].digest.hex()  # "abcd" * 16
+SM4_KEY = SM4_ECB[0].key
+SM4_CT = SM4_ECB[0].ciphertext
+
+V_D = SM2_GMT.d
+V_XA = SM2_GMT.x.to_bytes(32, "big")
+V_YA = SM2_GMT.y.to_bytes(32, "big")
+V_MSG = SM2_GMT.message
+V_Z = SM2_GMT.z
+V_E = SM2_GMT.e
+V_R = SM2_GMT.r.to_bytes(32, "big")
+V_S = SM2_GMT.s.to_bytes(32, "big")
 
 # sm2p256v1 domain parameters (GB/T 32918.5)
 SM2_A = bytes.fromhex("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC")

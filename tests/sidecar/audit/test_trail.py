@@ -14,6 +14,7 @@ from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import ChainReport, verify_store
 from sidecar.store import Store
 from tests.audit_fixtures import AuditHsm
+from tests.vectors import SM4_GCM
 
 ID_NUMBER = "11010519491231002X"
 
@@ -84,26 +85,15 @@ async def test_the_same_subject_has_the_same_pseudonym(trail: AuditTrail) -> Non
 
 
 def test_sm4_gcm_known_answer() -> None:
-    """RFC 8998 appendix A.1 (SM4-GCM), through the same primitive the payloads use."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    key = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-    iv = bytes.fromhex("00001234567800000000ABCD")
-    aad = bytes.fromhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2")
-    plain = bytes.fromhex(
-        "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD"
-        "EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA"
-    )
-    encryptor = Cipher(algorithms.SM4(key), modes.GCM(iv)).encryptor()
-    encryptor.authenticate_additional_data(aad)
-    cipher = encryptor.update(plain) + encryptor.finalize()
-    assert cipher.hex().upper() == (
-        "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735"
-        "D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D"
-    )
-    assert encryptor.tag.hex().upper() == "83DE3541E4C2B58177E065A9BF7B62EC"
-    sealed = payloads.encrypt(key, plain, aad)
-    assert payloads.decrypt(key, sealed, aad) == plain
+    """RFC 8998 appendix A.1 (tests/vectors/sm.json) through the payloads' own cipher."""
+    for v in SM4_GCM:
+        sealed = v.iv + v.ciphertext + v.tag
+        assert payloads.decrypt(v.key, sealed, v.aad) == v.plaintext
+        with pytest.raises(payloads.PayloadError):
+            payloads.decrypt(v.key, sealed[:-1] + bytes([sealed[-1] ^ 1]), v.aad)
+        assert payloads.decrypt(v.key, payloads.encrypt(v.key, v.plaintext, v.aad), v.aad) == (
+            v.plaintext
+        )
 
 
 # ---------------------------------------------------------------------- tampering

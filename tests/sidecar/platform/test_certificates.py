@@ -24,13 +24,13 @@ from typing import cast
 import pytest
 from asn1crypto import pem, x509  # type: ignore[import-untyped]
 
+from hsm.sm.signature import der_to_raw
+from hsm.sm.sm2 import HostSm2Verifier
 from hsm.sm2 import Sm2Signer as HsmSigner
 from sidecar.config import ConfigError, MessageSecurityConfig
 from sidecar.keys.security_link import build_sealing
 from sidecar.platform.certificates import CertificateRefused, load_platform_key
 from sidecar.platform.sealing import EnvelopeSignature
-from sidecar.platform.security.encoding import der_to_raw
-from sidecar.platform.security.software_sm2 import HostSm2Verifier
 
 DISTID = "distid:1234567812345678"
 SM2_SIGN = ["-sm3", "-sigopt", DISTID]

@@ -12,7 +12,7 @@ from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain
 from sidecar.platform.security.errors import SecurityError
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.security.software_sm2 import SoftwareSm2
+from tests.software_sm2 import SoftwareSm2
 
 ENVELOPE = {"infno": "1101", "msgid": "H44030500001202611260930000001", "input": {"data": {"a": 1}}}
 ANSWER = {"infcode": 0, "err_msg": None, "output": {"insuinfo": [{"balc": Decimal("12.30")}]}}

@@ -1,13 +1,13 @@
 """Rates of the software SM2 paths: ``.venv/bin/python -m tests.unit.security.bench``.
 
-Not a test (pytest does not collect it); it prints the figures quoted in software_sm2.py.
+Not a test (pytest does not collect it); it prints the figures quoted in hsm/sm/backend.py.
 """
 
 from __future__ import annotations
 
 import time
 
-from sidecar.platform.security.software_sm2 import SoftwareSm2, tongsuopy_available
+from tests.software_sm2 import SoftwareSm2, tongsuopy_available
 
 MESSAGE = b"m" * 200
 

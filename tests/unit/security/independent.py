@@ -12,13 +12,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
 from gmssl import sm2 as gm_sm2
 from gmssl import sm3 as gm_sm3
 from gmssl import sm4 as gm_sm4
 
-OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl command line not installed")
+OPENSSL = shutil.which("openssl")  # Debian's openssl: scripts/bootstrap.sh installs it
 
 # SubjectPublicKeyInfo ::= SEQUENCE (0x59 bytes) {
 #   SEQUENCE (0x13) { OID 1.2.840.10045.2.1 id-ecPublicKey (06 07 2a8648ce3d0201),
@@ -33,7 +31,7 @@ _GY = "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0"
 
 
 def _run(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    assert OPENSSL is not None
+    assert OPENSSL is not None, "the openssl command line is required (apt-get install openssl)"
     return subprocess.run([OPENSSL, *args], input=data, capture_output=True, check=False)
 
 
@@ -51,6 +49,30 @@ def openssl_sm4_ecb(key: bytes, plaintext: bytes) -> bytes:
     done = _run("enc", "-sm4-ecb", "-K", key.hex(), "-nosalt", data=plaintext)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def openssl_sm4_cbc(key: bytes, iv: bytes, plaintext: bytes, *, pad: bool) -> bytes:
+    """SM4-CBC, PKCS#7-padded or not (``-nopad``)."""
+    extra = () if pad else ("-nopad",)
+    done = _run("enc", "-sm4-cbc", "-K", key.hex(), "-iv", iv.hex(), *extra, data=plaintext)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def openssl_sm3(data: bytes) -> bytes:
+    done = _run("dgst", "-sm3", "-binary", data=data)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def tongsuopy_sm4_gcm(key: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+    """(ciphertext, tag) of SM4-GCM in Tongsuo (OpenSSL 3.0 on Debian has no SM4-GCM)."""
+    from tongsuopy.crypto.ciphers import Cipher, algorithms, modes  # type: ignore[import-untyped]
+
+    encryptor = Cipher(algorithms.SM4(key), modes.GCM(iv)).encryptor()
+    encryptor.authenticate_additional_data(aad)
+    body = encryptor.update(plaintext) + encryptor.finalize()
+    return body, encryptor.tag
 
 
 def openssl_verify(point: bytes, message: bytes, der_signature: bytes, user_id: bytes) -> bool:
@@ -90,6 +112,12 @@ def gmssl_sm4_ecb(key: bytes, plaintext: bytes) -> bytes:
     return bytes(crypt.crypt_ecb(plaintext))
 
 
+def gmssl_sm4_cbc(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    crypt = gm_sm4.CryptSM4()  # PKCS#7 padding by default
+    crypt.set_key(key, gm_sm4.SM4_ENCRYPT)
+    return bytes(crypt.crypt_cbc(iv, plaintext))
+
+
 def gmssl_sm3(data: bytes) -> bytes:
     return bytes.fromhex(gm_sm3.sm3_hash(list(data)))
 
@@ -105,5 +133,5 @@ def gmssl_verify(
     point: bytes, user_id: bytes, message: bytes, signature: bytes, *, der: bool
 ) -> bool:
     crypt = gm_sm2.CryptSM2(private_key="", public_key="", asn1=der)
-    crypt.public_key = point[1:].hex()  # see software_sm2: the constructor mangles some keys
+    crypt.public_key = point[1:].hex()  # see hsm/sm/backend.py: the constructor mangles some keys
     return bool(crypt.verify(signature.hex(), gmssl_e(point, user_id, message)))

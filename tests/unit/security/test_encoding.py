@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.platform.security.encoding import (
+from hsm.sm.signature import (
     SignatureEncoding,
     b64decode,
     b64encode,

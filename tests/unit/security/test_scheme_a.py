@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.platform.security.encoding import SignatureEncoding, der_to_raw, raw_to_der
+from hsm.sm.signature import SignatureEncoding, der_to_raw, raw_to_der
+from hsm.sm.sm2 import HostSm2Verifier
 from sidecar.platform.security.errors import (
     DecryptionFailed,
     KeyMaterialInvalid,
@@ -22,9 +23,9 @@ from sidecar.platform.security.errors import (
     SignatureMissing,
 )
 from sidecar.platform.security.scheme_a import SchemeA, SchemeAConfig, SchemeAKeys
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
+from tests.software_sm2 import SoftwareSm2
 
-from .independent import gmssl_sm4_ecb, gmssl_verify, needs_openssl, openssl_verify
+from .independent import gmssl_sm4_ecb, gmssl_verify, openssl_verify
 
 KEY = b"0123456789abcdef"
 HOSPITAL = SoftwareSm2.generate()
@@ -96,7 +97,6 @@ async def test_sealed_request_fields() -> None:
     json.dumps(sealed)  # the sealed envelope is plain JSON
 
 
-@needs_openssl
 async def test_openssl_verifies_cainfo() -> None:
     signer = RecordingSigner(HOSPITAL)
     sealed = await SchemeA(KEY, signer, HostSm2Verifier(PLATFORM.public_key)).seal_request(

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hsm.sm.signature import SignatureEncoding, der_to_raw
+from hsm.sm.sm2 import HostSm2Verifier
 from sidecar.platform.security.canonical import string_to_sign
-from sidecar.platform.security.encoding import SignatureEncoding, der_to_raw
 from sidecar.platform.security.errors import (
     DecryptionFailed,
     KeyMaterialInvalid,
@@ -23,10 +24,10 @@ from sidecar.platform.security.errors import (
     SignatureMissing,
 )
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig, derive_data_key
-from sidecar.platform.security.software_sm2 import HostSm2Verifier, SoftwareSm2
+from tests.software_sm2 import SoftwareSm2
 
 from . import vectors
-from .independent import gmssl_sm4_ecb, gmssl_verify, needs_openssl, openssl_sm4_ecb
+from .independent import gmssl_sm4_ecb, gmssl_verify, openssl_sm4_ecb
 
 CONFIG = SchemeBConfig(app_id=vectors.B_APP_ID, app_secret=vectors.B_APP_SECRET)
 HOSPITAL = SoftwareSm2.generate()
@@ -57,7 +58,6 @@ def test_data_key_vector() -> None:
     assert derive_data_key(vectors.B_APP_ID, vectors.B_APP_SECRET) == vectors.B_DATA_KEY
 
 
-@needs_openssl
 def test_data_key_independently_with_openssl() -> None:
     seed = vectors.B_APP_ID[:16].encode()
     derived = openssl_sm4_ecb(seed, vectors.B_APP_SECRET.encode()).hex().upper()[:16].encode()
@@ -86,7 +86,6 @@ async def test_vector_request_body() -> None:
     assert gmssl_verify(point, b"1234567812345678", signer.messages[0], raw, der=False)
 
 
-@needs_openssl
 async def test_vector_enc_data_with_openssl() -> None:
     body = await hospital_side().seal(vectors.B_DATA, timestamp=vectors.B_TIMESTAMP)
     expected = openssl_sm4_ecb(vectors.B_DATA_KEY, vectors.B_PLAINTEXT).hex().upper()

@@ -1,60 +1,64 @@
-"""SM2 below the schemes: SM3, Z and e, keys, the software signer and the host verifier,
-checked against the standard's vector, the OpenSSL command line and gmssl."""
+"""The SM core's SM2 and SM3: Z and e, keys, the host verifier on every backend, and the test
+double's signatures, checked against the shared vectors, the OpenSSL command line and gmssl."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sidecar.platform.security import software_sm2
-from sidecar.platform.security.encoding import der_to_raw, raw_to_der
-from sidecar.platform.security.errors import KeyMaterialInvalid
-from sidecar.platform.security.signer import Sm2Signer, Sm2Verifier
-from sidecar.platform.security.sm2 import (
+from hsm.sm import backend
+from hsm.sm.errors import KeyMaterialInvalid, SmError
+from hsm.sm.signature import der_to_raw, raw_to_der
+from hsm.sm.sm2 import (
     DEFAULT_USER_ID,
+    HostSm2Verifier,
     N,
     Sm2PublicKey,
     compute_e,
     compute_z,
     parse_private_scalar,
     private_scalar_from_base64,
-    sm3,
 )
-from sidecar.platform.security.software_sm2 import (
-    HostSm2Verifier,
-    SoftwareSm2,
-    tongsuopy_available,
-)
+from hsm.sm.sm3 import hmac_sm3, sm3
+from sidecar.platform.security.signer import Sm2Signer, Sm2Verifier
+from tests.software_sm2 import SoftwareSm2, tongsuopy_available
+from tests.vectors import SM2_GMT, SM3
 
 from . import vectors
-from .independent import gmssl_verify, needs_openssl, openssl_sign, openssl_verify
+from .independent import (
+    gmssl_e,
+    gmssl_sm3,
+    gmssl_verify,
+    openssl_sign,
+    openssl_sm3,
+    openssl_verify,
+)
 
 V = vectors.SM2
 VECTOR_KEY = Sm2PublicKey(int(V["xA"], 16), int(V["yA"], 16))
 VECTOR_SIGNATURE = bytes.fromhex(V["r"] + V["s"])
-needs_tongsuopy = pytest.mark.skipif(not tongsuopy_available(), reason="tongsuopy not installed")
-BACKENDS = [
-    "gmssl",
-    pytest.param("tongsuopy", marks=needs_tongsuopy),
-    pytest.param("tongsuopy-e", marks=needs_tongsuopy),
-]
+BACKENDS = ["gmssl", "tongsuopy", "tongsuopy-e"]  # tongsuopy is pinned in constraints.txt
 MESSAGE = b"x" * 200
+VERIFIERS = [HostSm2Verifier(VECTOR_KEY, backend=name) for name in BACKENDS]  # type: ignore[arg-type]
 # tongsuopy's public API signs with the default user ID only; tongsuopy-e and gmssl take any.
 SIGNING_CASES = [
     ("gmssl", DEFAULT_USER_ID),
     ("gmssl", b"ALICE@example"),
     ("gmssl", b"x" * 40),
-    pytest.param("tongsuopy", DEFAULT_USER_ID, marks=needs_tongsuopy),
-    pytest.param("tongsuopy-e", DEFAULT_USER_ID, marks=needs_tongsuopy),
-    pytest.param("tongsuopy-e", b"ALICE@example", marks=needs_tongsuopy),
-    pytest.param("tongsuopy-e", b"x" * 40, marks=needs_tongsuopy),
+    ("tongsuopy", DEFAULT_USER_ID),
+    ("tongsuopy-e", DEFAULT_USER_ID),
+    ("tongsuopy-e", b"ALICE@example"),
+    ("tongsuopy-e", b"x" * 40),
 ]
 
 
 def test_backend_choice() -> None:
-    fast = "tongsuopy" if tongsuopy_available() else "gmssl"
-    other_id = "tongsuopy-e" if tongsuopy_available() else "gmssl"
+    assert tongsuopy_available()  # the fast path is what production runs; its absence is a bug
+    fast, other_id = "tongsuopy", "tongsuopy-e"
     assert SoftwareSm2.generate().backend == fast
     assert HostSm2Verifier(VECTOR_KEY).backend == fast
     assert SoftwareSm2.generate(user_id=b"ALICE").backend == other_id
@@ -64,29 +68,50 @@ def test_backend_choice() -> None:
         SoftwareSm2.generate(user_id=b"ALICE", backend="tongsuopy")
 
 
-@needs_tongsuopy
 def test_raw_e_path_is_dropped_when_its_self_test_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     # Should tongsuopy's private binding ever verify anything it is given, the self-test notices
     # and the gmssl path takes over.
-    monkeypatch.setattr(software_sm2._TongsuoE, "verify", lambda *args: True)
-    software_sm2._tongsuo_e.cache_clear()
+    monkeypatch.setattr(backend.TongsuoE, "verify", lambda *args: True)
+    backend.tongsuopy_e.cache_clear()
     try:
-        assert software_sm2._tongsuo_e() is None
+        assert backend.tongsuopy_e() is None
         assert SoftwareSm2.generate(user_id=b"ALICE").backend == "gmssl"
+        assert HostSm2Verifier(VECTOR_KEY, user_id=b"ALICE").backend == "gmssl"
     finally:
         monkeypatch.undo()
-        software_sm2._tongsuo_e.cache_clear()
-    assert software_sm2._tongsuo_e() is not None
+        backend.tongsuopy_e.cache_clear()
+    assert backend.tongsuopy_e() is not None
 
 
-@pytest.mark.parametrize(("message", "digest"), vectors.SM3)
-def test_sm3_vectors(message: bytes, digest: str) -> None:
-    assert sm3(message).hex() == digest
+@pytest.mark.parametrize("vector", SM3, ids=lambda v: f"{len(v.message)}-bytes")
+def test_sm3_vectors_in_the_core_and_two_independent_implementations(vector: object) -> None:
+    message, digest = vector.message, vector.digest  # type: ignore[attr-defined]
+    assert sm3(message) == digest
+    assert openssl_sm3(message) == digest
+    assert gmssl_sm3(message) == digest
+
+
+def test_hmac_sm3_is_rfc_2104_over_sm3() -> None:
+    # HMAC written out from RFC 2104 over gmssl's SM3: shares no code with the core's.
+    key, data = b"k" * 20, b"what the data-key blobs carry"
+    block = key.ljust(64, b"\x00")
+    inner = gmssl_sm3(bytes(b ^ 0x36 for b in block) + data)
+    assert hmac_sm3(key, data) == gmssl_sm3(bytes(b ^ 0x5C for b in block) + inner)
 
 
 def test_z_and_e_of_the_gmt_vector() -> None:
-    assert compute_z(VECTOR_KEY, vectors.SM2_USER_ID).hex().upper() == V["Z"]
-    assert compute_e(VECTOR_KEY, vectors.SM2_USER_ID, vectors.SM2_MESSAGE).hex().upper() == V["e"]
+    uid, message = SM2_GMT.user_id, SM2_GMT.message
+    assert compute_z(public_key=VECTOR_KEY, user_id=uid) == SM2_GMT.z
+    assert compute_e(public_key=VECTOR_KEY, message=message, user_id=uid) == SM2_GMT.e
+    assert gmssl_e(VECTOR_KEY.to_bytes(), uid, message) == SM2_GMT.e
+
+
+def test_compute_e_takes_keywords_only() -> None:
+    # Message and user ID are both bytes: positional calls could swap them without a sound.
+    with pytest.raises(TypeError):
+        compute_e(VECTOR_KEY, SM2_GMT.message, SM2_GMT.user_id)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        compute_z(VECTOR_KEY, SM2_GMT.user_id)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -101,6 +126,14 @@ def test_gmt_vector_verifies(backend: str) -> None:
 def test_vector_private_key_derives_the_vector_public_key() -> None:
     signer = SoftwareSm2(int(V["d"], 16))
     assert signer.public_key == VECTOR_KEY
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_verify_e_of_the_gmt_vector(backend_name: str) -> None:
+    verifier = HostSm2Verifier(VECTOR_KEY, backend=backend_name)  # type: ignore[arg-type]
+    assert verifier.verify_e(SM2_GMT.e, VECTOR_SIGNATURE)
+    assert not verifier.verify_e(bytes(32), VECTOR_SIGNATURE)
+    assert not verifier.verify_e(SM2_GMT.e[:31], VECTOR_SIGNATURE)
 
 
 def test_verifier_rejects_out_of_range_and_wrong_length_without_raising() -> None:
@@ -131,7 +164,6 @@ async def test_software_signatures_verify_everywhere(backend: str, user_id: byte
     assert not gmssl_verify(point, user_id, MESSAGE + b"!", signature, der=False)
 
 
-@needs_openssl
 @pytest.mark.parametrize(("backend", "user_id"), SIGNING_CASES)
 async def test_openssl_verifies_software_signatures(backend: str, user_id: bytes) -> None:
     signer = SoftwareSm2.generate(user_id=user_id, backend=backend)  # type: ignore[arg-type]
@@ -142,7 +174,6 @@ async def test_openssl_verifies_software_signatures(backend: str, user_id: bytes
     assert not openssl_verify(point, MESSAGE + b"!", der, user_id)
 
 
-@needs_openssl
 def test_openssl_verifies_the_gmt_vector() -> None:
     assert openssl_verify(
         VECTOR_KEY.to_bytes(),
@@ -152,7 +183,6 @@ def test_openssl_verifies_the_gmt_vector() -> None:
     )
 
 
-@needs_openssl
 @pytest.mark.parametrize("user_id", [DEFAULT_USER_ID, b"ALICE@example"])
 def test_host_verifier_accepts_openssl_signatures(user_id: bytes) -> None:
     point, der = openssl_sign(MESSAGE, user_id)
@@ -202,7 +232,7 @@ def test_user_id_must_be_usable() -> None:
     with pytest.raises(KeyMaterialInvalid, match="user id"):
         HostSm2Verifier(VECTOR_KEY, user_id=b"")
     with pytest.raises(KeyMaterialInvalid, match="user id"):
-        compute_z(VECTOR_KEY, b"x" * 8192)
+        compute_z(public_key=VECTOR_KEY, user_id=b"x" * 8192)
 
 
 def test_software_key_is_not_in_its_repr() -> None:
@@ -224,3 +254,32 @@ async def test_gmssl_public_key_prefix_bug_is_avoided() -> None:
     signature = await signer.sign(MESSAGE)
     assert signer.verify(MESSAGE, signature)
     assert gmssl_verify(signer.public_key.to_bytes(), b"bug-check", MESSAGE, signature, der=False)
+
+
+# ------------------------------------------------------------------ hostile input
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120))
+def test_key_parsers_refuse_any_bytes_with_a_named_error(data: bytes) -> None:
+    # A key file is written by whoever can write the volume: only the core's errors come out.
+    for parse in (Sm2PublicKey.from_bytes, Sm2PublicKey.from_spki_der, Sm2PublicKey.from_pem):
+        with contextlib.suppress(SmError):
+            parse(data)
+    with contextlib.suppress(SmError):
+        Sm2PublicKey.from_bytes(b"\x04" + data[:64].ljust(64, b"\x00"))  # right size, any point
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=80))
+def test_verifiers_answer_false_for_any_signature_bytes(data: bytes) -> None:
+    for verifier in VERIFIERS:
+        assert verifier.verify(SM2_GMT.message, data) is False
+        assert verifier.verify_e(SM2_GMT.e, data) is False
+
+
+def test_verifiers_refuse_signatures_at_the_edges_of_the_range() -> None:
+    r, s = SM2_GMT.r, SM2_GMT.s
+    edges = [(0, s), (r, 0), (N, s), (r, N), (r + N, s), (r, s - N + 2**256)]
+    for er, es in edges:
+        raw = er.to_bytes(33, "big")[-32:] + es.to_bytes(33, "big")[-32:]
+        for verifier in VERIFIERS:
+            assert not verifier.verify(SM2_GMT.message, raw)

@@ -1,4 +1,5 @@
-"""Host SM4: the standard's vector, padding, modes, and clean errors."""
+"""The SM core's SM4: the shared vectors (ECB, CBC, GCM) in the core and in independent
+implementations, padding, modes, and clean errors."""
 
 from __future__ import annotations
 
@@ -6,28 +7,76 @@ import os
 
 import pytest
 
-from sidecar.platform.security import sm4
-from sidecar.platform.security.errors import DecryptionFailed, KeyMaterialInvalid
+from hsm.sm import gcm, sm4
+from hsm.sm.errors import DecryptionFailed, KeyMaterialInvalid
+from tests.vectors import SM4_CBC, SM4_ECB, SM4_GCM, GcmVector, Sm4Vector
 
-from . import vectors
-from .independent import gmssl_sm4_ecb, needs_openssl, openssl_sm4_ecb
+from .independent import (
+    gmssl_sm4_cbc,
+    gmssl_sm4_ecb,
+    openssl_sm4_cbc,
+    openssl_sm4_ecb,
+    tongsuopy_sm4_gcm,
+)
 
-KEY = bytes.fromhex(vectors.SM4_KEY)
+KEY = SM4_ECB[0].key
 
 
-def test_standard_vector_one_block_without_padding() -> None:
-    plaintext = bytes.fromhex(vectors.SM4_PLAINTEXT)
-    ciphertext = sm4.encrypt_ecb(KEY, plaintext, pad=False)
-    assert ciphertext.hex() == vectors.SM4_CIPHERTEXT
-    assert sm4.decrypt_ecb(KEY, ciphertext, pad=False) == plaintext
+@pytest.mark.parametrize("v", SM4_ECB)
+def test_ecb_vectors(v: Sm4Vector) -> None:
+    assert sm4.encrypt_ecb(v.key, v.plaintext, pad=v.padded) == v.ciphertext
+    assert sm4.decrypt_ecb(v.key, v.ciphertext, pad=v.padded) == v.plaintext
+    # independent: OpenSSL pads, so the vector's block is the first of its answer
+    assert openssl_sm4_ecb(v.key, v.plaintext)[: len(v.ciphertext)] == v.ciphertext
+    assert gmssl_sm4_ecb(v.key, v.plaintext)[: len(v.ciphertext)] == v.ciphertext
+
+
+@pytest.mark.parametrize("v", SM4_CBC)
+def test_cbc_vectors(v: Sm4Vector) -> None:
+    assert v.iv is not None
+    assert sm4.encrypt_cbc(v.key, v.iv, v.plaintext, pad=v.padded) == v.ciphertext
+    assert sm4.decrypt_cbc(v.key, v.iv, v.ciphertext, pad=v.padded) == v.plaintext
+    assert openssl_sm4_cbc(v.key, v.iv, v.plaintext, pad=v.padded) == v.ciphertext
+    if v.padded:
+        assert gmssl_sm4_cbc(v.key, v.iv, v.plaintext) == v.ciphertext
+
+
+@pytest.mark.parametrize("v", SM4_GCM)
+def test_gcm_vectors(v: GcmVector) -> None:
+    sealed = v.iv + v.ciphertext + v.tag
+    assert gcm.encrypt_with_nonce(v.key, v.iv, v.plaintext, v.aad) == sealed
+    assert gcm.decrypt(v.key, sealed, v.aad) == v.plaintext
+    assert tongsuopy_sm4_gcm(v.key, v.iv, v.aad, v.plaintext) == (v.ciphertext, v.tag)
+
+
+def test_gcm_refuses_every_change() -> None:
+    v = SM4_GCM[0]
+    sealed = v.iv + v.ciphertext + v.tag
+    for index in (0, len(v.iv), len(sealed) - 1):  # nonce, body, tag
+        changed = bytearray(sealed)
+        changed[index] ^= 1
+        with pytest.raises(gcm.PayloadError, match="tag check"):
+            gcm.decrypt(v.key, bytes(changed), v.aad)
+    with pytest.raises(gcm.PayloadError, match="tag check"):
+        gcm.decrypt(v.key, sealed, v.aad + b"x")  # sealed for another place
+    with pytest.raises(gcm.PayloadError, match="too short"):
+        gcm.decrypt(v.key, sealed[: gcm.NONCE_BYTES + gcm.TAG_BYTES - 1], v.aad)
+    with pytest.raises(KeyMaterialInvalid, match="16 bytes"):
+        gcm.decrypt(v.key[:8], sealed, v.aad)
+
+
+def test_gcm_nonces_are_fresh() -> None:
+    first, second = gcm.encrypt(KEY, b"same", b"ad"), gcm.encrypt(KEY, b"same", b"ad")
+    assert first[: gcm.NONCE_BYTES] != second[: gcm.NONCE_BYTES]
+    assert gcm.decrypt(KEY, first, b"ad") == gcm.decrypt(KEY, second, b"ad") == b"same"
 
 
 def test_pkcs7_adds_a_whole_block_to_aligned_input() -> None:
-    plaintext = bytes.fromhex(vectors.SM4_PLAINTEXT)
-    ciphertext = sm4.encrypt_ecb(KEY, plaintext)
+    v = SM4_ECB[0]
+    ciphertext = sm4.encrypt_ecb(KEY, v.plaintext)
     assert len(ciphertext) == 32
-    assert ciphertext[:16].hex() == vectors.SM4_CIPHERTEXT
-    assert sm4.decrypt_ecb(KEY, ciphertext) == plaintext
+    assert ciphertext[:16] == v.ciphertext
+    assert sm4.decrypt_ecb(KEY, ciphertext) == v.plaintext
 
 
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 100])
@@ -36,11 +85,11 @@ def test_ecb_pkcs7_matches_gmssl(size: int) -> None:
     assert sm4.encrypt_ecb(KEY, plaintext) == gmssl_sm4_ecb(KEY, plaintext)
 
 
-@needs_openssl
 @pytest.mark.parametrize("size", [0, 5, 16, 33])
-def test_ecb_pkcs7_matches_openssl(size: int) -> None:
-    plaintext = os.urandom(size)
+def test_ecb_and_cbc_pkcs7_match_openssl(size: int) -> None:
+    plaintext, iv = os.urandom(size), os.urandom(16)
     assert sm4.encrypt_ecb(KEY, plaintext) == openssl_sm4_ecb(KEY, plaintext)
+    assert sm4.encrypt_cbc(KEY, iv, plaintext) == openssl_sm4_cbc(KEY, iv, plaintext, pad=True)
 
 
 def test_cbc_round_trip_and_chaining() -> None:
@@ -56,6 +105,8 @@ def test_cbc_round_trip_and_chaining() -> None:
 def test_bad_key_size(key: bytes) -> None:
     with pytest.raises(KeyMaterialInvalid, match="16 bytes"):
         sm4.encrypt_ecb(key, b"x")
+    with pytest.raises(KeyMaterialInvalid, match="16 bytes"):
+        gcm.encrypt(key, b"x", b"")
 
 
 def test_bad_iv_size() -> None:

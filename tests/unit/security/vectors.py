@@ -1,10 +1,10 @@
-"""Known answers for the message-security tests, kept as data.
+"""Known answers for the message-security tests.
 
-SM3, SM4 and SM2 come from /work/shared/reference/crypto-vectors.md (the standards' own
-vectors). The scheme-B case is ours: its expected values were written out by hand from the
-published rule (derivations in the comments) and its derived key computed with the OpenSSL
-command line, never with the code under test; the tests recompute the key and encData with
-OpenSSL and gmssl again.
+SM3, SM4 and SM2 are the shared vectors file's (tests/vectors/sm.json, the standards' own),
+named here as the scheme and simulator tests use them. The scheme-B case is ours: its expected
+values were written out by hand from the published rule (derivations in the comments) and its
+derived key computed with the OpenSSL command line, never with the code under test; the tests
+recompute the key and encData with OpenSSL and gmssl again.
 """
 
 from __future__ import annotations
@@ -12,28 +12,27 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-SM3 = [
-    # (message, digest) from GB/T 32905 Appendix A
-    (b"abc", "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"),
-    (b"abcd" * 16, "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"),
-]
+from tests.vectors import SM2_GMT, SM4_ECB
+from tests.vectors import SM3 as _SM3
+
+SM3 = [(v.message, v.digest.hex()) for v in _SM3]
 
 # GB/T 32907 Appendix A, one block, ECB, no padding
-SM4_KEY = "0123456789abcdeffedcba9876543210"
-SM4_PLAINTEXT = "0123456789abcdeffedcba9876543210"
-SM4_CIPHERTEXT = "681edf34d206965e86b3e94f536e4246"
+SM4_KEY = SM4_ECB[0].key.hex()
+SM4_PLAINTEXT = SM4_ECB[0].plaintext.hex()
+SM4_CIPHERTEXT = SM4_ECB[0].ciphertext.hex()
 
 # GM/T 0003.5 Annex A, sm2p256v1, default user ID
-SM2_MESSAGE = b"message digest"
-SM2_USER_ID = b"1234567812345678"
+SM2_MESSAGE = SM2_GMT.message
+SM2_USER_ID = SM2_GMT.user_id
 SM2: dict[str, str] = {
-    "d": "3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8",
-    "xA": "09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020",
-    "yA": "CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13",
-    "Z": "B2E14C5C79C6DF5B85F4FE7ED8DB7A262B9DA7E07CCB0EA9F4747B8CCDA8A4F3",
-    "e": "F0B43E94BA45ACCAACE692ED534382EB17E6AB5A19CE7B31F4486FDFC0D28640",
-    "r": "F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3",
-    "s": "B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA",
+    "d": f"{SM2_GMT.d:064X}",
+    "xA": f"{SM2_GMT.x:064X}",
+    "yA": f"{SM2_GMT.y:064X}",
+    "Z": SM2_GMT.z.hex().upper(),
+    "e": SM2_GMT.e.hex().upper(),
+    "r": f"{SM2_GMT.r:064X}",
+    "s": f"{SM2_GMT.s:064X}",
 }
 
 # ---------------------------------------------------------------------------------- scheme B

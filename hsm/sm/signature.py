@@ -1,19 +1,21 @@
-"""SM2 signature encodings: raw ``r || s`` and DER, and the Base64 that carries them.
+"""The one SM2 signature codec: raw ``r || s``, strict DER, and the Base64 that carries them.
 
-GM/T 0009 encodes a signature as DER ``SEQUENCE { INTEGER r, INTEGER s }``; the platform's
-APIs carry the raw 64 bytes ``r || s`` (each left-padded to 32 bytes) in Base64. Mixing the two
-up is one of the commonest interoperability failures (platform-protocol.md §5), so the choice is
-an explicit :class:`SignatureEncoding`, never a guess from the length.
+GM/T 0009 encodes a signature as DER ``SEQUENCE { INTEGER r, INTEGER s }``; HSMs and the
+platform's APIs often carry the raw 64 bytes ``r || s`` (each left-padded to 32 bytes), in
+Base64 on the wire. Mixing the two up is one of the commonest interoperability failures, so the
+choice is an explicit :class:`SignatureEncoding`, never a guess from the length.
 
 DER is decoded strictly: exactly one encoding is accepted for each (r, s), so a signature cannot
 be re-encoded into a second valid form (malleability) and a parser difference cannot hide bytes.
 Rejected: long-form or indefinite lengths, lengths that do not match, trailing bytes after the
 SEQUENCE, non-minimal INTEGERs (a superfluous leading ``00``), negative INTEGERs, empty
 INTEGERs, and values wider than 256 bits. Because r and s are below 2**256 the whole SEQUENCE is
-at most 72 bytes, so DER always uses the short length form here.
+at most 72 bytes, so DER always uses the short length form here. Hand-written (forty lines) so
+that every refusal names its rule; property tests (tests/unit/security/test_encoding.py) hold
+it to "decodes only what it re-encodes".
 
-Whether r and s lie in [1, n-1] is the verifier's business, not the codec's: the codec maps
-every 64-byte raw value to DER and back.
+The byte-level functions map every 64-byte raw value to DER and back; :class:`Signature` is
+the checked value (r and s in [1, n-1]) that the ``hsm`` package's token operations return.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+from dataclasses import dataclass
 
-from sidecar.platform.security.errors import MalformedSecuredMessage
+from hsm.sm.errors import MalformedEncoding
+
+# the order n of sm2p256v1's base point (GB/T 32918.5); the curve lives in hsm.sm.sm2
+_N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
 
 RAW_SIGNATURE_LENGTH = 64
 _SCALAR = 32
@@ -31,10 +37,55 @@ _INTEGER = 0x02
 
 
 class SignatureEncoding(enum.Enum):
-    """How a peer writes SM2 signatures (before any Base64)."""
+    """How a peer or token writes SM2 signatures (before any Base64)."""
 
     RAW = "raw"  # r || s, 64 bytes
     DER = "der"  # SEQUENCE { INTEGER r, INTEGER s }
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An SM2 signature (r, s) with r and s in [1, n-1]."""
+
+    r: int
+    s: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.r < _N and 1 <= self.s < _N):
+            raise MalformedEncoding("signature", "SM2 signature r and s must be in [1, n-1]")
+
+    @classmethod
+    def from_raw(cls, data: bytes, *, field: str = "signature") -> Signature:
+        r, s = _split_raw(data, field)
+        return cls(r, s)
+
+    @classmethod
+    def from_der(cls, data: bytes, *, field: str = "signature") -> Signature:
+        return cls.from_raw(der_to_raw(data, field=field), field=field)
+
+    @classmethod
+    def decode(
+        cls, data: bytes, encoding: SignatureEncoding, *, field: str = "signature"
+    ) -> Signature:
+        return cls.from_raw(decode_signature(data, encoding, field=field), field=field)
+
+    @classmethod
+    def from_b64(
+        cls, text: object, encoding: SignatureEncoding, *, field: str = "signature"
+    ) -> Signature:
+        return cls.decode(b64decode(text, field=field), encoding, field=field)
+
+    def to_raw(self) -> bytes:
+        return self.r.to_bytes(_SCALAR, "big") + self.s.to_bytes(_SCALAR, "big")
+
+    def to_der(self) -> bytes:
+        return raw_to_der(self.to_raw())
+
+    def encode(self, encoding: SignatureEncoding) -> bytes:
+        return encode_signature(self.to_raw(), encoding)
+
+    def to_b64(self, encoding: SignatureEncoding) -> str:
+        return b64encode(self.encode(encoding))
 
 
 def raw_to_der(raw: bytes, *, field: str = "signature") -> bytes:
@@ -45,18 +96,18 @@ def raw_to_der(raw: bytes, *, field: str = "signature") -> bytes:
 
 
 def der_to_raw(der: bytes, *, field: str = "signature") -> bytes:
-    """Raw ``r || s`` of a strictly DER-encoded signature; MalformedSecuredMessage otherwise."""
+    """Raw ``r || s`` of a strictly DER-encoded signature; MalformedEncoding otherwise."""
     if len(der) < 2 or der[0] != _SEQUENCE:
-        raise MalformedSecuredMessage(field, "DER signature is not a SEQUENCE")
+        raise MalformedEncoding(field, "DER signature is not a SEQUENCE")
     length = der[1]
     if length & 0x80:
-        raise MalformedSecuredMessage(field, "DER signature uses a long-form length")
+        raise MalformedEncoding(field, "DER signature uses a long-form length")
     if length != len(der) - 2:
-        raise MalformedSecuredMessage(field, "DER signature length does not match its bytes")
+        raise MalformedEncoding(field, "DER signature length does not match its bytes")
     r, rest = _read_integer(der[2:], field)
     s, rest = _read_integer(rest, field)
     if rest:
-        raise MalformedSecuredMessage(field, "DER signature has bytes after s")
+        raise MalformedEncoding(field, "DER signature has bytes after s")
     return r.to_bytes(_SCALAR, "big") + s.to_bytes(_SCALAR, "big")
 
 
@@ -90,18 +141,18 @@ def b64decode(text: object, *, field: str, allow_line_breaks: bool = False) -> b
     ``Base64.getMimeEncoder``) insert every 76 characters; nothing else is tolerated.
     """
     if not isinstance(text, str):
-        raise MalformedSecuredMessage(field, "is not a Base64 string")
+        raise MalformedEncoding(field, "is not a Base64 string")
     if allow_line_breaks:
         text = text.replace("\r", "").replace("\n", "")
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        raise MalformedSecuredMessage(field, "is not valid Base64") from None
+        raise MalformedEncoding(field, "is not valid Base64") from None
 
 
 def _split_raw(raw: bytes, field: str) -> tuple[int, int]:
     if len(raw) != RAW_SIGNATURE_LENGTH:
-        raise MalformedSecuredMessage(
+        raise MalformedEncoding(
             field, f"raw SM2 signature must be {RAW_SIGNATURE_LENGTH} bytes (r || s)"
         )
     return int.from_bytes(raw[:_SCALAR], "big"), int.from_bytes(raw[_SCALAR:], "big")
@@ -115,17 +166,17 @@ def _der_integer(value: int) -> bytes:
 
 def _read_integer(data: bytes, field: str) -> tuple[int, bytes]:
     if len(data) < 2 or data[0] != _INTEGER:
-        raise MalformedSecuredMessage(field, "DER signature element is not an INTEGER")
+        raise MalformedEncoding(field, "DER signature element is not an INTEGER")
     length = data[1]
     if length & 0x80:
-        raise MalformedSecuredMessage(field, "DER INTEGER uses a long-form length")
+        raise MalformedEncoding(field, "DER INTEGER uses a long-form length")
     if length == 0 or length > len(data) - 2:
-        raise MalformedSecuredMessage(field, "DER INTEGER length does not match its bytes")
+        raise MalformedEncoding(field, "DER INTEGER length does not match its bytes")
     content = data[2 : 2 + length]
     if content[0] & 0x80:
-        raise MalformedSecuredMessage(field, "DER INTEGER is negative")
+        raise MalformedEncoding(field, "DER INTEGER is negative")
     if length > 1 and content[0] == 0 and not content[1] & 0x80:
-        raise MalformedSecuredMessage(field, "DER INTEGER is not minimal")
+        raise MalformedEncoding(field, "DER INTEGER is not minimal")
     if length > _SCALAR + 1 or (length == _SCALAR + 1 and content[0] != 0):
-        raise MalformedSecuredMessage(field, "DER INTEGER is wider than 256 bits")
+        raise MalformedEncoding(field, "DER INTEGER is wider than 256 bits")
     return int.from_bytes(content, "big"), data[2 + length :]

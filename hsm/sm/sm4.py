@@ -1,24 +1,34 @@
-"""SM4 on the host (GB/T 32907) through pyca ``cryptography`` (OpenSSL's SM4).
+"""SM4 (GB/T 32907) on the host: ECB and CBC, with or without PKCS#7 padding.
 
-The data keys of both schemes are known to the host anyway (scheme B derives its key from the
-appId and appSecret), so SM4 runs here rather than in the HSM: OpenSSL's SM4 costs microseconds,
-an HSM round trip does not.
+The protocol layer's data keys are known to the host anyway (scheme B derives its key from the
+appId and appSecret), so SM4 runs here rather than in the HSM: OpenSSL's SM4 costs
+microseconds, an HSM round trip does not. The AEAD for data at rest (SM4-GCM) is
+:mod:`hsm.sm.gcm`, on the same key checks.
 
-ECB and CBC, each with PKCS#7 padding (the platform's choice) or without (block-aligned data
-only). Decryption failures (a length that is not whole blocks, bad padding) raise
-``DecryptionFailed`` naming the field, and never say which padding byte was wrong. Nothing here
-authenticates: callers verify a signature over the plaintext afterwards.
+Decryption failures (a length that is not whole blocks, bad padding) raise
+:class:`~hsm.sm.errors.DecryptionFailed` naming the field, and never say which padding byte was
+wrong. ECB and CBC do not authenticate: callers verify a signature over the plaintext afterwards.
 """
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from typing import Any
 
-from sidecar.platform.security.errors import DecryptionFailed, KeyMaterialInvalid
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from hsm.sm import backend
+from hsm.sm.errors import DecryptionFailed, KeyMaterialInvalid
 
 KEY_SIZE = 16
 BLOCK_SIZE = 16
+
+
+def check_key(key: bytes) -> bytes:
+    """``key`` as bytes if it is an SM4 key (16 bytes), else KeyMaterialInvalid."""
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
+        raise KeyMaterialInvalid("sm4 key", f"an SM4 key is {KEY_SIZE} bytes")
+    return bytes(key)
 
 
 def encrypt_ecb(key: bytes, plaintext: bytes, *, pad: bool = True) -> bytes:
@@ -45,17 +55,16 @@ def decrypt_cbc(
     return _decrypt(_cipher(key, iv), ciphertext, pad, field)
 
 
-def _cipher(key: bytes, iv: bytes | None) -> Cipher[modes.ECB] | Cipher[modes.CBC]:
-    if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
-        raise KeyMaterialInvalid("sm4 key", f"an SM4 key is {KEY_SIZE} bytes")
+def _cipher(key: bytes, iv: bytes | None) -> Cipher[Any]:
+    key = check_key(key)
     if iv is None:
-        return Cipher(algorithms.SM4(bytes(key)), modes.ECB())  # noqa: S305 - the platform's choice
+        return backend.sm4_cipher(key, modes.ECB())  # noqa: S305 - the platform's choice
     if not isinstance(iv, bytes | bytearray) or len(iv) != BLOCK_SIZE:
         raise KeyMaterialInvalid("sm4 iv", f"an SM4-CBC IV is {BLOCK_SIZE} bytes")
-    return Cipher(algorithms.SM4(bytes(key)), modes.CBC(bytes(iv)))
+    return backend.sm4_cipher(key, modes.CBC(bytes(iv)))
 
 
-def _encrypt(cipher: Cipher[modes.ECB] | Cipher[modes.CBC], plaintext: bytes, pad: bool) -> bytes:
+def _encrypt(cipher: Cipher[Any], plaintext: bytes, pad: bool) -> bytes:
     if pad:
         padder = padding.PKCS7(BLOCK_SIZE * 8).padder()
         plaintext = padder.update(plaintext) + padder.finalize()
@@ -65,9 +74,7 @@ def _encrypt(cipher: Cipher[modes.ECB] | Cipher[modes.CBC], plaintext: bytes, pa
     return encryptor.update(plaintext) + encryptor.finalize()
 
 
-def _decrypt(
-    cipher: Cipher[modes.ECB] | Cipher[modes.CBC], ciphertext: bytes, pad: bool, field: str
-) -> bytes:
+def _decrypt(cipher: Cipher[Any], ciphertext: bytes, pad: bool, field: str) -> bytes:
     if not ciphertext or len(ciphertext) % BLOCK_SIZE:
         raise DecryptionFailed(field, f"ciphertext is not whole {BLOCK_SIZE}-byte blocks")
     decryptor = cipher.decryptor()
