@@ -6,7 +6,7 @@ tests, and for the platform's key where a test plays the platform. It signs on t
 SM crypto core picks (``hsm.sm.backend``: tongsuopy, tongsuopy-e for other user IDs, gmssl
 without tongsuopy) and verifies with the core's :class:`~hsm.sm.sm2.HostSm2Verifier`, so a
 signature it makes goes through exactly the verification the sidecar uses. Independent
-checks of what it signs (OpenSSL, gmssl) are in ``tests/unit/security/test_sm2.py``.
+checks of what it signs (OpenSSL, gmssl) are in ``tests/hsm/sm/test_sm2.py``.
 """
 
 from __future__ import annotations

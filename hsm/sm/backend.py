@@ -21,7 +21,7 @@ SM2 (pyca has none) has three implementations, chosen once per key and user ID:
     :mod:`secrets` (gmssl's own source is the non-cryptographic :mod:`random`).
 
 Measured on this 2-core machine, one thread, 200-byte messages, other work keeping the load
-average at 1.5-3 (``python -m tests.unit.security.bench`` prints current figures):
+average at 1.5-3 (``python -m tests.hsm.sm.bench`` prints current figures):
 
 ==============================  ================  =================
 backend                         signatures/s      verifications/s

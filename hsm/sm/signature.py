@@ -11,7 +11,7 @@ Rejected: long-form or indefinite lengths, lengths that do not match, trailing b
 SEQUENCE, non-minimal INTEGERs (a superfluous leading ``00``), negative INTEGERs, empty
 INTEGERs, and values wider than 256 bits. Because r and s are below 2**256 the whole SEQUENCE is
 at most 72 bytes, so DER always uses the short length form here. Hand-written (forty lines) so
-that every refusal names its rule; property tests (tests/unit/security/test_encoding.py) hold
+that every refusal names its rule; property tests (tests/hsm/sm/test_signature.py) hold
 it to "decodes only what it re-encodes".
 
 The byte-level functions map every 64-byte raw value to DER and back; :class:`Signature` is

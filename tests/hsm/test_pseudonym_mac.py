@@ -86,7 +86,7 @@ def test_the_input_is_prefix_free_and_block_aligned() -> None:
 
 
 def test_the_host_reference_matches_the_known_answers() -> None:
-    # (the SM4 under it is checked against GB/T 32907 A.1 in tests/unit/security/test_sm4.py)
+    # (the SM4 under it is checked against GB/T 32907 A.1 in tests/hsm/sm/test_sm4.py)
     assert len(VECTORS["vectors"]) >= 10
     for vector in VECTORS["vectors"]:
         mac = host_sm4_cbc_mac(bytes.fromhex(vector["key"]), bytes.fromhex(vector["message"]))

@@ -3,7 +3,7 @@
 One file for every test that checks SM2, SM3 or SM4 against a standard's or OpenSSL's answer:
 the core's own tests, the token's, the simulator's, the audit trail's. Each vector is checked
 against the SM crypto core and at least one independent implementation (the OpenSSL command
-line, tongsuopy or gmssl; ``tests/unit/security/independent.py``).
+line, tongsuopy or gmssl; ``tests/vectors/independent.py``).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
 from tests.devkit.simulator.support import envelope_factory, person_input, sign_in_input
 from tests.software_sm2 import SoftwareSm2
-from tests.unit.security import vectors
-from tests.unit.security.independent import gmssl_verify, openssl_sign
+from tests.vectors import named as vectors
+from tests.vectors.independent import gmssl_verify, openssl_sign
 from yibao_devkit.devcerts import DevPki
 from yibao_devkit.simulator import PlatformSimulator, Population, running_simulator
 from yibao_devkit.simulator import crypto as sim

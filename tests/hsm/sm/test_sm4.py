@@ -10,8 +10,7 @@ import pytest
 from hsm.sm import gcm, sm4
 from hsm.sm.errors import DecryptionFailed, KeyMaterialInvalid
 from tests.vectors import SM4_CBC, SM4_ECB, SM4_GCM, GcmVector, Sm4Vector
-
-from .independent import (
+from tests.vectors.independent import (
     gmssl_sm4_cbc,
     gmssl_sm4_ecb,
     openssl_sm4_cbc,

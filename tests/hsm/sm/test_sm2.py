@@ -27,9 +27,8 @@ from hsm.sm.sm3 import hmac_sm3, sm3
 from sidecar.platform.security.signer import Sm2Signer, Sm2Verifier
 from tests.software_sm2 import SoftwareSm2, tongsuopy_available
 from tests.vectors import SM2_GMT, SM3
-
-from . import vectors
-from .independent import (
+from tests.vectors import named as vectors
+from tests.vectors.independent import (
     gmssl_e,
     gmssl_sm3,
     gmssl_verify,

@@ -1,4 +1,4 @@
-"""Rates of the software SM2 paths: ``.venv/bin/python -m tests.unit.security.bench``.
+"""Rates of the software SM2 paths: ``.venv/bin/python -m tests.hsm.sm.bench``.
 
 Not a test (pytest does not collect it); it prints the figures quoted in hsm/sm/backend.py.
 """

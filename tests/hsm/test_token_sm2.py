@@ -14,9 +14,9 @@ from hsm.sm.errors import KeyMaterialInvalid
 from hsm.sm.signature import Signature, SignatureEncoding
 from hsm.sm.sm2 import DEFAULT_USER_ID, N, Sm2PublicKey, compute_e
 from hsm.sm2 import HostVerifier, Sm2Signer, sign_message_in_token, verify_e_in_token
-from tests.unit.security.independent import gmssl_verify, openssl_verify
 from tests.vectors import SM2_GMT as V
 from tests.vectors import SM3, SM4_ECB
+from tests.vectors.independent import gmssl_verify, openssl_verify
 
 VEC_KEY = Sm2PublicKey(V.x, V.y)
 VEC_SIG = Signature(V.r, V.s)
@@ -30,7 +30,7 @@ def _signer(token) -> Sm2Signer:
 
 
 # ------------------------------------------------------------------ known answers
-# (Z, e, SM3 and SM4 on the host: the core's tests, tests/unit/security/)
+# (Z, e, SM3 and SM4 on the host: the core's tests, tests/hsm/sm/)
 def test_vector_verifies_on_the_host() -> None:
     HostVerifier().verify(VEC_KEY, V.message, VEC_SIG)
     HostVerifier().verify_e(VEC_KEY, V.e, VEC_SIG)

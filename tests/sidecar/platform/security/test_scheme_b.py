@@ -25,9 +25,8 @@ from sidecar.platform.security.errors import (
 )
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig, derive_data_key
 from tests.software_sm2 import SoftwareSm2
-
-from . import vectors
-from .independent import gmssl_sm4_ecb, gmssl_verify, openssl_sm4_ecb
+from tests.vectors import named as vectors
+from tests.vectors.independent import gmssl_sm4_ecb, gmssl_verify, openssl_sm4_ecb
 
 CONFIG = SchemeBConfig(app_id=vectors.B_APP_ID, app_secret=vectors.B_APP_SECRET)
 HOSPITAL = SoftwareSm2.generate()

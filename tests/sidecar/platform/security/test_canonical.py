@@ -17,8 +17,7 @@ from sidecar.platform.security.canonical import (
     string_to_sign,
 )
 from sidecar.platform.security.errors import MalformedSecuredMessage
-
-from . import vectors
+from tests.vectors import named as vectors
 
 
 def vector_fields() -> dict[str, Any]:

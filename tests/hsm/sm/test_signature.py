@@ -16,8 +16,7 @@ from hsm.sm.signature import (
     raw_to_der,
 )
 from sidecar.platform.security.errors import MalformedSecuredMessage
-
-from . import vectors
+from tests.vectors import named as vectors
 
 R = bytes.fromhex(vectors.SM2["r"])
 S = bytes.fromhex(vectors.SM2["s"])

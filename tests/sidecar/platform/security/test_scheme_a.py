@@ -24,8 +24,7 @@ from sidecar.platform.security.errors import (
 )
 from sidecar.platform.security.scheme_a import SchemeA, SchemeAConfig, SchemeAKeys
 from tests.software_sm2 import SoftwareSm2
-
-from .independent import gmssl_sm4_ecb, gmssl_verify, openssl_verify
+from tests.vectors.independent import gmssl_sm4_ecb, gmssl_verify, openssl_verify
 
 KEY = b"0123456789abcdef"
 HOSPITAL = SoftwareSm2.generate()
