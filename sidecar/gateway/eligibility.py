@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.gateway.enrollment import EnrollmentQueries, text_of
 from sidecar.gateway.platform_errors import translated
 from sidecar.gateway.subjects import Subject
@@ -45,10 +46,10 @@ class EligibilityChecks:
         self._institution = institution
 
     async def check(
-        self, question: EligibilityQuestion, operator: Operator, budget: float | None = None
+        self, question: EligibilityQuestion, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.CheckEligibilityResponse:
         with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
-            person = await self._people.person_info(question.subject, operator, budget)
+            person = await self._people.person_info(question.subject, operator, deadline)
             psn_no = text_of(
                 person.get("baseinfo") if isinstance(person, Mapping) else None, "psn_no"
             )
@@ -68,7 +69,7 @@ class EligibilityChecks:
         }
         with translated():
             output = await self._platform.call(
-                self._infno, data, operator, budget=budget, retry_safe=True
+                self._infno, data, operator, deadline=deadline, retry_safe=True
             )
             return _response(output)
 

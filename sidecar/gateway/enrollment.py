@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.gateway import codes
 from sidecar.gateway.platform_errors import translated
 from sidecar.gateway.subjects import Subject
@@ -32,14 +33,14 @@ class EnrollmentQueries:
         self._not_found = tuple(not_found_markers)
 
     async def get(
-        self, subject: Subject, operator: Operator, budget: float | None = None
+        self, subject: Subject, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.GetEnrollmentResponse:
-        """The person's enrollment; ``budget`` is the caller's remaining deadline in seconds."""
+        """The person's enrollment, asked for before the caller's ``deadline``."""
         with translated(self._not_found, "PERSON_NOT_FOUND"):
-            return _response(await self.person_info(subject, operator, budget))
+            return _response(await self.person_info(subject, operator, deadline))
 
     async def person_info(
-        self, subject: Subject, operator: Operator, budget: float | None = None
+        self, subject: Subject, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> Any:
         """The raw 1101 output for ``subject`` (other functions need its ``psn_no``).
 
@@ -57,7 +58,7 @@ class EnrollmentQueries:
             }
         }
         return await self._platform.call(
-            self._infno, data, operator, budget=budget, retry_safe=True
+            self._infno, data, operator, deadline=deadline, retry_safe=True
         )
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.deadlines import Deadline
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
@@ -69,13 +70,13 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         if subject is None:
             raise errors.invalid_request(violations)
-        budget = context.time_remaining()
+        deadline = Deadline.of_budget(context.time_remaining())
         return await self._cache.read(
             "GetEnrollment",
             _caller().tenant,
             subject,
             request,
-            lambda: self._enrollment.get(subject, _operator(), budget),
+            lambda: self._enrollment.get(subject, _operator(), deadline),
         )
 
     async def GetAccount(  # noqa: N802
@@ -85,13 +86,13 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         query = account_query(
             request, tokens=self._tokens, tenant=tenant, today=beijing_now().date()
         )
-        budget = context.time_remaining()
+        deadline = Deadline.of_budget(context.time_remaining())
         return await self._cache.read(
             "GetAccount",
             tenant,
             query.subject,
             request,
-            lambda: self._account.get(query, _operator(), budget),
+            lambda: self._account.get(query, _operator(), deadline),
         )
 
     async def SubmitOffsiteRegistration(  # noqa: N802
@@ -103,7 +104,8 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
             today=beijing_now().date(),
             max_backdate_days=self._max_backdate_days,
         )
-        return await self._offsite.submit(submission, _operator(), context.time_remaining())
+        deadline = Deadline.of_budget(context.time_remaining())
+        return await self._offsite.submit(submission, _operator(), deadline)
 
     async def ListOffsiteRegistrations(  # noqa: N802
         self, request: gateway.ListOffsiteRegistrationsRequest, context: Context
@@ -111,21 +113,22 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         tenant = _caller().tenant
         listing = offsite_requests.listing(request, tokens=self._tokens, tenant=tenant)
         return await self._offsite.list_registrations(
-            listing, tenant, _operator(), context.time_remaining()
+            listing, tenant, _operator(), Deadline.of_budget(context.time_remaining())
         )
 
     async def CancelOffsiteRegistration(  # noqa: N802
         self, request: gateway.CancelOffsiteRegistrationRequest, context: Context
     ) -> gateway.CancelOffsiteRegistrationResponse:
         cancellation = offsite_requests.cancellation(request, tenant=_caller().tenant)
-        return await self._offsite.cancel(cancellation, _operator(), context.time_remaining())
+        deadline = Deadline.of_budget(context.time_remaining())
+        return await self._offsite.cancel(cancellation, _operator(), deadline)
 
     async def SettleWithEVoucher(  # noqa: N802
         self, request: gateway.SettleWithEVoucherRequest, context: Context
     ) -> gateway.SettleWithEVoucherResponse:
         caller = caller_of(current_call())
         return await self._settlement.settle(
-            request, caller.tenant, _operator(), context.time_remaining()
+            request, caller.tenant, _operator(), Deadline.of_budget(context.time_remaining())
         )
 
     async def GetSettlement(  # noqa: N802
@@ -138,20 +141,20 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
     ) -> gateway.CancelSettlementResponse:
         caller = caller_of(current_call())
         return await self._settlement.cancel(
-            request, caller.tenant, _operator(), context.time_remaining()
+            request, caller.tenant, _operator(), Deadline.of_budget(context.time_remaining())
         )
 
     async def CheckEligibility(  # noqa: N802
         self, request: gateway.CheckEligibilityRequest, context: Context
     ) -> gateway.CheckEligibilityResponse:
         question = eligibility_question(request)
-        budget = context.time_remaining()
+        deadline = Deadline.of_budget(context.time_remaining())
         return await self._cache.read(
             "CheckEligibility",
             _caller().tenant,
             question.subject,
             request,
-            lambda: self._eligibility.check(question, _operator(), budget),
+            lambda: self._eligibility.check(question, _operator(), deadline),
         )
 
 

@@ -22,6 +22,7 @@ from google.protobuf import timestamp_pb2
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.pseudonyms import SETTLEMENT_PAYLOAD, Pseudonymizer
+from sidecar.deadlines import Deadline
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
 from sidecar.gateway.subjects import Subject, check_subject
@@ -73,7 +74,7 @@ class SettlementFunctions:
         request: gateway.SettleWithEVoucherRequest,
         tenant: str,
         operator: Operator,
-        budget: float | None,
+        deadline: Deadline,
     ) -> gateway.SettleWithEVoucherResponse:
         order = self.order(request)
         claim = Claim(
@@ -84,7 +85,7 @@ class SettlementFunctions:
             order=order,
         )
         with _store_errors():
-            record = await self._settlements.settle(claim, operator, budget)
+            record = await self._settlements.settle(claim, operator, deadline)
         return gateway.SettleWithEVoucherResponse(settlement=settlement_message(record))
 
     async def get(
@@ -109,7 +110,7 @@ class SettlementFunctions:
         request: gateway.CancelSettlementRequest,
         tenant: str,
         operator: Operator,
-        budget: float | None,
+        deadline: Deadline,
     ) -> gateway.CancelSettlementResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         problem = validation.check_request_id(request.request_id)
@@ -129,7 +130,7 @@ class SettlementFunctions:
                 subject,
                 await subject_digest(self._digests, subject),
                 operator,
-                budget,
+                deadline,
                 original_request_id=(
                     request.original_request_id if key == "original_request_id" else ""
                 ),

@@ -32,6 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from sidecar.deadlines import Deadline
 from sidecar.fieldcrypt import SealError
 from sidecar.store import StoreUnavailable
 
@@ -53,23 +54,18 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, StoreUnavailable) and not isinstance(exc, SealError)
 
 
-async def durably(
-    write: Callable[[], Awaitable[T]], deadline: float | None, retry: StoreRetry
-) -> T:
-    """``write()``, retried while the store is unavailable and the loop-clock ``deadline``
-    (``None``: one attempt) leaves room; the last ``StoreUnavailable`` if it never succeeds."""
-    if deadline is None:
-        return await write()
-    limit = deadline - retry.answer_reserve_seconds
-    room = limit - asyncio.get_running_loop().time()
-    if room <= 0:
+async def durably(write: Callable[[], Awaitable[T]], deadline: Deadline, retry: StoreRetry) -> T:
+    """``write()``, retried while the store is unavailable and ``deadline`` (unbounded: one
+    attempt) less the reserve leaves room; the last ``StoreUnavailable`` if it never succeeds."""
+    room = deadline.minus(retry.answer_reserve_seconds).left()
+    if room is None or room <= 0:
         return await write()
 
     def retrying(state: RetryCallState) -> None:
         log.warning("settlement.store_retry", extra={"attempt": state.attempt_number})
 
     try:
-        async with asyncio.timeout_at(limit):  # an attempt under way is cut short, too
+        async with asyncio.timeout(room):  # an attempt under way is cut short, too
             async for attempt in AsyncRetrying(
                 stop=stop_before_delay(room),
                 wait=wait_exponential_jitter(

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from sidecar import errors
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
@@ -137,9 +139,9 @@ class Settlements:
 
     # -- SettleWithEVoucher -------------------------------------------------------------------
 
-    async def settle(self, claim: Claim, operator: Operator, budget: float | None) -> Record:
+    async def settle(self, claim: Claim, operator: Operator, deadline: Deadline) -> Record:
         """The settlement for ``claim``'s key: made now, or the first call's outcome."""
-        deadline = self._deadline(budget)
+        deadline = self._bounded(deadline)
         fresh = self._fresh_record(claim, operator, deadline)
         try:
             existing = await self._records.claim(fresh)
@@ -156,7 +158,7 @@ class Settlements:
             self._cache.invalidate(claim.order.subject)
 
     async def _follow(
-        self, record: Record, order: chain.Order, operator: Operator, deadline: float
+        self, record: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> Record:
         """A repeat: wait for a live worker, take over from a dead one, answer final states."""
         while True:
@@ -180,7 +182,7 @@ class Settlements:
             record = again
 
     async def _claim_again(
-        self, old: Record, order: chain.Order, operator: Operator, deadline: float
+        self, old: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> Record:
         now = now_micros()
         fresh = replace(  # same key, payload and subject; this call's worker and operator
@@ -201,7 +203,7 @@ class Settlements:
         return await self._follow(existing, order, operator, deadline)
 
     async def _run(
-        self, record: Record, order: chain.Order, operator: Operator, deadline: float
+        self, record: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> Record:
         """The chain, holding the row; returns the final record or raises the call's error."""
         try:
@@ -213,7 +215,7 @@ class Settlements:
         return await self._send(record, order, operator, deadline, person, mdtrt_id, batch)
 
     async def _prepare(
-        self, record: Record, order: chain.Order, operator: Operator, deadline: float
+        self, record: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> tuple[chain.Person, str, str]:
         """1101 -> 2201 -> 2204 -> 2206. Refusals after 1101 are recorded as FAILED."""
         codes = self._codes
@@ -272,7 +274,7 @@ class Settlements:
         record: Record,
         order: chain.Order,
         operator: Operator,
-        deadline: float,
+        deadline: Deadline,
         person: chain.Person,
         mdtrt_id: str,
         batch: str,
@@ -280,7 +282,7 @@ class Settlements:
         """2207 with its msgid recorded first; then SETTLED, FAILED, or resolution."""
         current = record
         sent: list[str] = []
-        send_by = deadline - self._policy.resolve_reserve_seconds  # 2207's own deadline
+        send_by = deadline.minus(self._policy.resolve_reserve_seconds)  # 2207's own deadline
 
         async def before_send(msgid: str) -> None:
             nonlocal current
@@ -298,7 +300,6 @@ class Settlements:
             )
             sent.append(msgid)
 
-        budget = _left(send_by)
         data = chain.settlement_input(order, person, mdtrt_id, batch, final=True)
         try:
             output = await self._platform.call(
@@ -306,7 +307,7 @@ class Settlements:
                 data,
                 operator,
                 insured_area=person.insured_area,
-                budget=max(budget, 0.001),
+                deadline=send_by,
                 before_send=before_send,
             )
             charged = chain.charged_from(output, order.total_fen, sent[-1])
@@ -342,7 +343,7 @@ class Settlements:
         log.info("settlement.settled", extra={"attempts": len(sent)})
         return settled
 
-    async def _unknown(self, record: Record, failure: BaseException, deadline: float) -> Record:
+    async def _unknown(self, record: Record, failure: BaseException, deadline: Deadline) -> Record:
         """2207's answer is missing or unusable: resolve now if time allows, else say PENDING."""
         if record.state is State.RUNNING:  # no 2207 msgid was recorded, so none was sent
             with contextlib.suppress(Exception):
@@ -378,7 +379,7 @@ class Settlements:
 
     # -- resolution -----------------------------------------------------------------------------
 
-    async def _resolve_owned(self, record: Record, deadline: float | None) -> Record:
+    async def _resolve_owned(self, record: Record, deadline: Deadline) -> Record:
         """Reverse every 2207 msgid of a SENDING row we hold; release the lease if unresolved."""
         if record.state is State.CANCELLING:
             return await self._cancel_owned(record, deadline, raise_errors=False)
@@ -429,9 +430,9 @@ class Settlements:
         )
         return released if released is not None else await self._reread(record)
 
-    async def resolve(self, record: Record, budget: float | None = None) -> Record:
+    async def resolve(self, record: Record, deadline: Deadline = NO_DEADLINE) -> Record:
         """Take an unleased SENDING or CANCELLING row and try to resolve it (background use)."""
-        deadline = self._deadline(budget)
+        deadline = self._bounded(deadline)
         now = now_micros()
         if not self._free(record, now):
             return record
@@ -440,13 +441,15 @@ class Settlements:
             return await self._reread(record)
         return await self._resolve_owned(taken, deadline)
 
-    async def resolve_due(self, min_age_seconds: float, budget: float | None = None) -> int:
-        """Resolve the rows nobody holds that are older than ``min_age_seconds``; how many."""
+    async def resolve_due(self, min_age_seconds: float, budget_seconds: float | None = None) -> int:
+        """Resolve the rows nobody holds that are older than ``min_age_seconds``, each within
+        ``budget_seconds`` (``None``: the policy's default); how many."""
         older = now_micros() - int(min_age_seconds * _MICROS)
         done = 0
         mine = (self._replica, self._worker) if self._replica else None
         for record in await self._records.unresolved(older, earlier_self=mine):
-            result = await self.resolve(record, budget)
+            each = NO_DEADLINE if budget_seconds is None else Deadline.after(budget_seconds)
+            result = await self.resolve(record, each)
             done += result.state is not record.state
         return done
 
@@ -474,12 +477,12 @@ class Settlements:
         subject: Subject,
         subject_sha256: str,
         operator: Operator,
-        budget: float | None,
+        deadline: Deadline,
         *,
         original_request_id: str = "",
         setl_id: str = "",
     ) -> Record:
-        deadline = self._deadline(budget)
+        deadline = self._bounded(deadline)
         target = await self.get(
             tenant, subject_sha256, request_id=original_request_id, setl_id=setl_id
         )
@@ -497,7 +500,7 @@ class Settlements:
         finally:
             self._cache.invalidate(subject)
 
-    async def _cancel_target(self, record: Record, deadline: float) -> Record:
+    async def _cancel_target(self, record: Record, deadline: Deadline) -> Record:
         if record.state in (State.FAILED, State.REVERSED, State.CANCELLED):
             return record
         now = now_micros()
@@ -525,7 +528,7 @@ class Settlements:
         return await self._cancel_owned(taken, deadline, raise_errors=True)
 
     async def _cancel_owned(
-        self, record: Record, deadline: float | None, *, raise_errors: bool
+        self, record: Record, deadline: Deadline, *, raise_errors: bool
     ) -> Record:
         """2208 for a CANCELLING row we hold; a resend after a lost answer is safe."""
         if not (record.setl_id and record.mdtrt_id and record.psn_no):
@@ -577,22 +580,26 @@ class Settlements:
         infno: str,
         data: Any,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         insured_area: str = "",
         *,
         retry_safe: bool = False,
     ) -> Any:
-        budget = None if deadline is None else max(_left(deadline), 0.001)
         return await self._platform.call(
-            infno, data, operator, insured_area=insured_area, budget=budget, retry_safe=retry_safe
+            infno,
+            data,
+            operator,
+            insured_area=insured_area,
+            deadline=deadline,
+            retry_safe=retry_safe,
         )
 
-    async def _durably(self, write: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    async def _durably(self, write: Callable[[], Awaitable[T]], deadline: Deadline) -> T:
         """A state write retried while the store is briefly away, within ``deadline``."""
         return await durably(write, deadline, self._policy.store)
 
     async def _failed(
-        self, record: Record, refusal: PlatformRefusal, deadline: float
+        self, record: Record, refusal: PlatformRefusal, deadline: Deadline
     ) -> GatewayError:
         """Record a refusal as FAILED (nothing charged) and return the call's error."""
         moved = await self._durably(
@@ -645,7 +652,7 @@ class Settlements:
         owner = record.lease_owner
         return bool(self._replica) and owner.startswith(self._replica) and owner != self._worker
 
-    async def _take_over(self, record: Record, deadline: float, now: int) -> Record | None:
+    async def _take_over(self, record: Record, deadline: Deadline, now: int) -> Record | None:
         return await self._records.take_over(
             record, self._worker, _micros(deadline), force=record.leased(now)
         )
@@ -656,11 +663,12 @@ class Settlements:
             raise errors.internal()
         return again
 
-    def _deadline(self, budget: float | None) -> float:
-        seconds = self._policy.default_budget_seconds if budget is None else budget
-        return asyncio.get_running_loop().time() + seconds
+    def _bounded(self, deadline: Deadline) -> Deadline:
+        """The caller's deadline, or the policy's default budget when it set none: a row's
+        lease must end some time."""
+        return deadline.or_after(self._policy.default_budget_seconds)
 
-    def _fresh_record(self, claim: Claim, operator: Operator, deadline: float) -> Record:
+    def _fresh_record(self, claim: Claim, operator: Operator, deadline: Deadline) -> Record:
         now = now_micros()
         order = claim.order
         return Record(
@@ -682,13 +690,15 @@ class Settlements:
         )
 
 
-def _left(deadline: float) -> float:
-    return deadline - asyncio.get_running_loop().time()
+def _left(deadline: Deadline) -> float:
+    """Seconds left (the machine's deadlines are always bounded: ``Settlements._bounded``)."""
+    left = deadline.left()
+    return math.inf if left is None else left
 
 
-def _micros(deadline: float) -> int:
-    """A loop-clock deadline as a wall-clock lease end in microseconds."""
-    return now_micros() + int(max(_left(deadline), 0.0) * _MICROS)
+def _micros(deadline: Deadline) -> int:
+    """A monotonic deadline as a wall-clock lease end in microseconds."""
+    return now_micros() + int(_left(deadline) * _MICROS)
 
 
 def _says(refusal: PlatformRefusal, markers: Sequence[str]) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.fieldcrypt import SealError
 from sidecar.settlement.durable import StoreRetry, durably
 from sidecar.store import StoreUnavailable
@@ -30,8 +31,8 @@ class Flaky:
         return "written"
 
 
-def deadline_in(seconds: float) -> float:
-    return asyncio.get_running_loop().time() + seconds
+def deadline_in(seconds: float) -> Deadline:
+    return Deadline.after(seconds)
 
 
 async def test_a_blip_shorter_than_the_deadline_is_retried_through() -> None:
@@ -65,7 +66,7 @@ async def test_what_is_not_a_blip_is_not_retried() -> None:
 
 
 async def test_without_a_deadline_or_time_left_there_is_one_attempt() -> None:
-    for deadline in (None, deadline_in(0.01)):
+    for deadline in (NO_DEADLINE, deadline_in(0.01), deadline_in(-1)):
         write = Flaky(1)
         with pytest.raises(StoreUnavailable):
             await durably(write, deadline, FAST)
