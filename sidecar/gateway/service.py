@@ -1,7 +1,8 @@
 """``InsuranceGateway``: the gRPC face of the five insurance functions.
 
-Each method validates its request (collecting every bad field), takes the caller established by
-the filter chain, and hands a validated domain request to the function's module.
+Each method validates its request (collecting every bad field), takes the caller and deadline
+the filter chain established (its ``CallContext``, handed in where gRPC's servicers take gRPC's
+context), and hands a validated domain request to the function's module.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.deadlines import Deadline
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
@@ -24,17 +24,24 @@ from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteRegistrations
 from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.gateway.subjects import check_subject
-from sidecar.interceptors.caller import Caller, caller_of
-from sidecar.interceptors.chain import current_call
+from sidecar.interceptors.context import CallContext
 from sidecar.platform.client import Operator
 from sidecar.platform.envelope import beijing_now
 from sidecar.server import Registration
 
-Context = Any  # grpc.aio.ServicerContext; the generated base class accepts either flavour
 SERVICE_NAME = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name
 
 
-class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
+# The chain calls our methods with the CallContext where the generated servicer's signatures say
+# gRPC's context: typed as Any so that those signatures are not imposed; its defaults still answer
+# UNIMPLEMENTED for an RPC of the contract not built yet.
+_Servicer: Any = gateway_grpc.InsuranceGatewayServicer
+
+
+class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
+    """The ``InsuranceGateway`` methods, called by the filter chain with the request and the
+    call's ``CallContext``."""
+
     def __init__(
         self,
         *,
@@ -65,96 +72,89 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
     async def GetEnrollment(  # noqa: N802 - gRPC method name
         self,
         request: gateway.GetEnrollmentRequest,
-        context: Context,
+        call: CallContext,
     ) -> gateway.GetEnrollmentResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         if subject is None:
             raise errors.invalid_request(violations)
-        deadline = Deadline.of_budget(context.time_remaining())
         return await self._cache.read(
             "GetEnrollment",
-            _caller().tenant,
+            call.identified.tenant,
             subject,
             request,
-            lambda: self._enrollment.get(subject, _operator(), deadline),
+            lambda: self._enrollment.get(subject, _operator(call), call.deadline),
         )
 
     async def GetAccount(  # noqa: N802
-        self, request: gateway.GetAccountRequest, context: Context
+        self, request: gateway.GetAccountRequest, call: CallContext
     ) -> gateway.GetAccountResponse:
-        tenant = _caller().tenant
+        tenant = call.identified.tenant
         query = account_query(
             request, tokens=self._tokens, tenant=tenant, today=beijing_now().date()
         )
-        deadline = Deadline.of_budget(context.time_remaining())
         return await self._cache.read(
             "GetAccount",
             tenant,
             query.subject,
             request,
-            lambda: self._account.get(query, _operator(), deadline),
+            lambda: self._account.get(query, _operator(call), call.deadline),
         )
 
     async def SubmitOffsiteRegistration(  # noqa: N802
-        self, request: gateway.SubmitOffsiteRegistrationRequest, context: Context
+        self, request: gateway.SubmitOffsiteRegistrationRequest, call: CallContext
     ) -> gateway.SubmitOffsiteRegistrationResponse:
         submission = offsite_requests.submission(
             request,
-            tenant=_caller().tenant,
+            tenant=call.identified.tenant,
             today=beijing_now().date(),
             max_backdate_days=self._max_backdate_days,
         )
-        deadline = Deadline.of_budget(context.time_remaining())
-        return await self._offsite.submit(submission, _operator(), deadline)
+        return await self._offsite.submit(submission, _operator(call), call.deadline)
 
     async def ListOffsiteRegistrations(  # noqa: N802
-        self, request: gateway.ListOffsiteRegistrationsRequest, context: Context
+        self, request: gateway.ListOffsiteRegistrationsRequest, call: CallContext
     ) -> gateway.ListOffsiteRegistrationsResponse:
-        tenant = _caller().tenant
+        tenant = call.identified.tenant
         listing = offsite_requests.listing(request, tokens=self._tokens, tenant=tenant)
         return await self._offsite.list_registrations(
-            listing, tenant, _operator(), Deadline.of_budget(context.time_remaining())
+            listing, tenant, _operator(call), call.deadline
         )
 
     async def CancelOffsiteRegistration(  # noqa: N802
-        self, request: gateway.CancelOffsiteRegistrationRequest, context: Context
+        self, request: gateway.CancelOffsiteRegistrationRequest, call: CallContext
     ) -> gateway.CancelOffsiteRegistrationResponse:
-        cancellation = offsite_requests.cancellation(request, tenant=_caller().tenant)
-        deadline = Deadline.of_budget(context.time_remaining())
-        return await self._offsite.cancel(cancellation, _operator(), deadline)
+        cancellation = offsite_requests.cancellation(request, tenant=call.identified.tenant)
+        return await self._offsite.cancel(cancellation, _operator(call), call.deadline)
 
     async def SettleWithEVoucher(  # noqa: N802
-        self, request: gateway.SettleWithEVoucherRequest, context: Context
+        self, request: gateway.SettleWithEVoucherRequest, call: CallContext
     ) -> gateway.SettleWithEVoucherResponse:
-        caller = caller_of(current_call())
         return await self._settlement.settle(
-            request, caller.tenant, _operator(), Deadline.of_budget(context.time_remaining())
+            request, call.identified.tenant, _operator(call), call.deadline
         )
 
     async def GetSettlement(  # noqa: N802
-        self, request: gateway.GetSettlementRequest, context: Context
+        self, request: gateway.GetSettlementRequest, call: CallContext
     ) -> gateway.GetSettlementResponse:
-        return await self._settlement.get(request, caller_of(current_call()).tenant)
+        return await self._settlement.get(request, call.identified.tenant)
 
     async def CancelSettlement(  # noqa: N802
-        self, request: gateway.CancelSettlementRequest, context: Context
+        self, request: gateway.CancelSettlementRequest, call: CallContext
     ) -> gateway.CancelSettlementResponse:
-        caller = caller_of(current_call())
         return await self._settlement.cancel(
-            request, caller.tenant, _operator(), Deadline.of_budget(context.time_remaining())
+            request, call.identified.tenant, _operator(call), call.deadline
         )
 
     async def CheckEligibility(  # noqa: N802
-        self, request: gateway.CheckEligibilityRequest, context: Context
+        self, request: gateway.CheckEligibilityRequest, call: CallContext
     ) -> gateway.CheckEligibilityResponse:
         question = eligibility_question(request)
-        deadline = Deadline.of_budget(context.time_remaining())
         return await self._cache.read(
             "CheckEligibility",
-            _caller().tenant,
+            call.identified.tenant,
             question.subject,
             request,
-            lambda: self._eligibility.check(question, _operator(), deadline),
+            lambda: self._eligibility.check(question, _operator(call), call.deadline),
         )
 
 
@@ -195,10 +195,7 @@ def eligibility_question(request: gateway.CheckEligibilityRequest) -> Eligibilit
     )
 
 
-def _operator() -> Operator:
-    caller = caller_of(current_call())
+def _operator(call: CallContext) -> Operator:
+    """The platform's operator (opter, opter_name) for the caller's opaque operator handle."""
+    caller = call.identified
     return Operator(id=caller.operator, name=caller.operator)
-
-
-def _caller() -> Caller:
-    return caller_of(current_call())
