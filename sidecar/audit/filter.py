@@ -24,7 +24,6 @@ import json
 import weakref
 from dataclasses import dataclass
 
-import grpc
 from cryptography.hazmat.primitives import hashes
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
@@ -118,11 +117,11 @@ class AuditFilter:
             answer = exc.message.encode()
             raise
         except NotImplementedError:
-            status, reason = grpc.StatusCode.UNIMPLEMENTED.name, "NOT_IMPLEMENTED"
+            status, reason = "UNIMPLEMENTED", "NOT_IMPLEMENTED"
             error = "NotImplementedError"
             raise
         except asyncio.CancelledError:
-            status, error = grpc.StatusCode.CANCELLED.name, "CancelledError"
+            status, error = "CANCELLED", "CancelledError"
             raise
         except Exception as exc:
             status, reason, error = "INTERNAL", "INTERNAL", type(exc).__name__

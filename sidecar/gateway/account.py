@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.config import TransactionCodes
 from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.errors import FieldViolation
 from sidecar.gateway import codes
@@ -143,20 +144,18 @@ class AccountQueries:
         people: EnrollmentQueries,
         platform: PlatformClient,
         tokens: PageTokens,
-        *,
-        cumulative_infno: str,
-        statement_infno: str,
+        transactions: TransactionCodes,
     ) -> None:
         self._people = people
         self._platform = platform
         self._tokens = tokens
-        self._cumulative = cumulative_infno
-        self._statement = statement_infno
+        self._cumulative = transactions.cumulative_info
+        self._statement = transactions.account_statement  # "": the region has none
 
     async def get(
         self, query: AccountQuery, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.GetAccountResponse:
-        with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
+        with translated(self._people.not_found_markers):
             person = await self._people.person_info(query.subject, operator, deadline)
             base = person.get("baseinfo") if isinstance(person, Mapping) else None
             psn_no = text_of(base, "psn_no")

@@ -44,6 +44,7 @@ from google.protobuf.message import Message
 
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.config import OffsiteConfig, TransactionCodes
 from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
@@ -77,13 +78,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class OffsiteCodes:
-    registration: str
-    cancel: str
-    query: str
-
-
-@dataclass(frozen=True)
 class _Person:
     psn_no: str
     insured_areas: Mapping[str, str]  # insutype -> insuplc_admdvs
@@ -98,19 +92,19 @@ class OffsiteRegistrations:
         platform: PlatformClient,
         store: OffsiteStore,
         tokens: PageTokens,
-        codes: OffsiteCodes,
+        transactions: TransactionCodes,
+        config: OffsiteConfig,
         *,
         cache: ReadCache | None = None,
-        settle_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._people = people
         self._platform = platform
         self._store = store
         self._tokens = tokens
-        self._codes = codes
+        self._codes = transactions  # registration, registration_cancel, registration_query
         self._cache = cache
-        self._settle = settle_seconds
+        self._settle = config.unknown_outcome_settle_seconds
         self._clock = clock
 
     # -- submit ---------------------------------------------------------------------------------
@@ -280,7 +274,11 @@ class OffsiteRegistrations:
         area = person.insured_areas.get(current.insurance_type_code, "")
         try:
             await self._platform.call(
-                self._codes.cancel, data, operator, insured_area=area, deadline=deadline
+                self._codes.registration_cancel,
+                data,
+                operator,
+                insured_area=area,
+                deadline=deadline,
             )
         except PlatformRefusal as refusal:
             # Cancelled meanwhile (by another channel)? Then it is done all the same.
@@ -391,7 +389,7 @@ class OffsiteRegistrations:
         return outcome
 
     async def _person(self, subject: Subject, operator: Operator, deadline: Deadline) -> _Person:
-        with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
+        with translated(self._people.not_found_markers):
             output = await self._people.person_info(subject, operator, deadline)
             base = output.get("baseinfo") if isinstance(output, Mapping) else None
             psn_no = text_of(base, "psn_no")
@@ -408,7 +406,7 @@ class OffsiteRegistrations:
         """The person's registrations (5304, retried as a query); raw rows."""
         area = next(iter(person.insured_areas.values()), "")
         output = await self._platform.call(
-            self._codes.query,
+            self._codes.registration_query,
             {"data": {"psn_no": person.psn_no}},
             operator,
             insured_area=area,

@@ -13,6 +13,7 @@ from typing import Any
 from sidecar import errors, validation
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.config import OffsiteConfig
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
@@ -52,7 +53,7 @@ class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
         tokens: PageTokens,
         cache: ReadCache,
         settlement: SettlementFunctions,
-        max_backdate_days: int = 0,
+        offsite_policy: OffsiteConfig,
     ) -> None:
         self._enrollment = enrollment
         self._eligibility = eligibility
@@ -60,7 +61,7 @@ class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
         self._offsite = offsite
         self._tokens = tokens
         self._cache = cache  # read-only answers; mutating functions invalidate their subject
-        self._max_backdate_days = max_backdate_days
+        self._max_backdate_days = offsite_policy.max_backdate_days
         self._settlement = settlement
 
     def registration(self) -> Registration:
