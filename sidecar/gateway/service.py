@@ -131,19 +131,29 @@ class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
         self, request: gateway.SettleWithEVoucherRequest, call: CallContext
     ) -> gateway.SettleWithEVoucherResponse:
         return await self._settlement.settle(
-            request, call.identified.tenant, _operator(call), call.deadline
+            request,
+            call.identified.tenant,
+            _operator(call),
+            call.deadline,
+            pseudonym=call.subject_pseudonym,  # the consent gate's: one HSM call, not two
         )
 
     async def GetSettlement(  # noqa: N802
         self, request: gateway.GetSettlementRequest, call: CallContext
     ) -> gateway.GetSettlementResponse:
-        return await self._settlement.get(request, call.identified.tenant)
+        return await self._settlement.get(
+            request, call.identified.tenant, pseudonym=call.subject_pseudonym
+        )
 
     async def CancelSettlement(  # noqa: N802
         self, request: gateway.CancelSettlementRequest, call: CallContext
     ) -> gateway.CancelSettlementResponse:
         return await self._settlement.cancel(
-            request, call.identified.tenant, _operator(call), call.deadline
+            request,
+            call.identified.tenant,
+            _operator(call),
+            call.deadline,
+            pseudonym=call.subject_pseudonym,
         )
 
     async def CheckEligibility(  # noqa: N802

@@ -83,13 +83,16 @@ class SettlementFunctions:
         tenant: str,
         operator: Operator,
         deadline: Deadline,
+        *,
+        pseudonym: str | None = None,
     ) -> gateway.SettleWithEVoucherResponse:
+        """``pseudonym``: the subject's, if the consent gate computed it (``CallContext``)."""
         order = self.order(request)
         claim = Claim(
             tenant=tenant,
             request_id=request.request_id,
             payload_sha256=await payload_digest(self._digests, request),
-            subject_sha256=await subject_digest(self._digests, order.subject),
+            subject_sha256=pseudonym or await subject_digest(self._digests, order.subject),
             order=order,
         )
         with self._contract_errors():
@@ -97,7 +100,7 @@ class SettlementFunctions:
         return gateway.SettleWithEVoucherResponse(settlement=settlement_message(record))
 
     async def get(
-        self, request: gateway.GetSettlementRequest, tenant: str
+        self, request: gateway.GetSettlementRequest, tenant: str, *, pseudonym: str | None = None
     ) -> gateway.GetSettlementResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         key = request.WhichOneof("key")
@@ -107,7 +110,7 @@ class SettlementFunctions:
         with self._contract_errors():
             record = await self._settlements.get(
                 tenant,
-                await subject_digest(self._digests, subject),
+                pseudonym or await subject_digest(self._digests, subject),
                 request_id=request.original_request_id if key == "original_request_id" else "",
                 setl_id=request.settlement_id if key == "settlement_id" else "",
             )
@@ -119,6 +122,8 @@ class SettlementFunctions:
         tenant: str,
         operator: Operator,
         deadline: Deadline,
+        *,
+        pseudonym: str | None = None,
     ) -> gateway.CancelSettlementResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         problem = validation.check_request_id(request.request_id)
@@ -136,7 +141,7 @@ class SettlementFunctions:
                 request.request_id,
                 await payload_digest(self._digests, request),
                 subject,
-                await subject_digest(self._digests, subject),
+                pseudonym or await subject_digest(self._digests, subject),
                 operator,
                 deadline,
                 original_request_id=(

@@ -24,6 +24,7 @@ could quote personal data).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,7 +34,7 @@ from google.protobuf.message import Error as ProtobufError
 from google.protobuf.message import Message
 
 from sidecar import errors
-from sidecar.deadlines import NO_DEADLINE, Deadline
+from sidecar.deadlines import NO_DEADLINE, Clock, Deadline
 from sidecar.interceptors.context import AccessDecision, CallContext, Caller, traceparent_trace_id
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,12 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         filters: Sequence[Filter] = (),
         *,
         services: Sequence[str],
+        clock: Clock = time.monotonic,
     ) -> None:
         self._guards = tuple(guards)
         self._filters = tuple(filters)
         self._services = frozenset(services)
+        self._clock = clock  # the calls' deadlines are on it
 
     async def intercept_service(
         self,
@@ -135,7 +138,7 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         deserialize: Decode | None = handler.request_deserializer
         if deserialize is None:  # our services always have generated message classes
             raise ValueError(f"{method}: no request deserializer to decode with")
-        guards, filters = self._guards, self._filters
+        guards, filters, clock = self._guards, self._filters, self._clock
 
         async def run(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             metadata = _metadata(context)
@@ -144,7 +147,7 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 metadata=metadata,
                 context=context,
                 body=body,
-                deadline=Deadline.of_budget(context.time_remaining()),
+                deadline=Deadline.of_budget(context.time_remaining(), clock),
                 trace_id=traceparent_trace_id(metadata),
             )
 
