@@ -135,3 +135,26 @@ async def test_a_call_refused_by_a_guard_never_reaches_the_servicer(
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "13800138000" not in (refused.value.details() or "")
     assert servicer.seen == {}
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-" + "0" * 32 + "-" + "0" * 16 + "-01",  # all-zero IDs are invalid in W3C
+        "00-ABCDEF" + "0" * 26 + "-" + "1" * 16 + "-01",  # upper case
+        "00-" + "1" * 32 + "-" + "1" * 16 + "-01-extra",
+        "zz-13800138000138001380013800138-" + "1" * 16 + "-01",
+        "x" * 8000,
+    ],
+)
+async def test_a_malformed_traceparent_never_becomes_the_calls_trace_id(
+    served: tuple[grpc.aio.Channel, Recording], traceparent: str
+) -> None:
+    channel, servicer = served
+    metadata = (("x-yibao-tenant", "t"), ("x-yibao-operator", "o"), ("traceparent", traceparent))
+    await consent_grpc.ConsentServiceStub(channel).GrantConsent(
+        consent.GrantConsentRequest(request_id="r"), metadata=metadata
+    )
+    trace_id = servicer.seen["r"].trace_id
+    assert len(trace_id) == 32 and int(trace_id, 16) != 0  # the server span's own root trace
+    assert trace_id not in traceparent.lower()
