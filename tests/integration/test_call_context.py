@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,11 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, Recording]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def budget(index: int) -> float:
+    """5 s to 100 s, each 8 % above the one before."""
+    return 5.0 * 1.08**index
+
+
 def traceparent(index: int) -> str:
     return f"00-{index + 1:032x}-{index + 1:016x}-01"
 
@@ -90,13 +96,16 @@ async def test_each_call_gets_its_own_context_however_calls_interleave(
     channel, servicer = served
     stub = consent_grpc.ConsentServiceStub(channel)
 
+    sent: dict[int, float] = {}
+
     async def one(index: int) -> None:
         metadata = (
             ("x-yibao-tenant", f"tenant-{index}"),
             ("x-yibao-operator", f"op-{index}"),
             ("traceparent", traceparent(index)),
         )
-        timeout = None if index % 3 == 0 else 10.0 * (index + 1)
+        timeout = None if index % 3 == 0 else budget(index)
+        sent[index] = time.monotonic()  # the chain's deadlines are on this clock, too
         await stub.GrantConsent(
             consent.GrantConsentRequest(request_id=f"r{index}"), metadata=metadata, timeout=timeout
         )
@@ -111,13 +120,15 @@ async def test_each_call_gets_its_own_context_however_calls_interleave(
         assert call.trace_id == f"{index + 1:032x}"  # the server span continues the caller's
         assert call.subject_pseudonym == f"p-r{index}"
         assert call.access is None  # no access control in this chain
-        left = call.deadline.left()
+        at = call.deadline.at
         if index % 3 == 0:
-            assert left is None  # no gRPC deadline: unbounded
+            assert at is None and call.deadline.left() is None  # no gRPC deadline: unbounded
         else:
-            # grpc-timeout travels rounded (up), so the server's deadline may be a little later
-            # than the client's; deadlines 10 s apart still tell each call's own from the others'
-            assert left is not None and abs(left - 10.0 * (index + 1)) < 2
+            # grpc-timeout travels rounded up to a few significant digits, so the server's
+            # deadline may be a little later than the client's (3 % at most seen); budgets 8 %
+            # apart still tell each call's own deadline from its neighbours'
+            expected = sent[index] + budget(index)
+            assert at is not None and expected - 0.05 < at < expected + 0.04 * budget(index)
         with pytest.raises(AttributeError):
             call.caller = None  # type: ignore[misc]  # frozen: set once by the chain
 
