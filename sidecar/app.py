@@ -52,7 +52,7 @@ from sidecar.gateway.consent import ConsentService
 from sidecar.gateway.eligibility import EligibilityChecks
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.paging import PageTokens
-from sidecar.gateway.registrations import OffsiteCodes, OffsiteRegistrations
+from sidecar.gateway.registrations import OffsiteRegistrations
 from sidecar.gateway.service import InsuranceGatewayService
 from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.interceptors.access_control import AccessControl, rpc_names
@@ -78,9 +78,6 @@ from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tl
 from sidecar.serving.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.serving.server import Listen, Server, serve_until_signalled
 from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
-from sidecar.settlement.machine import Codes as SettlementCodes
-from sidecar.settlement.machine import Institution as SettlementInstitution
-from sidecar.settlement.machine import Policy as SettlementPolicy
 from sidecar.settlement.machine import Settlements
 from sidecar.settlement.records import SettlementRecords
 from sidecar.settlement.resolver import Resolver
@@ -191,55 +188,45 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         migrations += AUDIT_MIGRATIONS
     ledger = ConsentLedger(store)
     codes = settings.platform.transactions
-    people = EnrollmentQueries(platform, codes.person_info)
+    people = EnrollmentQueries(platform, settings.platform)
     function_key = _function_key(settings)
     tokens = PageTokens(_derived(function_key, b"page-tokens"))
-    cache = ReadCache(  # mutating functions (and consent revocation) call cache.invalidate
-        ttl_seconds=settings.cache.ttl_seconds,
-        max_entries=settings.cache.max_entries,
-        key=_derived(function_key, b"read-cache"),
-        meter=meter,
-    )
+    # mutating functions (and consent revocation) call cache.invalidate
+    cache = ReadCache(settings.cache, key=_derived(function_key, b"read-cache"), meter=meter)
     offsite = OffsiteRegistrations(
         people,
         platform,
-        offsite_store.OffsiteStore(
-            store,
-            sealer=sealer,
-            digests=pseudonymizer,
-            lease_seconds=settings.offsite.request_lease_seconds,
-            keep_seconds=settings.offsite.keep_request_ids_hours * 3600,
-        ),
+        offsite_store.OffsiteStore(store, settings.offsite, sealer=sealer, digests=pseudonymizer),
         tokens,
-        OffsiteCodes(codes.registration, codes.registration_cancel, codes.registration_query),
+        codes,
+        settings.offsite,
         cache=cache,
-        settle_seconds=settings.offsite.unknown_outcome_settle_seconds,
     )
     migrations += offsite_store.MIGRATIONS
-    settlements = _settlements(settings, store, platform, cache, sealer)
+    settlements = Settlements(  # every settle and cancel invalidates its subject's cache
+        SettlementRecords(store, sealer),
+        platform,
+        settings.institution,
+        codes,
+        settings.settlement,
+        replica=_replica(settings),
+        cache=cache,
+    )
     migrations += SETTLEMENT_MIGRATIONS
     gateway = InsuranceGatewayService(
         enrollment=people,
-        eligibility=EligibilityChecks(
-            people, platform, codes.benefit_check, settings.institution.code
-        ),
-        account=AccountQueries(
-            people,
-            platform,
-            tokens,
-            cumulative_infno=codes.cumulative_info,
-            statement_infno=codes.account_statement,
-        ),
+        eligibility=EligibilityChecks(people, platform, codes, settings.institution),
+        account=AccountQueries(people, platform, tokens, codes),
         offsite=offsite,
         tokens=tokens,
         cache=cache,
-        max_backdate_days=settings.offsite.max_backdate_days,
+        offsite_policy=settings.offsite,
         settlement=SettlementFunctions(
             settlements,
             pseudonymizer,
-            institution_code=settings.institution.code,
-            division=settings.institution.division,
-            second_confirmation=settings.settlement.second_confirmation,
+            settings.institution,
+            settings.settlement,
+            person_not_found=settings.platform.person_not_found_messages,
         ),
     )
     consent = ConsentService(ledger, pseudonymizer, cache=cache)
@@ -300,48 +287,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         msgid_lease=lease,
         audit=trail,
         warnings=("pseudonyms.host_key_development_only",) if isinstance(prf, HostPrf) else (),
-        resolver=Resolver(
-            settlements,
-            interval=settings.settlement.resolver_interval_seconds,
-            min_age=settings.settlement.resolver_min_age_seconds,
-        ),
-    )
-
-
-def _settlements(
-    settings: Settings,
-    store: Store,
-    platform: PlatformClient,
-    cache: ReadCache,
-    sealer: FieldSealer,
-) -> Settlements:
-    """The settlement state machine; every settle and cancel invalidates its subject's cache."""
-    codes = settings.platform.transactions
-    s = settings.settlement
-    return Settlements(
-        SettlementRecords(store, sealer),
-        platform,
-        SettlementInstitution(settings.institution.code, settings.institution.name),
-        codes=SettlementCodes(
-            person_info=codes.person_info,
-            registration=codes.outpatient_registration,
-            fee_upload=codes.fee_upload,
-            pre_settlement=codes.pre_settlement,
-            settlement=codes.settlement,
-            cancellation=codes.settlement_cancel,
-            reversal=codes.reversal,
-        ),
-        policy=SettlementPolicy(
-            default_budget_seconds=s.default_budget_seconds,
-            resolve_reserve_seconds=s.resolve_reserve_seconds,
-            late_arrival_seconds=s.late_arrival_seconds,
-            reversal_not_found=s.reversal_not_found_messages,
-            reversal_already_done=s.reversal_done_messages,
-            cancellation_already_done=s.cancellation_done_messages,
-            voucher_mismatch=s.voucher_mismatch_messages,
-        ),
-        replica=_replica(settings),
-        cache=cache,
+        resolver=Resolver(settlements, settings.settlement),
     )
 
 

@@ -307,6 +307,11 @@ class PlatformConfig(_Section):
         return value
 
     sign_in_expired_messages: tuple[str, ...] = ("签到信息已失效",)
+    person_not_found_messages: tuple[str, ...] = Field(
+        ("未查询到", "姓名与证件号码不匹配", "人员信息不存在"),
+        description="1101 refusal texts that mean no such person (PERSON_NOT_FOUND in every "
+        "function; the platform has no code for it)",
+    )
     freshness_window_seconds: float = Field(
         300.0, ge=1, le=86_400, description="answers with respond_time further off are refused"
     )

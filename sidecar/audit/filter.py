@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import weakref
 from dataclasses import dataclass
 
-import grpc
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
-from opentelemetry import trace
 
 from hsm.sm.sm3 import sm3
 from sidecar import errors
@@ -35,9 +33,6 @@ from sidecar.audit.hsm_keys import subject_message
 from sidecar.audit.trail import AuditTrail, AuditUnavailable, RpcAudit
 from sidecar.interceptors.caller import well_formed
 from sidecar.interceptors.chain import Call, Continue, Proceed
-
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
-_PENDING = "audit"
 
 
 def request_subject(request: Message) -> bytes | None:
@@ -48,14 +43,6 @@ def request_subject(request: Message) -> bytes | None:
     if not subject.certificate_number:
         return None
     return subject_message(int(subject.certificate_type), subject.certificate_number)
-
-
-def trace_id(call: Call) -> str:
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        return f"{context.trace_id:032x}"
-    match = _TRACEPARENT.fullmatch(call.metadata.get("traceparent", ""))
-    return match.group(1) if match else ""
 
 
 def as_json(message: Message) -> bytes:
@@ -83,6 +70,7 @@ class _Pending:
 class AuditFilter:
     def __init__(self, trail: AuditTrail) -> None:
         self._trail = trail
+        self._pending: weakref.WeakKeyDictionary[Call, _Pending] = weakref.WeakKeyDictionary()
 
     async def _intent(
         self, call: Call, pending: _Pending, subject: bytes | None, request: bytes
@@ -94,7 +82,7 @@ class AuditFilter:
                 tenant=caller.tenant,
                 operator=caller.operator,
                 subject=subject,
-                trace_id=trace_id(call),
+                trace_id=call.trace_id,  # the server span's (tracing runs before us)
                 request=request,
             )
         except AuditUnavailable:
@@ -105,16 +93,15 @@ class AuditFilter:
 
     async def request(self, call: Call, request: Message, proceed: Proceed) -> Message:
         """Filter (first after decoding): the intent, with the decoded request."""
-        pending = call.attributes.get(_PENDING)
-        if not isinstance(pending, _Pending):
+        pending = self._pending.get(call)
+        if pending is None:
             raise errors.internal()  # ``around`` is not in the chain: fail closed
         await self._intent(call, pending, request_subject(request), as_json(request))
         return await proceed(request)
 
     async def around(self, call: Call, proceed: Continue) -> Message:
         """Guard: the outcome of every call (and the intent of one never decoded)."""
-        pending = _Pending()
-        call.attributes[_PENDING] = pending
+        pending = self._pending[call] = _Pending()
         status, reason, error, answer = "OK", "", "", b""
         try:
             response = await proceed()
@@ -128,11 +115,11 @@ class AuditFilter:
             answer = exc.message.encode()
             raise
         except NotImplementedError:
-            status, reason = grpc.StatusCode.UNIMPLEMENTED.name, "NOT_IMPLEMENTED"
+            status, reason = "UNIMPLEMENTED", "NOT_IMPLEMENTED"
             error = "NotImplementedError"
             raise
         except asyncio.CancelledError:
-            status, error = grpc.StatusCode.CANCELLED.name, "CancelledError"
+            status, error = "CANCELLED", "CancelledError"
             raise
         except Exception as exc:
             status, reason, error = "INTERNAL", "INTERNAL", type(exc).__name__

@@ -32,7 +32,6 @@ from sidecar.interceptors.caller import caller_of
 from sidecar.interceptors.chain import Call, Proceed
 from sidecar.store import StoreError
 
-PSEUDONYM_ATTRIBUTE = "subject_pseudonym"
 RETRY_AFTER_SECONDS = 1.0
 
 
@@ -118,5 +117,5 @@ class ConsentGate:
             raise consent_unavailable() from None
         if not active:
             raise consent_required(purpose)
-        call.attributes[PSEUDONYM_ATTRIBUTE] = pseudonym
+        call.subject_pseudonym = pseudonym  # the servicer's, in its CallContext
         return await proceed(request)

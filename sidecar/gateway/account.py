@@ -24,7 +24,8 @@ from typing import Any, Final
 
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
-from sidecar.deadlines import deadline_after, time_left
+from sidecar.config import TransactionCodes
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway import codes
@@ -144,22 +145,19 @@ class AccountQueries:
         people: EnrollmentQueries,
         platform: PlatformClient,
         tokens: PageTokens,
-        *,
-        cumulative_infno: str,
-        statement_infno: str,
+        transactions: TransactionCodes,
     ) -> None:
         self._people = people
         self._platform = platform
         self._tokens = tokens
-        self._cumulative = cumulative_infno
-        self._statement = statement_infno
+        self._cumulative = transactions.cumulative_info
+        self._statement = transactions.account_statement  # "": the region has none
 
     async def get(
-        self, query: AccountQuery, operator: Operator, budget: float | None = None
+        self, query: AccountQuery, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.GetAccountResponse:
-        deadline = deadline_after(budget)
-        with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
-            person = await self._people.person_info(query.subject, operator, time_left(deadline))
+        with translated(self._people.not_found_markers):
+            person = await self._people.person_info(query.subject, operator, deadline)
             base = person.get("baseinfo") if isinstance(person, Mapping) else None
             psn_no = text_of(base, "psn_no")
             if not psn_no:
@@ -193,7 +191,7 @@ class AccountQueries:
         psn_no: str,
         area: str,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         answer: gateway.GetAccountResponse,
     ) -> None:
         cum_ym = f"{query.year:04d}{query.through_month:02d}"
@@ -203,7 +201,7 @@ class AccountQueries:
             data,
             operator,
             insured_area=area,
-            budget=time_left(deadline),
+            deadline=deadline,
             retry_safe=True,
         )
         rows = output.get("cuminfo") if isinstance(output, Mapping) else None
@@ -230,7 +228,7 @@ class AccountQueries:
         psn_no: str,
         area: str,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         answer: gateway.GetAccountResponse,
     ) -> None:
         """One page of the statement, newest first, and the token of the next one."""
@@ -270,7 +268,7 @@ class AccountQueries:
         high: int,
         anchor: int,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
     ) -> list[Any]:
         """Entries ``[low, high)`` (oldest-first positions) in as few statement calls as fit."""
         if high <= low:
@@ -302,7 +300,7 @@ class AccountQueries:
         page_num: int,
         page_size: int,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
     ) -> tuple[list[Any], int]:
         data = {
             "data": {
@@ -319,7 +317,7 @@ class AccountQueries:
             data,
             operator,
             insured_area=area,
-            budget=time_left(deadline),
+            deadline=deadline,
             retry_safe=True,
         )
         summary = output.get("data") if isinstance(output, Mapping) else None

@@ -27,6 +27,8 @@ from typing import Protocol, TypeVar
 from google.protobuf.message import Message
 from opentelemetry import metrics
 
+from sidecar.config import CacheConfig
+
 M = TypeVar("M", bound=Message)
 CACHE_REQUESTS = "yibao.cache.requests"
 
@@ -53,15 +55,14 @@ class ReadCache:
 
     def __init__(
         self,
+        config: CacheConfig,
         *,
-        ttl_seconds: float,
-        max_entries: int,
         key: bytes,
         meter: metrics.Meter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ttl = ttl_seconds
-        self._max = max_entries
+        self._ttl = config.ttl_seconds
+        self._max = config.max_entries
         self._key = key
         self._clock = clock
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()

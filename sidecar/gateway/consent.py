@@ -41,12 +41,10 @@ from sidecar.compliance.pseudonyms import CONSENT_PAYLOAD, Pseudonymizer
 from sidecar.errors import FieldViolation
 from sidecar.gateway import consent_validation as checks
 from sidecar.gateway.subjects import Subject
-from sidecar.interceptors.caller import Caller, caller_of
-from sidecar.interceptors.chain import current_call
+from sidecar.interceptors.context import CallContext, Caller
 from sidecar.serving.server import Registration
 from sidecar.store import StoreError
 
-Context = Any  # grpc.aio.ServicerContext
 SERVICE_NAME = consent.DESCRIPTOR.services_by_name["ConsentService"].full_name
 _STATES = {
     ConsentState.ACTIVE: consent.CONSENT_STATE_ACTIVE,
@@ -55,7 +53,12 @@ _STATES = {
 }
 
 
-class ConsentService(consent_grpc.ConsentServiceServicer):
+# Called by the filter chain with the CallContext where the generated signatures say gRPC's
+# context (see sidecar/gateway/service.py).
+_Servicer: Any = consent_grpc.ConsentServiceServicer
+
+
+class ConsentService(_Servicer):  # type: ignore[misc]
     def __init__(
         self,
         ledger: ConsentLedger,
@@ -73,10 +76,10 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         )
 
     async def GrantConsent(  # noqa: N802 - gRPC method name
-        self, request: consent.GrantConsentRequest, context: Context
+        self, request: consent.GrantConsentRequest, call: CallContext
     ) -> consent.GrantConsentResponse:
         grant = checks.grant_input(request, self._ledger.clock())
-        caller = _caller()
+        caller = call.identified
         pseudonym = await self._pseudonym(grant.subject)
         key = await self._key(caller, "GrantConsent", request.request_id, request)
         try:
@@ -112,10 +115,10 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         return answer
 
     async def RevokeConsent(  # noqa: N802
-        self, request: consent.RevokeConsentRequest, context: Context
+        self, request: consent.RevokeConsentRequest, call: CallContext
     ) -> consent.RevokeConsentResponse:
         revoke = checks.revoke_input(request)
-        caller = _caller()
+        caller = call.identified
         pseudonym = await self._pseudonym(revoke.subject) if revoke.subject is not None else None
         key = await self._key(caller, "RevokeConsent", request.request_id, request)
         revoked_any = False
@@ -158,10 +161,10 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         return answer
 
     async def ListConsents(  # noqa: N802
-        self, request: consent.ListConsentsRequest, context: Context
+        self, request: consent.ListConsentsRequest, call: CallContext
     ) -> consent.ListConsentsResponse:
         listing = checks.list_input(request)
-        caller = _caller()
+        caller = call.identified
         pseudonym = await self._pseudonym(listing.subject)
         binding = _binding(caller.tenant, pseudonym, listing.purpose, listing.states)
         after = _cursor(listing.page_token, binding) if listing.page_token else None
@@ -199,10 +202,6 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             f"{CONSENT_PAYLOAD}:{method}", payload.SerializeToString(deterministic=True)
         )
         return RequestKey(caller.tenant, method, request_id, digest)
-
-
-def _caller() -> Caller:
-    return caller_of(current_call())
 
 
 def _consent(record: ConsentRecord, now_us: int) -> consent.Consent:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.config import InstitutionConfig, TransactionCodes
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.gateway.enrollment import EnrollmentQueries, text_of
 from sidecar.gateway.platform_errors import translated
 from sidecar.gateway.subjects import Subject
@@ -37,18 +39,22 @@ class EligibilityQuestion:
 
 class EligibilityChecks:
     def __init__(
-        self, people: EnrollmentQueries, platform: PlatformClient, infno: str, institution: str
+        self,
+        people: EnrollmentQueries,
+        platform: PlatformClient,
+        transactions: TransactionCodes,
+        institution: InstitutionConfig,
     ) -> None:
         self._people = people
         self._platform = platform
-        self._infno = infno
-        self._institution = institution
+        self._infno = transactions.benefit_check
+        self._institution = institution.code
 
     async def check(
-        self, question: EligibilityQuestion, operator: Operator, budget: float | None = None
+        self, question: EligibilityQuestion, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.CheckEligibilityResponse:
-        with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
-            person = await self._people.person_info(question.subject, operator, budget)
+        with translated(self._people.not_found_markers):
+            person = await self._people.person_info(question.subject, operator, deadline)
             psn_no = text_of(
                 person.get("baseinfo") if isinstance(person, Mapping) else None, "psn_no"
             )
@@ -68,7 +74,7 @@ class EligibilityChecks:
         }
         with translated():
             output = await self._platform.call(
-                self._infno, data, operator, budget=budget, retry_safe=True
+                self._infno, data, operator, deadline=deadline, retry_safe=True
             )
             return _response(output)
 

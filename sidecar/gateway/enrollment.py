@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.config import PlatformConfig
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.gateway import codes
 from sidecar.gateway.platform_errors import translated
 from sidecar.gateway.subjects import Subject
@@ -14,32 +16,26 @@ from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now
 from sidecar.platform.errors import PlatformUnreachable
 
-# Refusal texts that mean "no such person": the platform has no code for it, only words.
-PERSON_NOT_FOUND_MARKERS = ("未查询到", "姓名与证件号码不匹配")
-
 
 class EnrollmentQueries:
     """Looks a person up on the platform (1101) and answers in the contract's terms."""
 
-    def __init__(
-        self,
-        platform: PlatformClient,
-        infno: str,
-        not_found_markers: Sequence[str] = PERSON_NOT_FOUND_MARKERS,
-    ) -> None:
+    def __init__(self, platform: PlatformClient, config: PlatformConfig) -> None:
         self._platform = platform
-        self._infno = infno
-        self._not_found = tuple(not_found_markers)
+        self._infno = config.transactions.person_info
+        # Refusal texts that mean "no such person" (the platform has no code for it, only words):
+        # one list for every function that looks a person up, settlement included.
+        self._not_found = config.person_not_found_messages
 
     async def get(
-        self, subject: Subject, operator: Operator, budget: float | None = None
+        self, subject: Subject, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.GetEnrollmentResponse:
-        """The person's enrollment; ``budget`` is the caller's remaining deadline in seconds."""
-        with translated(self._not_found, "PERSON_NOT_FOUND"):
-            return _response(await self.person_info(subject, operator, budget))
+        """The person's enrollment, asked for before the caller's ``deadline``."""
+        with translated(self._not_found):
+            return _response(await self.person_info(subject, operator, deadline))
 
     async def person_info(
-        self, subject: Subject, operator: Operator, budget: float | None = None
+        self, subject: Subject, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> Any:
         """The raw 1101 output for ``subject`` (other functions need its ``psn_no``).
 
@@ -57,7 +53,7 @@ class EnrollmentQueries:
             }
         }
         return await self._platform.call(
-            self._infno, data, operator, budget=budget, retry_safe=True
+            self._infno, data, operator, deadline=deadline, retry_safe=True
         )
 
     @property

@@ -41,6 +41,7 @@ import grpc
 from google.protobuf.message import Message
 
 from sidecar.compliance.pseudonyms import OFFSITE_PAYLOAD, Pseudonymizer
+from sidecar.config import OffsiteConfig
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.keys.fieldcrypt import FieldSealer, context
 from sidecar.store import Migration, Store, StoreError
@@ -197,24 +198,24 @@ class OffsiteStore:
     def __init__(
         self,
         store: Store,
+        config: OffsiteConfig,
         *,
         sealer: FieldSealer,
         digests: Pseudonymizer,
-        lease_seconds: float,
-        keep_seconds: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._sealer = sealer
         self._digests = digests
-        self._lease = lease_seconds
-        self._keep = keep_seconds
+        self._lease = config.request_lease_seconds
+        self._keep = config.keep_request_ids_hours * 3600
         self._clock = clock
         self._next_purge = 0.0
 
     async def purge(self) -> int:
-        """Forget finished keys older than ``keep_seconds`` (docs/api.md promises at least 24
-        hours); how many. Keys whose outcome is still unknown are never purged."""
+        """Forget finished keys older than ``offsite.keep_request_ids_hours`` (docs/api.md
+        promises at least 24 hours); how many. Keys whose outcome is still unknown are never
+        purged."""
         cutoff = _micros(self._clock() - self._keep)
         async with self._store.transaction() as tx:
             return await tx.execute(

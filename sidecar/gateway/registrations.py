@@ -44,7 +44,8 @@ from google.protobuf.message import Message
 
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
-from sidecar.deadlines import deadline_after, time_left
+from sidecar.config import OffsiteConfig, TransactionCodes
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
 from sidecar.gateway.cache import ReadCache
@@ -77,13 +78,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class OffsiteCodes:
-    registration: str
-    cancel: str
-    query: str
-
-
-@dataclass(frozen=True)
 class _Person:
     psn_no: str
     insured_areas: Mapping[str, str]  # insutype -> insuplc_admdvs
@@ -98,27 +92,26 @@ class OffsiteRegistrations:
         platform: PlatformClient,
         store: OffsiteStore,
         tokens: PageTokens,
-        codes: OffsiteCodes,
+        transactions: TransactionCodes,
+        config: OffsiteConfig,
         *,
         cache: ReadCache | None = None,
-        settle_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._people = people
         self._platform = platform
         self._store = store
         self._tokens = tokens
-        self._codes = codes
+        self._codes = transactions  # registration, registration_cancel, registration_query
         self._cache = cache
-        self._settle = settle_seconds
+        self._settle = config.unknown_outcome_settle_seconds
         self._clock = clock
 
     # -- submit ---------------------------------------------------------------------------------
 
     async def submit(
-        self, request: Submission, operator: Operator, budget: float | None = None
+        self, request: Submission, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.SubmitOffsiteRegistrationResponse:
-        deadline = deadline_after(budget)
         with store_errors_unavailable():
             await self._store.purge_now_and_then()
             claim = await self._store.claim(request.key)
@@ -137,7 +130,7 @@ class OffsiteRegistrations:
         self,
         request: Submission,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         kind: ClaimKind,
         sent_at: float | None,
     ) -> Outcome:
@@ -164,7 +157,7 @@ class OffsiteRegistrations:
                 {"refmedin": _refmedin(request, person, area)},
                 operator,
                 insured_area=area or "",
-                budget=time_left(deadline),
+                deadline=deadline,
             )
         except PlatformRefusal as refusal:
             raise _Final(_translated(refusal)) from None
@@ -201,11 +194,11 @@ class OffsiteRegistrations:
         request: Submission,
         person: _Person,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         sent_at: float,
     ) -> gateway.OffsiteRegistration | None:
         """Resolve a lost 2501 now if there is time left; ``None`` when not (yet) found."""
-        left = time_left(deadline)
+        left = deadline.left()
         if left is not None and left < 0.2:
             return None
         try:
@@ -218,7 +211,7 @@ class OffsiteRegistrations:
         request: Submission,
         person: _Person,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         sent_at: float | None,
     ) -> gateway.OffsiteRegistration | None:
         rows = await self._query(person, operator, deadline)
@@ -247,9 +240,8 @@ class OffsiteRegistrations:
     # -- cancel ---------------------------------------------------------------------------------
 
     async def cancel(
-        self, request: Cancellation, operator: Operator, budget: float | None = None
+        self, request: Cancellation, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.CancelOffsiteRegistrationResponse:
-        deadline = deadline_after(budget)
         with store_errors_unavailable():
             await self._store.purge_now_and_then()
             claim = await self._store.claim(request.key)
@@ -263,7 +255,7 @@ class OffsiteRegistrations:
         return _replayed(outcome, gateway.CancelOffsiteRegistrationResponse)
 
     async def _cancel(
-        self, request: Cancellation, operator: Operator, deadline: float | None
+        self, request: Cancellation, operator: Operator, deadline: Deadline
     ) -> Outcome:
         person = await self._person(request.subject, operator, deadline)
         with translated():
@@ -282,7 +274,11 @@ class OffsiteRegistrations:
         area = person.insured_areas.get(current.insurance_type_code, "")
         try:
             await self._platform.call(
-                self._codes.cancel, data, operator, insured_area=area, budget=time_left(deadline)
+                self._codes.registration_cancel,
+                data,
+                operator,
+                insured_area=area,
+                deadline=deadline,
             )
         except PlatformRefusal as refusal:
             # Cancelled meanwhile (by another channel)? Then it is done all the same.
@@ -301,9 +297,9 @@ class OffsiteRegistrations:
         return _cancelled(current)
 
     async def _try_registration(
-        self, request: Cancellation, person: _Person, operator: Operator, deadline: float | None
+        self, request: Cancellation, person: _Person, operator: Operator, deadline: Deadline
     ) -> gateway.OffsiteRegistration | None:
-        left = time_left(deadline)
+        left = deadline.left()
         if left is not None and left < 0.2:
             return None
         try:
@@ -312,7 +308,7 @@ class OffsiteRegistrations:
             return None
 
     async def _registration(
-        self, registration_id: str, person: _Person, operator: Operator, deadline: float | None
+        self, registration_id: str, person: _Person, operator: Operator, deadline: Deadline
     ) -> gateway.OffsiteRegistration:
         for row in await self._query(person, operator, deadline):
             if text_of(row, "trt_dcla_detl_sn") == registration_id:
@@ -326,9 +322,8 @@ class OffsiteRegistrations:
     # -- list -----------------------------------------------------------------------------------
 
     async def list_registrations(
-        self, request: Listing, tenant: str, operator: Operator, budget: float | None = None
+        self, request: Listing, tenant: str, operator: Operator, deadline: Deadline = NO_DEADLINE
     ) -> gateway.ListOffsiteRegistrationsResponse:
-        deadline = deadline_after(budget)
         person = await self._person(request.subject, operator, deadline)
         with translated():
             rows = await self._query(person, operator, deadline)
@@ -393,11 +388,9 @@ class OffsiteRegistrations:
         await asyncio.shield(self._store.finish(key, outcome))
         return outcome
 
-    async def _person(
-        self, subject: Subject, operator: Operator, deadline: float | None
-    ) -> _Person:
-        with translated(self._people.not_found_markers, "PERSON_NOT_FOUND"):
-            output = await self._people.person_info(subject, operator, time_left(deadline))
+    async def _person(self, subject: Subject, operator: Operator, deadline: Deadline) -> _Person:
+        with translated(self._people.not_found_markers):
+            output = await self._people.person_info(subject, operator, deadline)
             base = output.get("baseinfo") if isinstance(output, Mapping) else None
             psn_no = text_of(base, "psn_no")
             if not psn_no:
@@ -409,17 +402,15 @@ class OffsiteRegistrations:
         }
         return _Person(psn_no, areas)
 
-    async def _query(
-        self, person: _Person, operator: Operator, deadline: float | None
-    ) -> list[Any]:
+    async def _query(self, person: _Person, operator: Operator, deadline: Deadline) -> list[Any]:
         """The person's registrations (5304, retried as a query); raw rows."""
         area = next(iter(person.insured_areas.values()), "")
         output = await self._platform.call(
-            self._codes.query,
+            self._codes.registration_query,
             {"data": {"psn_no": person.psn_no}},
             operator,
             insured_area=area,
-            budget=time_left(deadline),
+            deadline=deadline,
             retry_safe=True,
         )
         rows = output.get("refmedin") if isinstance(output, Mapping) else None

@@ -1,7 +1,8 @@
 """``InsuranceGateway``: the gRPC face of the five insurance functions.
 
-Each method validates its request (collecting every bad field), takes the caller established by
-the filter chain, and hands a validated domain request to the function's module.
+Each method validates its request (collecting every bad field), takes the caller and deadline
+the filter chain established (its ``CallContext``, handed in where gRPC's servicers take gRPC's
+context), and hands a validated domain request to the function's module.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.config import OffsiteConfig
 from sidecar.domain import validation
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
@@ -24,17 +26,24 @@ from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteRegistrations
 from sidecar.gateway.settlement import SettlementFunctions
 from sidecar.gateway.subjects import check_subject
-from sidecar.interceptors.caller import Caller, caller_of
-from sidecar.interceptors.chain import current_call
+from sidecar.interceptors.context import CallContext
 from sidecar.platform.client import Operator
 from sidecar.platform.envelope import beijing_now
 from sidecar.serving.server import Registration
 
-Context = Any  # grpc.aio.ServicerContext; the generated base class accepts either flavour
 SERVICE_NAME = gateway.DESCRIPTOR.services_by_name["InsuranceGateway"].full_name
 
 
-class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
+# The chain calls our methods with the CallContext where the generated servicer's signatures say
+# gRPC's context: typed as Any so that those signatures are not imposed; its defaults still answer
+# UNIMPLEMENTED for an RPC of the contract not built yet.
+_Servicer: Any = gateway_grpc.InsuranceGatewayServicer
+
+
+class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
+    """The ``InsuranceGateway`` methods, called by the filter chain with the request and the
+    call's ``CallContext``."""
+
     def __init__(
         self,
         *,
@@ -45,7 +54,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         tokens: PageTokens,
         cache: ReadCache,
         settlement: SettlementFunctions,
-        max_backdate_days: int = 0,
+        offsite_policy: OffsiteConfig,
     ) -> None:
         self._enrollment = enrollment
         self._eligibility = eligibility
@@ -53,7 +62,7 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
         self._offsite = offsite
         self._tokens = tokens
         self._cache = cache  # read-only answers; mutating functions invalidate their subject
-        self._max_backdate_days = max_backdate_days
+        self._max_backdate_days = offsite_policy.max_backdate_days
         self._settlement = settlement
 
     def registration(self) -> Registration:
@@ -65,94 +74,99 @@ class InsuranceGatewayService(gateway_grpc.InsuranceGatewayServicer):
     async def GetEnrollment(  # noqa: N802 - gRPC method name
         self,
         request: gateway.GetEnrollmentRequest,
-        context: Context,
+        call: CallContext,
     ) -> gateway.GetEnrollmentResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         if subject is None:
             raise errors.invalid_request(violations)
-        budget = context.time_remaining()
         return await self._cache.read(
             "GetEnrollment",
-            _caller().tenant,
+            call.identified.tenant,
             subject,
             request,
-            lambda: self._enrollment.get(subject, _operator(), budget),
+            lambda: self._enrollment.get(subject, _operator(call), call.deadline),
         )
 
     async def GetAccount(  # noqa: N802
-        self, request: gateway.GetAccountRequest, context: Context
+        self, request: gateway.GetAccountRequest, call: CallContext
     ) -> gateway.GetAccountResponse:
-        tenant = _caller().tenant
+        tenant = call.identified.tenant
         query = account_query(
             request, tokens=self._tokens, tenant=tenant, today=beijing_now().date()
         )
-        budget = context.time_remaining()
         return await self._cache.read(
             "GetAccount",
             tenant,
             query.subject,
             request,
-            lambda: self._account.get(query, _operator(), budget),
+            lambda: self._account.get(query, _operator(call), call.deadline),
         )
 
     async def SubmitOffsiteRegistration(  # noqa: N802
-        self, request: gateway.SubmitOffsiteRegistrationRequest, context: Context
+        self, request: gateway.SubmitOffsiteRegistrationRequest, call: CallContext
     ) -> gateway.SubmitOffsiteRegistrationResponse:
         submission = offsite_requests.submission(
             request,
-            tenant=_caller().tenant,
+            tenant=call.identified.tenant,
             today=beijing_now().date(),
             max_backdate_days=self._max_backdate_days,
         )
-        return await self._offsite.submit(submission, _operator(), context.time_remaining())
+        return await self._offsite.submit(submission, _operator(call), call.deadline)
 
     async def ListOffsiteRegistrations(  # noqa: N802
-        self, request: gateway.ListOffsiteRegistrationsRequest, context: Context
+        self, request: gateway.ListOffsiteRegistrationsRequest, call: CallContext
     ) -> gateway.ListOffsiteRegistrationsResponse:
-        tenant = _caller().tenant
+        tenant = call.identified.tenant
         listing = offsite_requests.listing(request, tokens=self._tokens, tenant=tenant)
         return await self._offsite.list_registrations(
-            listing, tenant, _operator(), context.time_remaining()
+            listing, tenant, _operator(call), call.deadline
         )
 
     async def CancelOffsiteRegistration(  # noqa: N802
-        self, request: gateway.CancelOffsiteRegistrationRequest, context: Context
+        self, request: gateway.CancelOffsiteRegistrationRequest, call: CallContext
     ) -> gateway.CancelOffsiteRegistrationResponse:
-        cancellation = offsite_requests.cancellation(request, tenant=_caller().tenant)
-        return await self._offsite.cancel(cancellation, _operator(), context.time_remaining())
+        cancellation = offsite_requests.cancellation(request, tenant=call.identified.tenant)
+        return await self._offsite.cancel(cancellation, _operator(call), call.deadline)
 
     async def SettleWithEVoucher(  # noqa: N802
-        self, request: gateway.SettleWithEVoucherRequest, context: Context
+        self, request: gateway.SettleWithEVoucherRequest, call: CallContext
     ) -> gateway.SettleWithEVoucherResponse:
-        caller = caller_of(current_call())
         return await self._settlement.settle(
-            request, caller.tenant, _operator(), context.time_remaining()
+            request,
+            call.identified.tenant,
+            _operator(call),
+            call.deadline,
+            pseudonym=call.subject_pseudonym,  # the consent gate's: one HSM call, not two
         )
 
     async def GetSettlement(  # noqa: N802
-        self, request: gateway.GetSettlementRequest, context: Context
+        self, request: gateway.GetSettlementRequest, call: CallContext
     ) -> gateway.GetSettlementResponse:
-        return await self._settlement.get(request, caller_of(current_call()).tenant)
+        return await self._settlement.get(
+            request, call.identified.tenant, pseudonym=call.subject_pseudonym
+        )
 
     async def CancelSettlement(  # noqa: N802
-        self, request: gateway.CancelSettlementRequest, context: Context
+        self, request: gateway.CancelSettlementRequest, call: CallContext
     ) -> gateway.CancelSettlementResponse:
-        caller = caller_of(current_call())
         return await self._settlement.cancel(
-            request, caller.tenant, _operator(), context.time_remaining()
+            request,
+            call.identified.tenant,
+            _operator(call),
+            call.deadline,
+            pseudonym=call.subject_pseudonym,
         )
 
     async def CheckEligibility(  # noqa: N802
-        self, request: gateway.CheckEligibilityRequest, context: Context
+        self, request: gateway.CheckEligibilityRequest, call: CallContext
     ) -> gateway.CheckEligibilityResponse:
         question = eligibility_question(request)
-        budget = context.time_remaining()
         return await self._cache.read(
             "CheckEligibility",
-            _caller().tenant,
+            call.identified.tenant,
             question.subject,
             request,
-            lambda: self._eligibility.check(question, _operator(), budget),
+            lambda: self._eligibility.check(question, _operator(call), call.deadline),
         )
 
 
@@ -193,10 +207,7 @@ def eligibility_question(request: gateway.CheckEligibilityRequest) -> Eligibilit
     )
 
 
-def _operator() -> Operator:
-    caller = caller_of(current_call())
+def _operator(call: CallContext) -> Operator:
+    """The platform's operator (opter, opter_name) for the caller's opaque operator handle."""
+    caller = call.identified
     return Operator(id=caller.operator, name=caller.operator)
-
-
-def _caller() -> Caller:
-    return caller_of(current_call())

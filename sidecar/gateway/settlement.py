@@ -6,12 +6,15 @@ The idempotency digest is a *keyed* digest (``Pseudonymizer.digest``, the HSM's 
 function) of the request's deterministic serialization without ``request_id``; the subject
 digest is the subject's pseudonym. An unkeyed hash would give the ID number back by brute force.
 Neither the e-voucher token nor the confirmation code is kept or logged.
+
+The state machine knows no gRPC: its outcomes other than a record (``sidecar/settlement/
+errors.py``) become the contract's statuses here, in :func:`_contract_errors`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final, Literal
@@ -22,11 +25,15 @@ from google.protobuf import timestamp_pb2
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.pseudonyms import SETTLEMENT_PAYLOAD, Pseudonymizer
+from sidecar.config import InstitutionConfig, SettlementConfig
+from sidecar.deadlines import Deadline
 from sidecar.domain import validation
 from sidecar.errors import FieldViolation, GatewayError
 from sidecar.gateway import codes
+from sidecar.gateway.platform_errors import no_such_person, says
 from sidecar.gateway.subjects import Subject, check_subject
 from sidecar.platform.client import Operator
+from sidecar.settlement import errors as outcomes
 from sidecar.settlement.chain import Confirmation, FeeLine, Order
 from sidecar.settlement.machine import Claim, Settlements
 from sidecar.settlement.records import Record, State
@@ -59,47 +66,52 @@ class SettlementFunctions:
         self,
         settlements: Settlements,
         digests: Pseudonymizer,
+        institution: InstitutionConfig,
+        config: SettlementConfig,
         *,
-        institution_code: str,
-        division: str,
-        second_confirmation: Mapping[str, ConfirmationKind],
+        person_not_found: Sequence[str],
     ) -> None:
         self._settlements = settlements
         self._digests = digests
-        self._institution = institution_code
-        self._confirmation = _region_rule(second_confirmation, division)
+        self._institution = institution.code
+        self._confirmation = _region_rule(config.second_confirmation, institution.division)
+        self._person_not_found = tuple(person_not_found)  # platform.person_not_found_messages
+        self._voucher_mismatch = config.voucher_mismatch_messages
 
     async def settle(
         self,
         request: gateway.SettleWithEVoucherRequest,
         tenant: str,
         operator: Operator,
-        budget: float | None,
+        deadline: Deadline,
+        *,
+        pseudonym: str | None = None,
     ) -> gateway.SettleWithEVoucherResponse:
+        """``pseudonym``: the subject's, if the consent gate computed it (``CallContext``)."""
         order = self.order(request)
         claim = Claim(
             tenant=tenant,
             request_id=request.request_id,
             payload_sha256=await payload_digest(self._digests, request),
-            subject_sha256=await subject_digest(self._digests, order.subject),
+            subject_sha256=pseudonym or await subject_digest(self._digests, order.subject),
             order=order,
         )
-        with _store_errors():
-            record = await self._settlements.settle(claim, operator, budget)
+        with self._contract_errors():
+            record = await self._settlements.settle(claim, operator, deadline)
         return gateway.SettleWithEVoucherResponse(settlement=settlement_message(record))
 
     async def get(
-        self, request: gateway.GetSettlementRequest, tenant: str
+        self, request: gateway.GetSettlementRequest, tenant: str, *, pseudonym: str | None = None
     ) -> gateway.GetSettlementResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         key = request.WhichOneof("key")
         violations += _key_violations(request, key)
         if violations or subject is None:
             raise errors.invalid_request(violations)
-        with _store_errors():
+        with self._contract_errors():
             record = await self._settlements.get(
                 tenant,
-                await subject_digest(self._digests, subject),
+                pseudonym or await subject_digest(self._digests, subject),
                 request_id=request.original_request_id if key == "original_request_id" else "",
                 setl_id=request.settlement_id if key == "settlement_id" else "",
             )
@@ -110,7 +122,9 @@ class SettlementFunctions:
         request: gateway.CancelSettlementRequest,
         tenant: str,
         operator: Operator,
-        budget: float | None,
+        deadline: Deadline,
+        *,
+        pseudonym: str | None = None,
     ) -> gateway.CancelSettlementResponse:
         subject, violations = check_subject(request.subject, request.HasField("subject"))
         problem = validation.check_request_id(request.request_id)
@@ -122,21 +136,100 @@ class SettlementFunctions:
             violations.append(FieldViolation("reason", "must be at most 200 characters"))
         if violations or subject is None:
             raise errors.invalid_request(violations)
-        with _store_errors():
+        with self._contract_errors():
             record = await self._settlements.cancel(
                 tenant,
                 request.request_id,
                 await payload_digest(self._digests, request),
                 subject,
-                await subject_digest(self._digests, subject),
+                pseudonym or await subject_digest(self._digests, subject),
                 operator,
-                budget,
+                deadline,
                 original_request_id=(
                     request.original_request_id if key == "original_request_id" else ""
                 ),
                 setl_id=request.settlement_id if key == "settlement_id" else "",
             )
         return gateway.CancelSettlementResponse(settlement=settlement_message(record))
+
+    @contextmanager
+    def _contract_errors(self) -> Iterator[None]:
+        """The machine's outcomes and store failures as the contract's statuses (docs/api.md)."""
+        try:
+            yield
+        except StoreUnavailable:  # no 2207 leaves without the store
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "the sidecar's settlement store is unavailable; repeat with the same request_id",
+                retry_after_seconds=1.0,
+            ) from None
+        except outcomes.SettlementError as outcome:
+            raise self._status_of(outcome) from None
+
+    def _status_of(self, outcome: outcomes.SettlementError) -> GatewayError:
+        match outcome:
+            case outcomes.PersonRefused(refusal=refusal):
+                if says(refusal, self._voucher_mismatch):
+                    return errors.invalid_request(
+                        [
+                            FieldViolation(
+                                "subject", "must be the holder of the e-voucher (ec_token)"
+                            )
+                        ]
+                    )
+                if says(refusal, self._person_not_found):
+                    return no_such_person(refusal)
+                return errors.platform_refused(str(refusal.infcode), refusal.err_msg)
+            case outcomes.Refused(code=code, message=message):
+                return errors.platform_refused(code, message)
+            case outcomes.Unreachable(timed_out=True):
+                return errors.platform_timeout("the insurance platform did not answer in time")
+            case outcomes.Unreachable(detail=detail, retry_after=retry_after):
+                return errors.platform_unavailable(
+                    detail, retry_after_seconds=1.0 if retry_after is None else retry_after
+                )
+            case outcomes.Pending(timed_out=True):
+                return errors.platform_timeout(
+                    "the insurance platform did not answer the settlement in time; it is "
+                    "PENDING and will be resolved: repeat with the same request_id"
+                )
+            case outcomes.Pending(retry_after=retry_after):
+                return errors.platform_unavailable(
+                    "the insurance platform's answer to the settlement was lost; it is PENDING "
+                    "and will be resolved: repeat with the same request_id",
+                    retry_after_seconds=retry_after,
+                )
+            case outcomes.KeyReused():
+                return GatewayError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "request_id was used before with a different payload; use a new request_id",
+                )
+            case outcomes.InProgress():
+                return GatewayError(
+                    grpc.StatusCode.ABORTED,
+                    "REQUEST_IN_PROGRESS",
+                    "a call for this settlement is still running; repeat later",
+                    retry_after_seconds=1.0,
+                )
+            case outcomes.NotFound():
+                return GatewayError(
+                    grpc.StatusCode.NOT_FOUND,
+                    "SETTLEMENT_NOT_FOUND",
+                    "no settlement with this key for this data subject",
+                )
+            case outcomes.Unrecorded():
+                return GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "STORE_UNAVAILABLE",
+                    "the insurance platform settled, but the sidecar's store stayed unavailable "
+                    "until the deadline, so the settlement is PENDING and will be resolved (a "
+                    "settlement that was not recorded is reversed with 2601): repeat with the "
+                    "same request_id for its outcome",
+                    retry_after_seconds=1.0,
+                )
+        return errors.internal()  # a new outcome without a status: fail closed
 
     def order(self, request: gateway.SettleWithEVoucherRequest) -> Order:
         """The validated order, or INVALID_ARGUMENT naming every bad field."""
@@ -349,17 +442,3 @@ def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromMicroseconds(micros)
     return stamp
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """StoreUnavailable -> UNAVAILABLE / STORE_UNAVAILABLE (no 2207 leaves without the store)."""
-    try:
-        yield
-    except StoreUnavailable:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-            "the sidecar's settlement store is unavailable; repeat with the same request_id",
-            retry_after_seconds=1.0,
-        ) from None

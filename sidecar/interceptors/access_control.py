@@ -7,15 +7,15 @@ the RPC. ``tenant`` runs after ``CallerIdentity`` (which establishes the tenant 
 metadata) and checks the tenant and the rates, before any filter or service that could contact the
 platform. The workload identity is what the transport proved (``sidecar/access/peer.py``); the
 policy in force decides (``policy.py``); the limits count (``ratelimit.py``). The outcome, allowed
-or refused, is left on the call as ``call.attributes["access"]`` (an ``AccessDecision``) for the
-access log and the audit trail: the caller's policy name and the refusal reason, never personal
+or refused, is left on the call as ``call.access`` (an ``AccessDecision``) for the access log, the
+audit trail and the servicer: the caller's policy name and the refusal reason, never personal
 data.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -29,21 +29,12 @@ from sidecar.access.ratelimit import Limit, RateLimiter
 from sidecar.errors import GatewayError
 from sidecar.interceptors.caller import caller_of
 from sidecar.interceptors.chain import Call, Continue
+from sidecar.interceptors.context import AccessDecision
 
 PEER_UNAUTHENTICATED = "PEER_UNAUTHENTICATED"
 RPC_NOT_ALLOWED = "RPC_NOT_ALLOWED"
 TENANT_NOT_ALLOWED = "TENANT_NOT_ALLOWED"
 RATE_LIMITED = "RATE_LIMITED"
-_RULE = "access_rule"  # the policy's rule for the peer, from ``workload`` to ``tenant``
-
-
-@dataclass(frozen=True)
-class AccessDecision:
-    """What access control decided for one call (read by the access log and the audit filter)."""
-
-    caller: str  # the policy's caller name; "" when the peer is no known caller
-    transport: str  # "unix", "tls" or "none": how the identity was proved
-    refusal: str = ""  # the ErrorInfo reason when refused, "" when allowed
 
 
 class PolicySource(Protocol):
@@ -57,6 +48,8 @@ class AccessControl:
         self._policy = policy
         self._unix = unix
         self._limiter = limiter
+        # the policy's rule for the peer, from ``workload`` to ``tenant`` of the same call
+        self._rules: weakref.WeakKeyDictionary[Call, Rule] = weakref.WeakKeyDictionary()
 
     async def workload(self, call: Call, proceed: Continue) -> Message:
         """Guard: the peer must be a caller of the policy, allowed to use this RPC."""
@@ -77,15 +70,15 @@ class AccessControl:
                     metadata={"caller": rule.name},
                 ),
             )
-        call.attributes[_RULE] = rule
-        call.attributes["access"] = AccessDecision(caller=rule.name, transport=transport)
+        self._rules[call] = rule
+        call.access = AccessDecision(caller=rule.name, transport=transport)
         return await proceed()
 
     async def tenant(self, call: Call, proceed: Continue) -> Message:
         """Guard (after ``CallerIdentity``): the tenant must be allowed, the rates not exceeded."""
-        rule = call.attributes.get(_RULE)
-        decision = call.attributes.get("access")
-        if not isinstance(rule, Rule) or not isinstance(decision, AccessDecision):
+        rule = self._rules.pop(call, None)
+        decision = call.access
+        if rule is None or decision is None:
             raise errors.internal()  # the workload guard did not run: fail closed
         transport = decision.transport
         caller = caller_of(call)
@@ -135,7 +128,7 @@ def _unauthenticated(peer: Peer | None) -> GatewayError:
 
 
 def _refuse(call: Call, caller: str, transport: str, error: GatewayError) -> GatewayError:
-    call.attributes["access"] = AccessDecision(caller, transport, refusal=error.reason)
+    call.access = AccessDecision(caller, transport, refusal=error.reason)
     return error
 
 

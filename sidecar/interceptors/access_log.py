@@ -1,9 +1,12 @@
-"""Logs one line per RPC: method, status, latency, tenant and trace ID, and no content."""
+"""Logs one line per RPC: method, status, latency, tenant and trace ID, and no content.
+
+The trace ID is the RPC's server span's (``Tracing`` sets it on the call), so a log line leads to
+its trace whether or not the caller sent a ``traceparent``.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 import grpc
@@ -13,7 +16,6 @@ from sidecar import errors
 from sidecar.interceptors.chain import Call, Continue
 
 log = logging.getLogger("sidecar.access")
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class AccessLog:
@@ -32,7 +34,6 @@ class AccessLog:
             status, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
             raise
         finally:
-            match = _TRACEPARENT.fullmatch(call.metadata.get("traceparent", ""))
             log.info(
                 "rpc",
                 extra={
@@ -40,9 +41,9 @@ class AccessLog:
                     "status": status.name,
                     "reason": reason,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "tenant": getattr(call.attributes.get("caller"), "tenant", ""),
+                    "tenant": call.caller.tenant if call.caller else "",
                     # access control's policy name of the calling workload (never personal data)
-                    "caller": getattr(call.attributes.get("access"), "caller", ""),
-                    "trace_id": match.group(1) if match else "",
+                    "caller": call.access.caller if call.access else "",
+                    "trace_id": call.trace_id,
                 },
             )

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
 from sidecar import errors
 from sidecar.interceptors.chain import Call, Continue
+from sidecar.interceptors.context import Caller
 
 TENANT_KEY = "x-yibao-tenant"
 OPERATOR_KEY = "x-yibao-operator"
@@ -36,12 +36,6 @@ _RULES = {
 }
 _SEPARATORS = re.compile(r"[._-]")
 _LONG_NUMBER = re.compile(r"[0-9]{11,}")  # mobile (11), resident ID (15, 17 + check), cards
-
-
-@dataclass(frozen=True)
-class Caller:
-    tenant: str
-    operator: str
 
 
 def problem(key: str, value: str) -> str | None:
@@ -69,21 +63,19 @@ def well_formed(metadata: Mapping[str, str]) -> Caller:
 
 
 class CallerIdentity:
-    """Guard: sets ``call.attributes["caller"]`` from metadata."""
+    """Guard: sets ``call.caller`` from metadata."""
 
     async def __call__(self, call: Call, proceed: Continue) -> Message:
         for key in (TENANT_KEY, OPERATOR_KEY):
             refusal = problem(key, call.metadata.get(key, ""))
             if refusal is not None:
                 raise errors.unauthenticated(refusal, header=key)
-        call.attributes["caller"] = Caller(
-            tenant=call.metadata[TENANT_KEY], operator=call.metadata[OPERATOR_KEY]
-        )
+        call.caller = Caller(tenant=call.metadata[TENANT_KEY], operator=call.metadata[OPERATOR_KEY])
         return await proceed()
 
 
 def caller_of(call: Call) -> Caller:
-    caller = call.attributes.get("caller")
-    if not isinstance(caller, Caller):
+    """The caller ``CallerIdentity`` established, or UNAUTHENTICATED (it did not run)."""
+    if call.caller is None:
         raise errors.unauthenticated("no caller identity")
-    return caller
+    return call.caller

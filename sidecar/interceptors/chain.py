@@ -12,6 +12,10 @@ parsed, and bytes that do not parse as the request message are refused by the ch
 instead of gRPC's own ``UNKNOWN``. Guards cannot see the decoded request: their ``proceed`` takes
 no message.
 
+The servicer is called with the request and the call's ``CallContext`` (caller, deadline, trace
+ID, access decision, subject pseudonym; ``context.py``) in place of gRPC's servicer context, so
+it gets what the chain established explicitly, typed.
+
 A ``GatewayError`` raised anywhere becomes the rich gRPC status of the error model; any other
 exception becomes ``INTERNAL`` with no detail (the log records its type, never its text, which
 could quote personal data).
@@ -19,10 +23,10 @@ could quote personal data).
 
 from __future__ import annotations
 
-import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -30,6 +34,8 @@ from google.protobuf.message import Error as ProtobufError
 from google.protobuf.message import Message
 
 from sidecar import errors
+from sidecar.deadlines import NO_DEADLINE, Clock, Deadline
+from sidecar.interceptors.context import AccessDecision, CallContext, Caller, traceparent_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +44,21 @@ Continue = Callable[[], Awaitable[Message]]
 Decode = Callable[[bytes], Message]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: filters key their own per-call state by the call
 class Call:
-    """What the filters know about one RPC; filters may add to ``attributes``."""
+    """What the filters know about one RPC while it passes them; each typed field is set by the
+    filter whose job it is (``sidecar/interceptors/context.py``), and the servicer gets them as
+    one frozen ``CallContext`` (:meth:`established`)."""
 
     method: str  # "/yibao.gateway.v1.InsuranceGateway/GetEnrollment"
     metadata: dict[str, str]
     context: grpc.aio.ServicerContext[Any, Any]
-    attributes: dict[str, Any] = field(default_factory=dict)
     body: bytes = b""  # the request as it arrived; guards may measure it, never parse it
+    deadline: Deadline = NO_DEADLINE  # the caller's gRPC deadline (the chain)
+    trace_id: str = ""  # the caller's traceparent (the chain), then the server span's (tracing)
+    caller: Caller | None = None  # CallerIdentity
+    access: AccessDecision | None = None  # AccessControl, allowed or refused
+    subject_pseudonym: str | None = None  # ConsentGate
 
     @property
     def service(self) -> str:
@@ -56,13 +68,16 @@ class Call:
     def rpc(self) -> str:
         return self.method.rsplit("/", 1)[-1]
 
-
-_current: contextvars.ContextVar[Call] = contextvars.ContextVar("yibao_call")
-
-
-def current_call() -> Call:
-    """The call being served (for services that need the caller the filters established)."""
-    return _current.get()
+    def established(self) -> CallContext:
+        """What the servicer is handed: the call as the filters left it, frozen."""
+        return CallContext(
+            method=self.method,
+            deadline=self.deadline,
+            trace_id=self.trace_id,
+            caller=self.caller,
+            access=self.access,
+            subject_pseudonym=self.subject_pseudonym,
+        )
 
 
 class Guard(Protocol):
@@ -100,10 +115,12 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         filters: Sequence[Filter] = (),
         *,
         services: Sequence[str],
+        clock: Clock = time.monotonic,
     ) -> None:
         self._guards = tuple(guards)
         self._filters = tuple(filters)
         self._services = frozenset(services)
+        self._clock = clock  # the calls' deadlines are on it
 
     async def intercept_service(
         self,
@@ -121,15 +138,23 @@ class FilterChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         deserialize: Decode | None = handler.request_deserializer
         if deserialize is None:  # our services always have generated message classes
             raise ValueError(f"{method}: no request deserializer to decode with")
-        guards, filters = self._guards, self._filters
+        guards, filters, clock = self._guards, self._filters, self._clock
 
         async def run(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            call = Call(method=method, metadata=_metadata(context), context=context, body=body)
-            _current.set(call)
+            metadata = _metadata(context)
+            call = Call(
+                method=method,
+                metadata=metadata,
+                context=context,
+                body=body,
+                deadline=Deadline.of_budget(context.time_remaining(), clock),
+                trace_id=traceparent_trace_id(metadata),
+            )
 
             async def step(index: int, message: Message) -> Message:
                 if index == len(filters):
-                    result: Message = await inner(message, context)  # type: ignore[arg-type]
+                    # Our servicers take the CallContext where gRPC's servicers take its context.
+                    result: Message = await inner(message, call.established())  # type: ignore[arg-type]
                     return result
                 return await filters[index](call, message, lambda m: step(index + 1, m))
 

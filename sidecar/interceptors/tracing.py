@@ -39,6 +39,9 @@ class Tracing:
             record_exception=False,  # exception text could quote personal data
             set_status_on_exception=False,
         ) as span:
+            context = span.get_span_context()
+            if context.is_valid:
+                call.trace_id = f"{context.trace_id:032x}"
             try:
                 return await proceed()
             except errors.GatewayError as error:
@@ -52,9 +55,8 @@ class Tracing:
                 span.set_attribute("rpc.grpc.status_code", status.value[0])
                 if status != grpc.StatusCode.OK:
                     span.set_status(Status(StatusCode.ERROR, status.name))
-                tenant = getattr(call.attributes.get("caller"), "tenant", "")
-                if tenant:
-                    span.set_attribute("yibao.tenant", tenant)
+                if call.caller is not None:
+                    span.set_attribute("yibao.tenant", call.caller.tenant)
                 labels = {"rpc.method": call.rpc, "rpc.grpc.status": status.name}
                 elapsed = instruments.elapsed_ms(started, time.perf_counter())
                 self._duration.record(elapsed, labels)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.observability import instruments
 from sidecar.platform.envelope import (
     INF_TIME_FORMAT,
@@ -132,21 +133,21 @@ class PlatformClient:
         operator: Operator,
         *,
         insured_area: str = "",
-        budget: float | None = None,
+        deadline: Deadline = NO_DEADLINE,
         retry_safe: bool = False,
         before_send: BeforeSend | None = None,
     ) -> Any:
         """Run one business transaction and return its ``output``.
 
-        ``budget`` is the caller's remaining deadline in seconds: sign-in, the transaction,
-        retries and a renewed attempt all fit inside it, so no platform call outlives the gRPC call
-        that asked. ``retry_safe`` (queries only) lets the guard retry when no valid answer came.
+        ``deadline`` is the caller's: sign-in, the transaction, retries and a renewed attempt
+        all fit before it, so no platform call outlives the gRPC call that asked.
+        ``retry_safe`` (queries only) lets the guard retry when no valid answer came.
         ``before_send`` is awaited with each msgid of this transaction (not of sign-in) before
         its request leaves, so a caller can record it durably first (a settlement must be
         reversible by its msgid even if this process dies while the answer is on its way).
         """
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(deadline.left()):
                 if not retry_safe:
                     return await self._call(infno, data, operator, insured_area, 1, before_send)
                 async for attempt in self._guard.retrying(infno):

@@ -12,8 +12,10 @@ that a repeat cannot apply twice (``SettlementRecords.move`` counts "already in 
 with the same values" as done; ``record_attempt`` inserts its msgid once): a retry after a commit
 whose acknowledgement was lost changes nothing. A row that fails to open (``SealError``) is not
 a blip and is never retried. A write still under way when the deadline (less the reserve) comes
-is cancelled: whether it committed is then unknown, and the row is either in its new state or
-still where it was, which the resolver handles like any other unresolved row.
+is cancelled and the caller answered at once, without waiting for the cancelled write to finish
+its clean-up (a rollback behind a BEGIN still blocked in SQLite took a quarter of a second under
+load, the whole reserve): whether it committed is then unknown, and the row is either in its new
+state or still where it was, which the resolver handles like any other unresolved row.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -32,6 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from sidecar.deadlines import Deadline
 from sidecar.keys.fieldcrypt import SealError
 from sidecar.store import StoreUnavailable
 
@@ -53,36 +56,51 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, StoreUnavailable) and not isinstance(exc, SealError)
 
 
-async def durably(
-    write: Callable[[], Awaitable[T]], deadline: float | None, retry: StoreRetry
-) -> T:
-    """``write()``, retried while the store is unavailable and the loop-clock ``deadline``
-    (``None``: one attempt) leaves room; the last ``StoreUnavailable`` if it never succeeds."""
-    if deadline is None:
-        return await write()
-    limit = deadline - retry.answer_reserve_seconds
-    room = limit - asyncio.get_running_loop().time()
-    if room <= 0:
+async def durably(write: Callable[[], Awaitable[T]], deadline: Deadline, retry: StoreRetry) -> T:
+    """``write()``, retried while the store is unavailable and ``deadline`` (unbounded: one
+    attempt) less the reserve leaves room; the last ``StoreUnavailable`` if it never succeeds."""
+    limit = deadline.minus(retry.answer_reserve_seconds)
+    room = limit.left()
+    if room is None or room <= 0:
         return await write()
 
     def retrying(state: RetryCallState) -> None:
         log.warning("settlement.store_retry", extra={"attempt": state.attempt_number})
 
-    try:
-        async with asyncio.timeout_at(limit):  # an attempt under way is cut short, too
-            async for attempt in AsyncRetrying(
-                stop=stop_before_delay(room),
-                wait=wait_exponential_jitter(
-                    multiplier=retry.initial_backoff_seconds,
-                    jitter=retry.initial_backoff_seconds,
-                    max=retry.max_backoff_seconds,
-                ),
-                retry=retry_if_exception(_transient),
-                before_sleep=retrying,
-                reraise=True,
-            ):
-                with attempt:
-                    return await write()
-    except TimeoutError:
-        raise StoreUnavailable("store: still unavailable at the caller's deadline") from None
+    async for attempt in AsyncRetrying(
+        stop=stop_before_delay(room),
+        wait=wait_exponential_jitter(
+            multiplier=retry.initial_backoff_seconds,
+            jitter=retry.initial_backoff_seconds,
+            max=retry.max_backoff_seconds,
+        ),
+        retry=retry_if_exception(_transient),
+        before_sleep=retrying,
+        reraise=True,
+    ):
+        with attempt:
+            return await _within(write, limit.left() or 0.0)
     raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+
+async def _within(write: Callable[[], Awaitable[T]], seconds: float) -> T:
+    """``write()``, or ``StoreUnavailable`` after ``seconds``: the attempt under way is cancelled
+    and left to finish its clean-up (a rollback behind a blocked BEGIN can take a while) on its
+    own, so that the caller still gets its answer before its deadline."""
+    task = asyncio.ensure_future(write())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:  # the caller went away: so does the attempt
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_settled_quietly)
+    raise StoreUnavailable("store: still unavailable at the caller's deadline")
+
+
+def _settled_quietly(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned attempt's outcome (cancelled, or the store's error) unlogged."""
+    if not task.cancelled():
+        task.exception()

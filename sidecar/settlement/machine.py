@@ -20,21 +20,30 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
-import grpc
-
-from sidecar import errors
-from sidecar.errors import FieldViolation, GatewayError
+from sidecar.config import InstitutionConfig, SettlementConfig, TransactionCodes
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.settlement import chain
 from sidecar.settlement.durable import StoreRetry, durably
+from sidecar.settlement.errors import (
+    InProgress,
+    KeyReused,
+    NotFound,
+    Pending,
+    PersonRefused,
+    Refused,
+    Unreachable,
+    Unrecorded,
+)
 from sidecar.settlement.records import (
     CancelKey,
     LostClaim,
@@ -49,8 +58,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MICROS = 1_000_000
-PERSON_NOT_FOUND = "PERSON_NOT_FOUND"
-PLATFORM_REFUSED = "PLATFORM_REFUSED"
+PLATFORM_REFUSED = "PLATFORM_REFUSED"  # failure_reason of a FAILED row
 
 
 class SubjectCache(Protocol):
@@ -65,36 +73,11 @@ class NoCache:
 
 
 @dataclass(frozen=True)
-class Codes:
-    person_info: str = "1101"
-    registration: str = "2201"
-    fee_upload: str = "2204"
-    pre_settlement: str = "2206"
-    settlement: str = "2207"
-    cancellation: str = "2208"
-    reversal: str = "2601"
+class Pacing:
+    """The machine's own pace (not configuration: ``[settlement]`` has the policy)."""
 
-
-@dataclass(frozen=True)
-class Policy:
-    """Timing and the platform's refusal texts that carry meaning (configuration)."""
-
-    default_budget_seconds: float = 90.0  # when the caller set no deadline
-    resolve_reserve_seconds: float = 5.0  # kept from the deadline to resolve a lost 2207 answer
-    late_arrival_seconds: float = 60.0  # 2601 "not found" is final only this long after 2207
     poll_seconds: float = 0.05  # how often a duplicate looks at the row it waits for
-    reversal_not_found: tuple[str, ...] = ("原交易不存在或未成功",)
-    reversal_already_done: tuple[str, ...] = ("原交易已冲正或已撤销",)
-    cancellation_already_done: tuple[str, ...] = ("已撤销",)
-    voucher_mismatch: tuple[str, ...] = ("就诊凭证编号与证件号码不一致",)
-    person_not_found: tuple[str, ...] = ("未查询到", "姓名与证件号码不匹配", "人员信息不存在")
     store: StoreRetry = field(default_factory=StoreRetry)  # writes retried over a store blip
-
-
-@dataclass(frozen=True)
-class Institution:
-    code: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -115,10 +98,11 @@ class Settlements:
         self,
         records: SettlementRecords,
         platform: PlatformClient,
-        institution: Institution,
+        institution: InstitutionConfig,
+        transactions: TransactionCodes,
+        policy: SettlementConfig,
         *,
-        codes: Codes | None = None,
-        policy: Policy | None = None,
+        pacing: Pacing | None = None,
         cache: SubjectCache | None = None,
         clock: Callable[[], dt.datetime] = beijing_now,
         replica: str = "",
@@ -126,8 +110,9 @@ class Settlements:
         self._records = records
         self._platform = platform
         self._institution = institution
-        self._codes = codes or Codes()
-        self._policy = policy or Policy()
+        self._codes = transactions  # person_info, outpatient_registration, ... reversal
+        self._policy = policy
+        self._pacing = pacing or Pacing()
         self._cache: SubjectCache = cache if cache is not None else NoCache()  # may define len
         self._clock = clock
         # ``replica`` names this replica uniquely among the live ones (its msgid slot): a row held
@@ -137,26 +122,22 @@ class Settlements:
 
     # -- SettleWithEVoucher -------------------------------------------------------------------
 
-    async def settle(self, claim: Claim, operator: Operator, budget: float | None) -> Record:
+    async def settle(self, claim: Claim, operator: Operator, deadline: Deadline) -> Record:
         """The settlement for ``claim``'s key: made now, or the first call's outcome."""
-        deadline = self._deadline(budget)
+        deadline = self._bounded(deadline)
         fresh = self._fresh_record(claim, operator, deadline)
         try:
             existing = await self._records.claim(fresh)
             if existing is None:
                 return await self._run(fresh, claim.order, operator, deadline)
             if existing.payload_sha256 != claim.payload_sha256:
-                raise GatewayError(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "request_id was used before with a different payload; use a new request_id",
-                )
+                raise KeyReused()
             return await self._follow(existing, claim.order, operator, deadline)
         finally:
             self._cache.invalidate(claim.order.subject)
 
     async def _follow(
-        self, record: Record, order: chain.Order, operator: Operator, deadline: float
+        self, record: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> Record:
         """A repeat: wait for a live worker, take over from a dead one, answer final states."""
         while True:
@@ -170,17 +151,17 @@ class Settlements:
                     return await self._run(taken, order, operator, deadline)
                 if taken is not None and taken.state is State.SENDING:
                     return self._answer(await self._resolve_owned(taken, deadline))
-            elif _left(deadline) <= self._policy.poll_seconds * 2:
+            elif _left(deadline) <= self._pacing.poll_seconds * 2:
                 return record  # PENDING: still in someone's hands when our deadline comes
             else:
-                await asyncio.sleep(self._policy.poll_seconds)
+                await asyncio.sleep(self._pacing.poll_seconds)
             again = await self._records.get(record.tenant, record.request_id)
             if again is None:  # its worker gave the key back (a transient failure): claim it
                 return await self._claim_again(record, order, operator, deadline)
             record = again
 
     async def _claim_again(
-        self, old: Record, order: chain.Order, operator: Operator, deadline: float
+        self, old: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> Record:
         now = now_micros()
         fresh = replace(  # same key, payload and subject; this call's worker and operator
@@ -201,7 +182,7 @@ class Settlements:
         return await self._follow(existing, order, operator, deadline)
 
     async def _run(
-        self, record: Record, order: chain.Order, operator: Operator, deadline: float
+        self, record: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> Record:
         """The chain, holding the row; returns the final record or raises the call's error."""
         try:
@@ -213,7 +194,7 @@ class Settlements:
         return await self._send(record, order, operator, deadline, person, mdtrt_id, batch)
 
     async def _prepare(
-        self, record: Record, order: chain.Order, operator: Operator, deadline: float
+        self, record: Record, order: chain.Order, operator: Operator, deadline: Deadline
     ) -> tuple[chain.Person, str, str]:
         """1101 -> 2201 -> 2204 -> 2206. Refusals after 1101 are recorded as FAILED."""
         codes = self._codes
@@ -228,9 +209,9 @@ class Settlements:
             )
             person = chain.person_from(output, order.insurance_type_code)
         except PlatformRefusal as refusal:
-            raise self._person_refused(refusal) from None
+            raise PersonRefused(refusal) from None
         except chain.AnswerProblem as problem:
-            raise errors.platform_unavailable(f"the insurance platform: {problem}") from None
+            raise Unreachable(f"the insurance platform: {problem}") from None
         except PlatformUnreachable as failure:
             raise _unreachable(failure) from None
         visit_number = f"YS{uuid.uuid4().hex[:24]}"
@@ -238,7 +219,7 @@ class Settlements:
         area = person.insured_area
         try:
             output = await self._call(
-                codes.registration,
+                codes.outpatient_registration,
                 chain.registration_input(order, person, visit_number, now),
                 operator,
                 deadline,
@@ -262,7 +243,7 @@ class Settlements:
         except PlatformRefusal as refusal:
             raise await self._failed(record, refusal, deadline) from None
         except chain.AnswerProblem as problem:
-            raise errors.platform_unavailable(f"the insurance platform: {problem}") from None
+            raise Unreachable(f"the insurance platform: {problem}") from None
         except PlatformUnreachable as failure:
             raise _unreachable(failure) from None
         return person, mdtrt_id, batch
@@ -272,7 +253,7 @@ class Settlements:
         record: Record,
         order: chain.Order,
         operator: Operator,
-        deadline: float,
+        deadline: Deadline,
         person: chain.Person,
         mdtrt_id: str,
         batch: str,
@@ -280,7 +261,7 @@ class Settlements:
         """2207 with its msgid recorded first; then SETTLED, FAILED, or resolution."""
         current = record
         sent: list[str] = []
-        send_by = deadline - self._policy.resolve_reserve_seconds  # 2207's own deadline
+        send_by = deadline.minus(self._policy.resolve_reserve_seconds)  # 2207's own deadline
 
         async def before_send(msgid: str) -> None:
             nonlocal current
@@ -298,7 +279,6 @@ class Settlements:
             )
             sent.append(msgid)
 
-        budget = _left(send_by)
         data = chain.settlement_input(order, person, mdtrt_id, batch, final=True)
         try:
             output = await self._platform.call(
@@ -306,14 +286,14 @@ class Settlements:
                 data,
                 operator,
                 insured_area=person.insured_area,
-                budget=max(budget, 0.001),
+                deadline=send_by,
                 before_send=before_send,
             )
             charged = chain.charged_from(output, order.total_fen, sent[-1])
         except PlatformRefusal as refusal:  # a definite answer: nothing charged
             raise await self._failed(current, refusal, deadline) from None
         except LostClaim:
-            raise _in_progress() from None
+            raise InProgress() from None
         except (PlatformUnreachable, chain.AnswerProblem, asyncio.CancelledError) as failure:
             return await self._unknown(current, failure, deadline)
         settle_time = now_micros()  # once: a retried write repeats the same values
@@ -336,13 +316,13 @@ class Settlements:
             )
         except StoreUnavailable:
             log.error("settlement.settled_unrecorded")
-            raise _unrecorded() from None
+            raise Unrecorded() from None
         if settled is None:  # someone resolved it meanwhile (only after our lease ran out)
             return await self._reread(current)
         log.info("settlement.settled", extra={"attempts": len(sent)})
         return settled
 
-    async def _unknown(self, record: Record, failure: BaseException, deadline: float) -> Record:
+    async def _unknown(self, record: Record, failure: BaseException, deadline: Deadline) -> Record:
         """2207's answer is missing or unusable: resolve now if time allows, else say PENDING."""
         if record.state is State.RUNNING:  # no 2207 msgid was recorded, so none was sent
             with contextlib.suppress(Exception):
@@ -364,21 +344,15 @@ class Settlements:
             raise failure
         resolved = await self._resolve_owned(record, deadline)
         if resolved.state is State.SENDING:
-            if isinstance(failure, PlatformUnreachable) and failure.timed_out:
-                raise errors.platform_timeout(
-                    "the insurance platform did not answer the settlement in time; it is "
-                    "PENDING and will be resolved: repeat with the same request_id"
-                )
-            raise errors.platform_unavailable(
-                "the insurance platform's answer to the settlement was lost; it is PENDING and "
-                "will be resolved: repeat with the same request_id",
-                retry_after_seconds=max(1.0, self._policy.late_arrival_seconds / 4),
+            raise Pending(
+                timed_out=isinstance(failure, PlatformUnreachable) and failure.timed_out,
+                retry_after=max(1.0, self._policy.late_arrival_seconds / 4),
             )
         return resolved
 
     # -- resolution -----------------------------------------------------------------------------
 
-    async def _resolve_owned(self, record: Record, deadline: float | None) -> Record:
+    async def _resolve_owned(self, record: Record, deadline: Deadline) -> Record:
         """Reverse every 2207 msgid of a SENDING row we hold; release the lease if unresolved."""
         if record.state is State.CANCELLING:
             return await self._cancel_owned(record, deadline, raise_errors=False)
@@ -402,9 +376,9 @@ class Settlements:
                 )
                 reversed_any = True
             except PlatformRefusal as refusal:
-                if _says(refusal, self._policy.reversal_already_done):
+                if _says(refusal, self._policy.reversal_done_messages):
                     continue
-                if _says(refusal, self._policy.reversal_not_found):
+                if _says(refusal, self._policy.reversal_not_found_messages):
                     if now - attempt.sent_at < late:
                         resolved = False  # the 2207 may still be on its way to the platform
                     continue
@@ -429,9 +403,9 @@ class Settlements:
         )
         return released if released is not None else await self._reread(record)
 
-    async def resolve(self, record: Record, budget: float | None = None) -> Record:
+    async def resolve(self, record: Record, deadline: Deadline = NO_DEADLINE) -> Record:
         """Take an unleased SENDING or CANCELLING row and try to resolve it (background use)."""
-        deadline = self._deadline(budget)
+        deadline = self._bounded(deadline)
         now = now_micros()
         if not self._free(record, now):
             return record
@@ -440,13 +414,15 @@ class Settlements:
             return await self._reread(record)
         return await self._resolve_owned(taken, deadline)
 
-    async def resolve_due(self, min_age_seconds: float, budget: float | None = None) -> int:
-        """Resolve the rows nobody holds that are older than ``min_age_seconds``; how many."""
+    async def resolve_due(self, min_age_seconds: float, budget_seconds: float | None = None) -> int:
+        """Resolve the rows nobody holds that are older than ``min_age_seconds``, each within
+        ``budget_seconds`` (``None``: the policy's default); how many."""
         older = now_micros() - int(min_age_seconds * _MICROS)
         done = 0
         mine = (self._replica, self._worker) if self._replica else None
         for record in await self._records.unresolved(older, earlier_self=mine):
-            result = await self.resolve(record, budget)
+            each = NO_DEADLINE if budget_seconds is None else Deadline.after(budget_seconds)
+            result = await self.resolve(record, each)
             done += result.state is not record.state
         return done
 
@@ -461,7 +437,7 @@ class Settlements:
             else await self._records.by_settlement_id(tenant, setl_id)
         )
         if record is None or record.subject_sha256 != subject_sha256:
-            raise _not_found()
+            raise NotFound()
         return record
 
     # -- CancelSettlement -----------------------------------------------------------------------
@@ -474,12 +450,12 @@ class Settlements:
         subject: Subject,
         subject_sha256: str,
         operator: Operator,
-        budget: float | None,
+        deadline: Deadline,
         *,
         original_request_id: str = "",
         setl_id: str = "",
     ) -> Record:
-        deadline = self._deadline(budget)
+        deadline = self._bounded(deadline)
         target = await self.get(
             tenant, subject_sha256, request_id=original_request_id, setl_id=setl_id
         )
@@ -487,22 +463,18 @@ class Settlements:
             tenant, request_id, CancelKey(payload_sha256, target.request_id)
         )
         if key is not None and key.payload_sha256 != payload_sha256:
-            raise GatewayError(
-                grpc.StatusCode.ALREADY_EXISTS,
-                "IDEMPOTENCY_KEY_REUSED",
-                "request_id was used before with a different payload; use a new request_id",
-            )
+            raise KeyReused()
         try:
             return await self._cancel_target(target, deadline)
         finally:
             self._cache.invalidate(subject)
 
-    async def _cancel_target(self, record: Record, deadline: float) -> Record:
+    async def _cancel_target(self, record: Record, deadline: Deadline) -> Record:
         if record.state in (State.FAILED, State.REVERSED, State.CANCELLED):
             return record
         now = now_micros()
         if not self._free(record, now):
-            raise _in_progress()
+            raise InProgress()
         if record.state is State.SETTLED:
             taken = await self._records.move(
                 record,
@@ -514,7 +486,7 @@ class Settlements:
         else:
             taken = await self._take_over(record, deadline, now)
         if taken is None:
-            raise _in_progress()
+            raise InProgress()
         if taken.state is State.RUNNING:  # its worker died before 2207: nothing was charged
             done = await self._records.move(
                 taken, (State.RUNNING,), State.REVERSED, lease_until=0, cancel_time=now_micros()
@@ -525,22 +497,22 @@ class Settlements:
         return await self._cancel_owned(taken, deadline, raise_errors=True)
 
     async def _cancel_owned(
-        self, record: Record, deadline: float | None, *, raise_errors: bool
+        self, record: Record, deadline: Deadline, *, raise_errors: bool
     ) -> Record:
         """2208 for a CANCELLING row we hold; a resend after a lost answer is safe."""
         if not (record.setl_id and record.mdtrt_id and record.psn_no):
-            raise errors.internal()  # a settled row always has them (record_attempt, _send)
+            raise AssertionError("a settled row lacks setl_id, mdtrt_id or psn_no")  # INTERNAL
         operator = Operator(record.operator, record.operator)
         try:
             await self._call(
-                self._codes.cancellation,
+                self._codes.settlement_cancel,
                 chain.cancellation_input(record.setl_id, record.mdtrt_id, record.psn_no),
                 operator,
                 deadline,
                 record.insured_area or "",
             )
         except PlatformRefusal as refusal:
-            if not _says(refusal, self._policy.cancellation_already_done):
+            if not _says(refusal, self._policy.cancellation_done_messages):
                 back = await self._durably(
                     lambda: self._records.move(
                         record, (State.CANCELLING,), State.SETTLED, lease_until=0
@@ -548,7 +520,7 @@ class Settlements:
                     deadline,
                 )
                 if raise_errors:
-                    raise errors.platform_refused(str(refusal.infcode), refusal.err_msg) from None
+                    raise Refused(str(refusal.infcode), refusal.err_msg) from None
                 return back if back is not None else await self._reread(record)
         except PlatformUnreachable as failure:
             released = await self._durably(
@@ -577,23 +549,27 @@ class Settlements:
         infno: str,
         data: Any,
         operator: Operator,
-        deadline: float | None,
+        deadline: Deadline,
         insured_area: str = "",
         *,
         retry_safe: bool = False,
     ) -> Any:
-        budget = None if deadline is None else max(_left(deadline), 0.001)
         return await self._platform.call(
-            infno, data, operator, insured_area=insured_area, budget=budget, retry_safe=retry_safe
+            infno,
+            data,
+            operator,
+            insured_area=insured_area,
+            deadline=deadline,
+            retry_safe=retry_safe,
         )
 
-    async def _durably(self, write: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    async def _durably(self, write: Callable[[], Awaitable[T]], deadline: Deadline) -> T:
         """A state write retried while the store is briefly away, within ``deadline``."""
-        return await durably(write, deadline, self._policy.store)
+        return await durably(write, deadline, self._pacing.store)
 
     async def _failed(
-        self, record: Record, refusal: PlatformRefusal, deadline: float
-    ) -> GatewayError:
+        self, record: Record, refusal: PlatformRefusal, deadline: Deadline
+    ) -> Refused:
         """Record a refusal as FAILED (nothing charged) and return the call's error."""
         moved = await self._durably(
             lambda: self._records.move(
@@ -609,32 +585,12 @@ class Settlements:
         )
         if moved is None:
             log.warning("settlement.failed_after_takeover")
-        return errors.platform_refused(str(refusal.infcode), refusal.err_msg)
-
-    def _person_refused(self, refusal: PlatformRefusal) -> GatewayError:
-        """1101 refused (a read: the key is given back): the contract's error for it."""
-        if _says(refusal, self._policy.voucher_mismatch):
-            return errors.invalid_request(
-                [FieldViolation("subject", "must be the holder of the e-voucher (ec_token)")]
-            )
-        if _says(refusal, self._policy.person_not_found):
-            return GatewayError(
-                grpc.StatusCode.NOT_FOUND,
-                PERSON_NOT_FOUND,
-                "the insurance platform found no such person",
-                metadata={
-                    "platform_code": str(refusal.infcode),
-                    "platform_message": refusal.err_msg,
-                },
-            )
-        return errors.platform_refused(str(refusal.infcode), refusal.err_msg)
+        return Refused(str(refusal.infcode), refusal.err_msg)
 
     def _answer(self, record: Record) -> Record:
         """What a repeat returns: the record, or the first refusal again."""
         if record.state is State.FAILED:
-            raise errors.platform_refused(
-                record.failure_code or "-1", record.failure_message or "(no message)"
-            )
+            raise Refused(record.failure_code or "-1", record.failure_message or "(no message)")
         return record
 
     def _free(self, record: Record, now: int) -> bool:
@@ -645,22 +601,23 @@ class Settlements:
         owner = record.lease_owner
         return bool(self._replica) and owner.startswith(self._replica) and owner != self._worker
 
-    async def _take_over(self, record: Record, deadline: float, now: int) -> Record | None:
+    async def _take_over(self, record: Record, deadline: Deadline, now: int) -> Record | None:
         return await self._records.take_over(
             record, self._worker, _micros(deadline), force=record.leased(now)
         )
 
     async def _reread(self, record: Record) -> Record:
         again = await self._records.get(record.tenant, record.request_id)
-        if again is None:
-            raise errors.internal()
+        if again is None:  # rows are never deleted while a call runs: a bug, INTERNAL
+            raise AssertionError("a settlement row vanished")
         return again
 
-    def _deadline(self, budget: float | None) -> float:
-        seconds = self._policy.default_budget_seconds if budget is None else budget
-        return asyncio.get_running_loop().time() + seconds
+    def _bounded(self, deadline: Deadline) -> Deadline:
+        """The caller's deadline, or the policy's default budget when it set none: a row's
+        lease must end some time."""
+        return deadline.or_after(self._policy.default_budget_seconds)
 
-    def _fresh_record(self, claim: Claim, operator: Operator, deadline: float) -> Record:
+    def _fresh_record(self, claim: Claim, operator: Operator, deadline: Deadline) -> Record:
         now = now_micros()
         order = claim.order
         return Record(
@@ -682,52 +639,24 @@ class Settlements:
         )
 
 
-def _left(deadline: float) -> float:
-    return deadline - asyncio.get_running_loop().time()
+def _left(deadline: Deadline) -> float:
+    """Seconds left (the machine's deadlines are always bounded: ``Settlements._bounded``)."""
+    left = deadline.left()
+    return math.inf if left is None else left
 
 
-def _micros(deadline: float) -> int:
-    """A loop-clock deadline as a wall-clock lease end in microseconds."""
-    return now_micros() + int(max(_left(deadline), 0.0) * _MICROS)
+def _micros(deadline: Deadline) -> int:
+    """A monotonic deadline as a wall-clock lease end in microseconds."""
+    return now_micros() + int(_left(deadline) * _MICROS)
 
 
 def _says(refusal: PlatformRefusal, markers: Sequence[str]) -> bool:
     return any(marker in refusal.err_msg for marker in markers)
 
 
-def _unreachable(failure: PlatformUnreachable) -> GatewayError:
-    if failure.timed_out:
-        return errors.platform_timeout("the insurance platform did not answer in time")
-    return errors.platform_unavailable(
+def _unreachable(failure: PlatformUnreachable) -> Unreachable:
+    return Unreachable(
         f"the insurance platform is unreachable: {failure}",
-        retry_after_seconds=failure.retry_after if failure.retry_after is not None else 1.0,
-    )
-
-
-def _unrecorded() -> GatewayError:
-    """2207 was answered but the store stayed away until the deadline: the row is SENDING."""
-    return GatewayError(
-        grpc.StatusCode.UNAVAILABLE,
-        "STORE_UNAVAILABLE",
-        "the insurance platform settled, but the sidecar's store stayed unavailable until the "
-        "deadline, so the settlement is PENDING and will be resolved (a settlement that was "
-        "not recorded is reversed with 2601): repeat with the same request_id for its outcome",
-        retry_after_seconds=1.0,
-    )
-
-
-def _in_progress() -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.ABORTED,
-        "REQUEST_IN_PROGRESS",
-        "a call for this settlement is still running; repeat later",
-        retry_after_seconds=1.0,
-    )
-
-
-def _not_found() -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.NOT_FOUND,
-        "SETTLEMENT_NOT_FOUND",
-        "no settlement with this key for this data subject",
+        timed_out=failure.timed_out,
+        retry_after=failure.retry_after,
     )

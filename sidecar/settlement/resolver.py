@@ -1,8 +1,9 @@
 """The background resolver: settlements whose outcome nobody is waiting for get resolved anyway.
 
 A sidecar that was killed between 2207 and its answer leaves a SENDING row; a call that gave up
-within its deadline leaves one too. At start-up and then every ``interval`` seconds, this task
-resolves the rows that no worker holds and that are older than ``min_age`` seconds (see
+within its deadline leaves one too. At start-up and then every
+``settlement.resolver_interval_seconds``, this task resolves the rows that no worker holds and
+that are older than ``settlement.resolver_min_age_seconds`` (see
 :meth:`Settlements.resolve_due`). Failures are logged and tried again on the next round: a store
 or platform outage must not stop the loop.
 """
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 
+from sidecar.config import SettlementConfig
 from sidecar.settlement.machine import Settlements
 
 log = logging.getLogger(__name__)
@@ -22,15 +24,14 @@ class Resolver:
     def __init__(
         self,
         settlements: Settlements,
+        config: SettlementConfig,
         *,
-        interval: float,
-        min_age: float,
         budget: float = 30.0,
     ) -> None:
         self._settlements = settlements
-        self._interval = interval
-        self._min_age = min_age
-        self._budget = budget
+        self._interval = config.resolver_interval_seconds
+        self._min_age = config.resolver_min_age_seconds
+        self._budget = budget  # seconds per row
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

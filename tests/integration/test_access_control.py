@@ -336,7 +336,7 @@ async def test_an_rpc_the_caller_may_not_use_is_permission_denied(
         outcome = await call(channel, ENROLLMENT)
     assert (outcome.code, outcome.reason) == (grpc.StatusCode.PERMISSION_DENIED, "RPC_NOT_ALLOWED")
     assert outcome.metadata == {"caller": "im-service"}
-    # the refusal is on the call (call.attributes["access"]) for the log and the audit trail
+    # the refusal is on the call (call.access) for the log and the audit trail
     line = access_lines(caplog)[-1]
     assert (line["caller"], line["reason"], line["status"]) == (
         "im-service",

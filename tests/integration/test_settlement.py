@@ -15,7 +15,7 @@ import pytest
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.config import StoreConfig
+from sidecar.config import PlatformConfig, StoreConfig
 from tests.integration.conftest import TENANT_METADATA, RunningSidecar
 from tests.integration.consent_support import consent_to
 from tests.integration.settlement_support import (
@@ -388,6 +388,35 @@ async def test_another_institution_is_not_allowed_and_a_foreign_voucher_is_refus
     assert app.calls.count("2201") == 0
     # refusals of 1101 (a read) give the key back: fixed, the same key settles
     answer = await settle(settling, settle_request(employee, token, "not-my-voucher"))
+    assert answer.state == SETTLED
+
+
+async def test_no_such_person_is_one_answer_in_settlement_and_enrollment(
+    settling: RunningSidecar, simulator: RunningSimulator, employee: Person
+) -> None:
+    """Every configured "person not found" text is PERSON_NOT_FOUND in every function, with one
+    message: settlement and enrollment used to keep two lists that had drifted apart."""
+    app = simulator.app
+    token = app.issue_ec_token(employee.certno)
+    enrollment = gateway_grpc.InsuranceGatewayStub(settling.channel).GetEnrollment
+    for index, text in enumerate(PlatformConfig.model_fields["person_not_found_messages"].default):
+        app.faults.set("1101", Fault(FaultKind.REFUSE, times=2, err_msg=text))
+        answers = []
+        with pytest.raises(grpc.aio.AioRpcError) as settled:
+            await settle(settling, settle_request(employee, token, f"nobody-{index}"))
+        answers.append(settled.value)
+        request = gateway.GetEnrollmentRequest(subject=subject_of(employee))
+        with pytest.raises(grpc.aio.AioRpcError) as enrolled:
+            await enrollment(request, metadata=TENANT_METADATA, timeout=CALL_TIMEOUT)
+        answers.append(enrolled.value)
+        for error in answers:
+            info = details(error)[0]
+            assert (error.code(), info.reason) == (grpc.StatusCode.NOT_FOUND, "PERSON_NOT_FOUND")
+            assert info.metadata["platform_message"] == text
+        assert answers[0].details() == answers[1].details()
+    assert app.calls.count("2201") == 0
+    # a 1101 refusal gives the key back: the same request_id settles once the person is found
+    answer = await settle(settling, settle_request(employee, token, "nobody-0"))
     assert answer.state == SETTLED
 
 

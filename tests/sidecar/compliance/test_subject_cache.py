@@ -16,6 +16,7 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar.compliance.consent_ledger import MIGRATIONS, ConsentLedger
 from sidecar.compliance.pseudonyms import HostPseudonymizer
+from sidecar.config import CacheConfig
 from sidecar.gateway.consent import SERVICE_NAME, ConsentService
 from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.caller import CallerIdentity
@@ -115,5 +116,5 @@ async def test_the_gateway_read_cache_fits_the_seam() -> None:
     from sidecar.compliance.consent_gate import SubjectCache
     from sidecar.gateway.cache import ReadCache
 
-    cache: SubjectCache = ReadCache(ttl_seconds=30, max_entries=10, key=b"k" * 32)
+    cache: SubjectCache = ReadCache(CacheConfig(ttl_seconds=30, max_entries=10), key=b"k" * 32)
     assert cache.invalidate(Subject("01", "x", "y")) == 0

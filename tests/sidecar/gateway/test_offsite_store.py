@@ -10,6 +10,7 @@ import pytest
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.pseudonyms import HostPseudonymizer
+from sidecar.config import OffsiteConfig
 from sidecar.errors import GatewayError
 from sidecar.gateway.offsite_store import (
     MIGRATIONS,
@@ -39,9 +40,8 @@ KEY = RequestKey("acme", "SubmitOffsiteRegistration", "req-1", b"a")
 async def keys(store: Store, clock: Clock) -> OffsiteStore:
     await store.migrate(MIGRATIONS)
     await store.migrate(MIGRATIONS)  # idempotent
-    return OffsiteStore(
-        store, sealer=host_sealer(), digests=DIGESTS, lease_seconds=10.0, clock=clock
-    )
+    config = OffsiteConfig(request_lease_seconds=10.0)
+    return OffsiteStore(store, config, sealer=host_sealer(), digests=DIGESTS, clock=clock)
 
 
 async def test_claim_finish_and_replay(store: Store) -> None:
@@ -129,10 +129,9 @@ async def test_finished_keys_are_purged_after_the_retention_only(store: Store) -
     await store.migrate(MIGRATIONS)
     offsite = OffsiteStore(
         store,
+        OffsiteConfig(request_lease_seconds=10.0, keep_request_ids_hours=24),
         sealer=host_sealer(),
         digests=DIGESTS,
-        lease_seconds=10.0,
-        keep_seconds=86_400.0,
         clock=clock,
     )
     unknown = RequestKey("acme", "SubmitOffsiteRegistration", "req-2", b"a")

@@ -11,6 +11,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
+from sidecar.config import CacheConfig
 from sidecar.gateway.cache import CACHE_REQUESTS, ReadCache
 
 KEY = b"k" * 32
@@ -71,8 +72,8 @@ def counts(reader: InMemoryMetricReader) -> dict[tuple[str, str], int]:
 def cache(clock: Clock, **kwargs: object) -> tuple[ReadCache, InMemoryMetricReader]:
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("test")
-    options: dict[str, object] = {"ttl_seconds": 30.0, "max_entries": 100, **kwargs}
-    return ReadCache(key=KEY, meter=meter, clock=clock, **options), reader  # type: ignore[arg-type]
+    config = CacheConfig.model_validate({"ttl_seconds": 30.0, "max_entries": 100, **kwargs})
+    return ReadCache(config, key=KEY, meter=meter, clock=clock), reader
 
 
 async def test_hits_misses_and_ttl() -> None:
@@ -161,7 +162,7 @@ async def test_ttl_zero_is_off_and_counts_nothing() -> None:
 
 def test_subject_keys_are_keyed_hashes_not_the_number() -> None:
     reads, _ = cache(Clock())
-    other = ReadCache(ttl_seconds=1, max_entries=1, key=b"x" * 32)
+    other = ReadCache(CacheConfig(ttl_seconds=1, max_entries=1), key=b"x" * 32)
     digest = reads.subject_key(ALICE)
     assert ALICE.certificate_number.encode() not in digest and len(digest) == 32
     assert digest != other.subject_key(ALICE)  # depends on the process's key

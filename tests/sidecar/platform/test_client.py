@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.deadlines import Deadline
 from sidecar.platform.client import Codes, Institution, Operator, PlatformClient
 from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
@@ -171,11 +172,11 @@ async def test_requests_in_flight_are_bounded() -> None:
     assert transport.most_in_flight == 3
 
 
-async def test_the_budget_bounds_retries_and_sign_in() -> None:
+async def test_the_deadline_bounds_retries_and_sign_in() -> None:
     transport = ScriptedTransport([TransportError("reset", sent=True)] * 50, delay=0.05)
     with pytest.raises(PlatformUnreachable) as caught:
         await client(transport, retry_attempts=10).call(
-            "1101", {"data": {}}, OPERATOR, retry_safe=True, budget=0.12
+            "1101", {"data": {}}, OPERATOR, retry_safe=True, deadline=Deadline.after(0.12)
         )
     assert caught.value.timed_out
     assert transport.count("1101") <= 3

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.keys.fieldcrypt import SealError
 from sidecar.settlement.durable import StoreRetry, durably
 from sidecar.store import StoreUnavailable
@@ -30,8 +31,8 @@ class Flaky:
         return "written"
 
 
-def deadline_in(seconds: float) -> float:
-    return asyncio.get_running_loop().time() + seconds
+def deadline_in(seconds: float) -> Deadline:
+    return Deadline.after(seconds)
 
 
 async def test_a_blip_shorter_than_the_deadline_is_retried_through() -> None:
@@ -65,8 +66,48 @@ async def test_what_is_not_a_blip_is_not_retried() -> None:
 
 
 async def test_without_a_deadline_or_time_left_there_is_one_attempt() -> None:
-    for deadline in (None, deadline_in(0.01)):
+    for deadline in (NO_DEADLINE, deadline_in(0.01), deadline_in(-1)):
         write = Flaky(1)
         with pytest.raises(StoreUnavailable):
             await durably(write, deadline, FAST)
         assert write.calls == 1
+
+
+async def test_the_answer_does_not_wait_for_the_cut_attempt_to_clean_up() -> None:
+    """A write cut at the deadline may need a while to end (SQLite rolls back behind a BEGIN that
+    is still blocked): the caller is answered first, and the clean-up still runs to its end."""
+    cleaned = asyncio.Event()
+
+    async def blocked() -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(0.3))  # the rollback
+            cleaned.set()
+            raise
+        return "never"
+
+    with pytest.raises(StoreUnavailable, match="deadline"):
+        await durably(blocked, deadline_in(0.2), FAST)
+    assert not cleaned.is_set()
+    await asyncio.wait_for(cleaned.wait(), 10)
+
+
+async def test_a_caller_that_goes_away_takes_the_attempt_with_it() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def write() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    caller = asyncio.ensure_future(durably(write, deadline_in(60), FAST))
+    await started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait_for(cancelled.wait(), 10)

@@ -13,8 +13,12 @@ from sidecar import config
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.pseudonyms import HostPseudonymizer
 from sidecar.config import ConfigError
-from sidecar.gateway.settlement import payload_digest
-from sidecar.settlement import chain
+from sidecar.errors import GatewayError
+from sidecar.gateway.settlement import SettlementFunctions, payload_digest
+from sidecar.platform.errors import PlatformRefusal
+from sidecar.settlement import chain, machine
+from sidecar.settlement import errors as outcomes
+from sidecar.settlement.errors import SettlementError
 from tests.sidecar.test_config import MINIMAL, write
 
 
@@ -101,3 +105,39 @@ async def test_the_payload_digest_ignores_the_request_id_only() -> None:
     d1, d2, d3 = [await payload_digest(digests, r) for r in (one, two, three)]
     assert d1 == d2 != d3
     assert one.request_id == "a"  # the caller's message is left alone
+
+
+def _every_outcome() -> list[SettlementError]:
+    refusal = PlatformRefusal("1101", -1, "某某原因")
+    made: dict[type[SettlementError], SettlementError] = {
+        outcomes.KeyReused: outcomes.KeyReused(),
+        outcomes.InProgress: outcomes.InProgress(),
+        outcomes.NotFound: outcomes.NotFound(),
+        outcomes.Unrecorded: outcomes.Unrecorded(),
+        outcomes.PersonRefused: outcomes.PersonRefused(refusal),
+        outcomes.Refused: outcomes.Refused("-1", "某某原因"),
+        outcomes.Unreachable: outcomes.Unreachable("the insurance platform is unreachable: x"),
+        outcomes.Pending: outcomes.Pending(timed_out=False, retry_after=15.0),
+    }
+    # a new outcome without an example here (and so, maybe, without a status) fails the test
+    assert set(made) == set(SettlementError.__subclasses__())
+    return list(made.values())
+
+
+def test_every_settlement_outcome_has_its_own_status_and_the_machine_has_no_grpc() -> None:
+    functions = SettlementFunctions(
+        None,  # type: ignore[arg-type]  # the mapping needs neither the machine nor digests
+        HostPseudonymizer(b"k" * 32),
+        config.InstitutionConfig(code="H44030500001", name="x", division="440305"),
+        config.SettlementConfig(),
+        person_not_found=config.PlatformConfig.model_fields["person_not_found_messages"].default,
+    )
+    reasons = set()
+    for outcome in _every_outcome():
+        with pytest.raises(GatewayError) as caught, functions._contract_errors():
+            raise outcome
+        assert caught.value.reason != "INTERNAL", outcome
+        reasons.add(caught.value.reason)
+    assert reasons >= {"IDEMPOTENCY_KEY_REUSED", "REQUEST_IN_PROGRESS", "SETTLEMENT_NOT_FOUND"}
+    source = Path(machine.__file__).read_text(encoding="utf-8")
+    assert "import grpc" not in source and "from grpc" not in source
