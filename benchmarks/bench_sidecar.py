@@ -144,9 +144,9 @@ async def direct_calls(config: Path, rpc: str) -> tuple[Callable[[Any], Awaitabl
 
     from sidecar import app
     from sidecar import config as configuration
+    from sidecar.domain.subjects import Subject
     from sidecar.gateway.eligibility import EligibilityChecks, EligibilityQuestion
     from sidecar.gateway.enrollment import EnrollmentQueries
-    from sidecar.gateway.subjects import Subject
     from sidecar.platform.client import Operator
 
     settings = configuration.load(config)

@@ -27,7 +27,7 @@ from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.consent_ledger import ConsentLedger
 from sidecar.compliance.pseudonyms import Pseudonymizer
-from sidecar.gateway.subjects import Subject, check_subject
+from sidecar.domain.subjects import Subject, check_subject
 from sidecar.interceptors.caller import caller_of
 from sidecar.interceptors.chain import Call, Proceed
 from sidecar.store import StoreError

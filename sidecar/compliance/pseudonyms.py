@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import Final, Protocol
 
 from hsm.sm.sm3 import hmac_sm3
-from sidecar.gateway.codes import CERTIFICATE_TYPE_CODES
+from sidecar.domain.codes import CERTIFICATE_TYPE_CODES
 
 MIN_KEY_BYTES = 16
 _DIGEST_PREFIX: Final = b"yibao-digest\x1f"

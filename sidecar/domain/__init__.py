@@ -1,4 +1,5 @@
-"""The domain's basics, pure functions with no I/O and no gRPC: identifiers and Beijing time.
+"""The domain's basics, pure functions with no I/O and no gRPC: identifiers, the data subject,
+the contract's codes and Beijing time.
 
 Public API:
 
@@ -8,7 +9,11 @@ Public API:
 - :mod:`.beijing` - ``BEIJING``, ``beijing_now``, ``beijing_today``: the contract's dates are
   Beijing dates, of an injected clock's instant, never the host's time zone.
 
-Any layer may import these; they import nothing else of the sidecar.
+- :mod:`.subjects` - ``Subject``, ``check_subject``: the validated data subject every RPC names.
+- :mod:`.codes` - the contract's enums and the platform's dictionary codes, both ways.
+
+Any layer may import these; they import only the contract's messages (``sidecar._proto``) and the
+error model's ``FieldViolation``, so no cycle can run through them.
 """
 
-__all__ = ["beijing", "validation"]
+__all__ = ["beijing", "codes", "subjects", "validation"]

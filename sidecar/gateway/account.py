@@ -26,14 +26,13 @@ from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.config import TransactionCodes
 from sidecar.deadlines import NO_DEADLINE, Deadline
-from sidecar.domain import validation
+from sidecar.domain import codes, validation
+from sidecar.domain.codes import INSURANCE_TYPE_CODES
+from sidecar.domain.subjects import Subject, check_subject
 from sidecar.errors import FieldViolation
-from sidecar.gateway import codes
-from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.enrollment import EnrollmentQueries, text_of, yuan_to_fen
 from sidecar.gateway.paging import BadPageToken, PageTokens, binding_of, page_size_of
 from sidecar.gateway.platform_errors import translated
-from sidecar.gateway.subjects import Subject, check_subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.errors import PlatformUnreachable
 

@@ -38,9 +38,9 @@ from sidecar.compliance.consent_ledger import (
     RequestKey,
 )
 from sidecar.compliance.pseudonyms import CONSENT_PAYLOAD, Pseudonymizer
+from sidecar.domain.subjects import Subject
 from sidecar.errors import FieldViolation
 from sidecar.gateway import consent_validation as checks
-from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.context import CallContext, Caller
 from sidecar.serving.server import Registration
 from sidecar.store import StoreError

@@ -18,8 +18,8 @@ from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar.compliance.consent_ledger import ConsentState
 from sidecar.domain import validation
+from sidecar.domain.subjects import Subject, check_subject
 from sidecar.errors import FieldViolation
-from sidecar.gateway.subjects import Subject, check_subject
 
 SCOPE_MAX = 2000
 NOTICE_VERSION_MAX = 64

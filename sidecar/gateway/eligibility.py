@@ -14,9 +14,9 @@ from typing import Any
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.config import InstitutionConfig, TransactionCodes
 from sidecar.deadlines import NO_DEADLINE, Deadline
+from sidecar.domain.subjects import Subject
 from sidecar.gateway.enrollment import EnrollmentQueries, text_of
 from sidecar.gateway.platform_errors import translated
-from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.errors import PlatformUnreachable
 

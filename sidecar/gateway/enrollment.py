@@ -9,9 +9,9 @@ from typing import Any
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.config import PlatformConfig
 from sidecar.deadlines import NO_DEADLINE, Deadline
-from sidecar.gateway import codes
+from sidecar.domain import codes
+from sidecar.domain.subjects import Subject
 from sidecar.gateway.platform_errors import translated
-from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now
 from sidecar.platform.errors import PlatformUnreachable

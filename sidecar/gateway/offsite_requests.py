@@ -18,11 +18,11 @@ from typing import Final
 from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.domain import validation
+from sidecar.domain.codes import INSURANCE_TYPE_CODES
+from sidecar.domain.subjects import Subject, check_subject
 from sidecar.errors import FieldViolation
-from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.offsite_store import RequestKey, request_key
 from sidecar.gateway.paging import BadPageToken, PageTokens, binding_of, page_size_of
-from sidecar.gateway.subjects import Subject, check_subject
 
 SUBMIT: Final = "SubmitOffsiteRegistration"
 CANCEL: Final = "CancelOffsiteRegistration"

@@ -46,8 +46,9 @@ from sidecar import errors
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.config import OffsiteConfig, TransactionCodes
 from sidecar.deadlines import NO_DEADLINE, Deadline
+from sidecar.domain import codes
+from sidecar.domain.subjects import Subject
 from sidecar.errors import FieldViolation, GatewayError
-from sidecar.gateway import codes
 from sidecar.gateway.cache import ReadCache
 from sidecar.gateway.enrollment import EnrollmentQueries, text_of
 from sidecar.gateway.offsite_requests import (
@@ -67,7 +68,6 @@ from sidecar.gateway.offsite_store import (
 )
 from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.platform_errors import translated
-from sidecar.gateway.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import BEIJING
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable

@@ -15,17 +15,17 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import OffsiteConfig
 from sidecar.domain import validation
+from sidecar.domain.codes import INSURANCE_TYPE_CODES
+from sidecar.domain.subjects import check_subject
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
 from sidecar.gateway.cache import ReadCache
-from sidecar.gateway.codes import INSURANCE_TYPE_CODES
 from sidecar.gateway.eligibility import EligibilityChecks, EligibilityQuestion
 from sidecar.gateway.enrollment import EnrollmentQueries
 from sidecar.gateway.paging import PageTokens
 from sidecar.gateway.registrations import OffsiteRegistrations
 from sidecar.gateway.settlement import SettlementFunctions
-from sidecar.gateway.subjects import check_subject
 from sidecar.interceptors.context import CallContext
 from sidecar.platform.client import Operator
 from sidecar.platform.envelope import beijing_now

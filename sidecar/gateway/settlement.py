@@ -27,11 +27,10 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar.compliance.pseudonyms import SETTLEMENT_PAYLOAD, Pseudonymizer
 from sidecar.config import InstitutionConfig, SettlementConfig
 from sidecar.deadlines import Deadline
-from sidecar.domain import validation
+from sidecar.domain import codes, validation
+from sidecar.domain.subjects import Subject, check_subject
 from sidecar.errors import FieldViolation, GatewayError
-from sidecar.gateway import codes
 from sidecar.gateway.platform_errors import no_such_person, says
-from sidecar.gateway.subjects import Subject, check_subject
 from sidecar.platform.client import Operator
 from sidecar.settlement import errors as outcomes
 from sidecar.settlement.chain import Confirmation, FeeLine, Order

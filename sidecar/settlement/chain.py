@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sidecar.gateway.subjects import Subject
+from sidecar.domain.subjects import Subject
 from sidecar.platform.envelope import INF_TIME_FORMAT
 
 EC_TOKEN = "01"  # noqa: S105 - mdtrt_cert_type of the e-voucher token, not a secret

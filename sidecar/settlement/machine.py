@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from sidecar.config import InstitutionConfig, SettlementConfig, TransactionCodes
 from sidecar.deadlines import NO_DEADLINE, Deadline
-from sidecar.gateway.subjects import Subject
+from sidecar.domain.subjects import Subject
 from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable

@@ -17,8 +17,8 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar.compliance.consent_ledger import MIGRATIONS, ConsentLedger
 from sidecar.compliance.pseudonyms import HostPseudonymizer
 from sidecar.config import CacheConfig
+from sidecar.domain.subjects import Subject
 from sidecar.gateway.consent import SERVICE_NAME, ConsentService
-from sidecar.gateway.subjects import Subject
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
 from sidecar.serving.server import Listen, Server

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sidecar._proto.yibao.gateway.v1 import common_pb2 as common
 from sidecar.domain import validation
+from sidecar.domain.codes import CERTIFICATE_TYPE_CODES
 from sidecar.errors import FieldViolation
-from sidecar.gateway.codes import CERTIFICATE_TYPE_CODES
 
 CERTIFICATE_NUMBER_MAX = 50
 
