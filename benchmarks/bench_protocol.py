@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -183,18 +184,21 @@ def make_client(
     tls = client_tls_context(
         Path(s["ca_cert"]), ClientIdentity(Path(s["client_cert"]), Path(s["client_key"]))
     )
-    transport = CountingTransport(HttpsTransport(s["url"], tls, http2=http2))
     # 1101 is a query: retried like the sidecar does (retry_safe). The breaker threshold is
     # raised to the configuration's maximum so that a burst of failures on a connection the
     # server closed (see the report below the table) cannot stop the measurement.
+    endpoint = urlsplit(s["url"])  # the simulator prints its endpoint: base URL and path
     platform = PlatformConfig(
-        url=s["url"],
+        url=f"{endpoint.scheme}://{endpoint.netloc}",
+        path=endpoint.path,
         ca_file=Path(s["ca_cert"]),
         client_cert_file=Path(s["client_cert"]),
         client_key_file=Path(s["client_key"]),
         timeout_seconds=20.0,
+        http2=http2,
         resilience=ResilienceConfig(breaker_failure_threshold=1000),
     )
+    transport = CountingTransport(HttpsTransport(platform, tls))
     return PlatformClient(transport, msgids, INSTITUTION, platform, sealing=sealing)
 
 

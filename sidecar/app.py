@@ -265,11 +265,9 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     probes = None
     if settings.server.health_listen:
         probes = Probes(
-            settings.server.health_listen,
+            settings.server,
             hsm=HsmLoginCheck(hsm.token) if hsm else None,
             platform=TunnelCheck(transport, settings.platform.connect_timeout_seconds),
-            interval=settings.server.health_check_interval_seconds,
-            readiness_includes_platform=settings.server.readiness_includes_platform,
             meter=meter,
         )
     return Sidecar(
@@ -390,15 +388,7 @@ def _transport(settings: Settings) -> HttpsTransport:
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
         ) from None
-    return HttpsTransport(
-        p.url.rstrip("/") + p.path,
-        tls,
-        http2=p.http2,
-        max_connections=p.max_connections,
-        connect_timeout=p.connect_timeout_seconds,
-        login=_gateway_login(p.gateway_login),
-        pins=p.pinned_server_keys,
-    )
+    return HttpsTransport(p, tls, login=_gateway_login(p.gateway_login))
 
 
 def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys | None) -> KeyedPrf:
@@ -431,7 +421,7 @@ def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys |
 def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:
     """Msgids from a configured slot, or from a slot leased in the shared store."""
     m, code = settings.platform.msgid, settings.institution.code
-    if m.slot != "lease":
+    if m.slot != "lease":  # the generator takes a slot, not [platform.msgid]: a lease's changes
         return None, MsgIdGenerator(code, slot=m.slot, slots=m.slots)
     lease = SlotLease(store, code, m)
     return lease, LeasedMsgIds(code, lease)

@@ -66,17 +66,18 @@ async def link(
     async with running_simulator(app) as simulator:
         pki = simulator.pki
         tls = client_tls_context(pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_key))
+        platform = PlatformConfig(
+            url=simulator.url,
+            ca_file=pki.ca_cert,
+            client_cert_file=pki.client_cert,
+            client_key_file=pki.client_key,
+            timeout_seconds=10,
+        )
         client = PlatformClient(
-            HttpsTransport(simulator.endpoint, tls),
+            HttpsTransport(platform, tls),
             MsgIdGenerator(app.institution_code),
             InstitutionConfig(code=app.institution_code, name="测试机构", division=app.division),
-            PlatformConfig(
-                url=simulator.endpoint,
-                ca_file=pki.ca_cert,
-                client_cert_file=pki.client_cert,
-                client_key_file=pki.client_key,
-                timeout_seconds=10,
-            ),
+            platform,
             sealing=sealing,
         )
         yield client, app
