@@ -69,8 +69,7 @@ class PlatformClient:
     It takes ``[institution]`` (the envelope's institution fields, the sign-in IP) and
     ``[platform]`` (timeout, sign-in codes and expiry texts, the freshness window, and
     ``[platform.resilience]`` for the gateway's guard) as pydantic validated them. ``mac`` is
-    this host's, not configuration. ``guard`` and ``replay_guard`` default to the ones the
-    configuration describes; tests pass their own clocks through them.
+    this host's, not configuration.
     """
 
     def __init__(
@@ -82,9 +81,7 @@ class PlatformClient:
         *,
         mac: str = "00:00:00:00:00:00",
         clock: Callable[[], Any] = beijing_now,
-        guard: Guard | None = None,
         sealing: Sealing | None = None,
-        replay_guard: ReplayGuard | None = None,
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
         recorder: TransactionRecorder | None = None,
@@ -92,9 +89,9 @@ class PlatformClient:
         meter = meter or metrics.NoOpMeter("yibao-sidecar")
         self._transport = transport
         self._recorder = recorder
-        self._guard = guard or Guard(config.url, config.resilience, meter)
+        self._guard = Guard(config.url, config.resilience, meter)
         self._sealing = sealing or Plain()
-        self._replays = replay_guard or ReplayGuard(config.freshness_window_seconds)
+        self._replays = ReplayGuard(config.freshness_window_seconds)
         self._msgids = msgids
         self._institution = institution
         self._codes = config.transactions

@@ -44,17 +44,17 @@ def _retryable(error: BaseException) -> bool:
 class Guard:
     """Protects one platform gateway; one instance per gateway, shared by all calls.
 
-    ``policy`` is ``[platform.resilience]`` as pydantic validated it (its defaults when omitted).
+    ``policy`` is ``[platform.resilience]`` as pydantic validated it.
     """
 
     def __init__(
         self,
         name: str,
-        policy: ResilienceConfig | None = None,
+        policy: ResilienceConfig,
         meter: metrics.Meter | None = None,
     ) -> None:
         self._name = name
-        self._policy = policy or ResilienceConfig()
+        self._policy = policy
         self._slots = asyncio.Semaphore(self._policy.max_in_flight)
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=self._policy.breaker_failure_threshold,
