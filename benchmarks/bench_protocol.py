@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -59,11 +60,11 @@ from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey  # noqa: E402
 from hsm.sm.sm2 import Sm2PublicKey as HsmPublicKey  # noqa: E402
 from hsm.sm2 import Sm2Signer  # noqa: E402
 from hsm.token import HsmToken  # noqa: E402
+from sidecar.config import InstitutionConfig, PlatformConfig, ResilienceConfig  # noqa: E402
 from sidecar.keys.security_link import HsmSm2Signer  # noqa: E402
-from sidecar.platform.client import Codes, Institution, Operator, PlatformClient  # noqa: E402
+from sidecar.platform.client import Operator, PlatformClient  # noqa: E402
 from sidecar.platform.envelope import INF_TIME_FORMAT, beijing_now  # noqa: E402
 from sidecar.platform.msgid import MsgIdGenerator  # noqa: E402
-from sidecar.platform.resilience import Guard, ResiliencePolicy  # noqa: E402
 from sidecar.platform.sealing import EnvelopeSignature, Plain, Sealing  # noqa: E402
 from sidecar.platform.security import json_text  # noqa: E402
 from sidecar.platform.security.scheme_a import SchemeA  # noqa: E402
@@ -87,13 +88,8 @@ LABEL = "bench-protocol"
 POOL_SIZE = 2
 BASH = "/bin/bash"
 OPERATOR = Operator("bench-op-01", "bench operator")
-INSTITUTION = Institution(
-    code=DEFAULT_INSTITUTION_CODE,
-    name=DEFAULT_INSTITUTION_NAME,
-    division=DEFAULT_DIVISION,
-    receiver_system_code="MBS_LOCAL",
-    interface_version="V1.0",
-    operator_type="3",
+INSTITUTION = InstitutionConfig(
+    code=DEFAULT_INSTITUTION_CODE, name=DEFAULT_INSTITUTION_NAME, division=DEFAULT_DIVISION
 )
 
 
@@ -188,20 +184,22 @@ def make_client(
     tls = client_tls_context(
         Path(s["ca_cert"]), ClientIdentity(Path(s["client_cert"]), Path(s["client_key"]))
     )
-    transport = CountingTransport(HttpsTransport(s["url"], tls, http2=http2))
     # 1101 is a query: retried like the sidecar does (retry_safe). The breaker threshold is
-    # raised so that a burst of failures on a connection the server closed (see the report
-    # below the table) cannot stop the measurement.
-    policy = ResiliencePolicy(breaker_failure_threshold=1_000_000)
-    return PlatformClient(
-        transport,
-        msgids,
-        INSTITUTION,
-        Codes(sign_in="9001", sign_out="9002"),
-        timeout=20.0,
-        guard=Guard(s["url"], policy),
-        sealing=sealing,
+    # raised to the configuration's maximum so that a burst of failures on a connection the
+    # server closed (see the report below the table) cannot stop the measurement.
+    endpoint = urlsplit(s["url"])  # the simulator prints its endpoint: base URL and path
+    platform = PlatformConfig(
+        url=f"{endpoint.scheme}://{endpoint.netloc}",
+        path=endpoint.path,
+        ca_file=Path(s["ca_cert"]),
+        client_cert_file=Path(s["client_cert"]),
+        client_key_file=Path(s["client_key"]),
+        timeout_seconds=20.0,
+        http2=http2,
+        resilience=ResilienceConfig(breaker_failure_threshold=1000),
     )
+    transport = CountingTransport(HttpsTransport(platform, tls))
+    return PlatformClient(transport, msgids, INSTITUTION, platform, sealing=sealing)
 
 
 def input_1101() -> dict[str, Any]:

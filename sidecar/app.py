@@ -18,7 +18,6 @@ from pathlib import Path
 
 import grpc
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Tracer
 
 from hsm.datakeys import DataKeys
 from hsm.errors import HsmError
@@ -67,16 +66,13 @@ from sidecar.keys.hsm_link import HsmLink, open_hsm
 from sidecar.keys.security_link import build_sealing
 from sidecar.observability import logs, telemetry, telemetry_export
 from sidecar.platform import msgid_lease
-from sidecar.platform.client import Codes, Institution, PlatformClient, TransactionRecorder
-from sidecar.platform.freshness import ReplayGuard
+from sidecar.platform.client import PlatformClient
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator, MsgIds
-from sidecar.platform.msgid_lease import LeasedMsgIds, LeaseTerms, SlotLease
-from sidecar.platform.resilience import Guard, ResiliencePolicy
-from sidecar.platform.sealing import Sealing
+from sidecar.platform.msgid_lease import LeasedMsgIds, SlotLease
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.serving.probes import HsmLoginCheck, Probes, TunnelCheck
-from sidecar.serving.server import Listen, Server, serve_until_signalled
+from sidecar.serving.server import Server, serve_until_signalled
 from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
 from sidecar.settlement.machine import Settlements
 from sidecar.settlement.records import SettlementRecords
@@ -173,8 +169,16 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             meter=meter,
         )
         transport = _transport(settings)
-        platform = _platform_client(
-            settings, transport, observability.tracer, meter, sealing, msgids, recorder=trail
+        platform = PlatformClient(
+            transport,
+            msgids,
+            settings.institution,
+            settings.platform,
+            mac=_mac_address(),
+            sealing=sealing,
+            tracer=observability.tracer,
+            meter=meter,
+            recorder=trail,
         )
         certificates = _certificate_watch(settings, hsm, meter)
         sealer = _field_sealer(settings, hsm)
@@ -253,26 +257,17 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     )
     server = Server(
         registrations,
-        Listen(
-            socket_path=settings.server.socket_path,
-            socket_mode=settings.server.socket_mode,
-            tcp=settings.server.tcp_listen,
-            tcp_credentials=tcp_credentials,
-            front=front,
-        ),
+        settings.server,
+        tcp_credentials=tcp_credentials,
+        front=front,
         interceptors=[chain],
-        max_message_bytes=settings.server.max_message_bytes,
-        max_concurrent_rpcs=settings.server.max_concurrent_rpcs,
-        grace_period=settings.server.grace_period_seconds,
     )
     probes = None
     if settings.server.health_listen:
         probes = Probes(
-            settings.server.health_listen,
+            settings.server,
             hsm=HsmLoginCheck(hsm.token) if hsm else None,
             platform=TunnelCheck(transport, settings.platform.connect_timeout_seconds),
-            interval=settings.server.health_check_interval_seconds,
-            readiness_includes_platform=settings.server.readiness_includes_platform,
             meter=meter,
         )
     return Sidecar(
@@ -393,15 +388,7 @@ def _transport(settings: Settings) -> HttpsTransport:
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
         ) from None
-    return HttpsTransport(
-        p.url.rstrip("/") + p.path,
-        tls,
-        http2=p.http2,
-        max_connections=p.max_connections,
-        connect_timeout=p.connect_timeout_seconds,
-        login=_gateway_login(p.gateway_login),
-        pins=p.pinned_server_keys,
-    )
+    return HttpsTransport(p, tls, login=_gateway_login(p.gateway_login))
 
 
 def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys | None) -> KeyedPrf:
@@ -434,56 +421,10 @@ def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys |
 def _msgids(settings: Settings, store: Store) -> tuple[SlotLease | None, MsgIds]:
     """Msgids from a configured slot, or from a slot leased in the shared store."""
     m, code = settings.platform.msgid, settings.institution.code
-    if m.slot != "lease":
+    if m.slot != "lease":  # the generator takes a slot, not [platform.msgid]: a lease's changes
         return None, MsgIdGenerator(code, slot=m.slot, slots=m.slots)
-    terms = LeaseTerms(m.slots, m.lease_seconds, m.renew_seconds, m.lease_safety_seconds)
-    lease = SlotLease(store, code, terms)
+    lease = SlotLease(store, code, m)
     return lease, LeasedMsgIds(code, lease)
-
-
-def _platform_client(
-    settings: Settings,
-    transport: HttpsTransport,
-    tracer: Tracer,
-    meter: Meter,
-    sealing: Sealing,
-    msgids: MsgIds,
-    recorder: TransactionRecorder | None = None,
-) -> PlatformClient:
-    p = settings.platform
-    r = p.resilience
-    policy = ResiliencePolicy(
-        retry_attempts=r.retry_attempts,
-        retry_initial_backoff=r.retry_initial_backoff_seconds,
-        retry_max_backoff=r.retry_max_backoff_seconds,
-        breaker_failure_threshold=r.breaker_failure_threshold,
-        breaker_open_seconds=r.breaker_open_seconds,
-        max_in_flight=r.max_in_flight,
-    )
-    i = settings.institution
-    return PlatformClient(
-        transport,
-        msgids,
-        Institution(
-            code=i.code,
-            name=i.name,
-            division=i.division,
-            receiver_system_code=i.receiver_system_code,
-            interface_version=i.interface_version,
-            operator_type=i.operator_type,
-            mac=_mac_address(),
-            ip=i.sign_in_ip,
-        ),
-        Codes(sign_in=p.transactions.sign_in, sign_out=p.transactions.sign_out),
-        timeout=p.timeout_seconds,
-        sign_in_expired_markers=p.sign_in_expired_messages,
-        guard=Guard(p.url, policy, meter),
-        sealing=sealing,
-        replay_guard=ReplayGuard(p.freshness_window_seconds),
-        tracer=tracer,
-        meter=meter,
-        recorder=recorder,
-    )
 
 
 def _gateway_login(config: GatewayLoginConfig) -> GatewayLogin:

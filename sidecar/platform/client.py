@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from sidecar.config import InstitutionConfig, PlatformConfig
 from sidecar.deadlines import NO_DEADLINE, Deadline
 from sidecar.observability import instruments
 from sidecar.platform.envelope import (
@@ -44,31 +45,11 @@ BeforeSend = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class Institution:
-    """The envelope fields that name the sending institution."""
-
-    code: str
-    name: str
-    division: str
-    receiver_system_code: str
-    interface_version: str
-    operator_type: str
-    mac: str = "00:00:00:00:00:00"  # reported at sign-in (9001)
-    ip: str = "127.0.0.1"
-
-
-@dataclass(frozen=True)
 class Operator:
     """Who acts: the envelope's ``opter`` and ``opter_name``."""
 
     id: str
     name: str
-
-
-@dataclass(frozen=True)
-class Codes:
-    sign_in: str
-    sign_out: str
 
 
 class TransactionRecorder(Protocol):
@@ -83,40 +64,44 @@ class TransactionRecorder(Protocol):
 
 
 class PlatformClient:
-    """Sends transactions to one platform gateway on behalf of operators."""
+    """Sends transactions to one platform gateway on behalf of operators.
+
+    It takes ``[institution]`` (the envelope's institution fields, the sign-in IP) and
+    ``[platform]`` (timeout, sign-in codes and expiry texts, the freshness window, and
+    ``[platform.resilience]`` for the gateway's guard) as pydantic validated them. ``mac`` is
+    this host's, not configuration.
+    """
 
     def __init__(
         self,
         transport: Transport,
         msgids: MsgIds,
-        institution: Institution,
-        codes: Codes,
+        institution: InstitutionConfig,
+        config: PlatformConfig,
         *,
-        timeout: float,
-        sign_in_expired_markers: Sequence[str] = (),
+        mac: str = "00:00:00:00:00:00",
         clock: Callable[[], Any] = beijing_now,
-        guard: Guard | None = None,
         sealing: Sealing | None = None,
-        replay_guard: ReplayGuard | None = None,
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
         recorder: TransactionRecorder | None = None,
     ) -> None:
+        meter = meter or metrics.NoOpMeter("yibao-sidecar")
         self._transport = transport
         self._recorder = recorder
-        self._guard = guard or Guard("platform")
+        self._guard = Guard(config.url, config.resilience, meter)
         self._sealing = sealing or Plain()
-        self._replays = replay_guard or ReplayGuard()
+        self._replays = ReplayGuard(config.freshness_window_seconds)
         self._msgids = msgids
         self._institution = institution
-        self._codes = codes
-        self._timeout = timeout
-        self._expired_markers = tuple(sign_in_expired_markers)
+        self._codes = config.transactions
+        self._timeout = config.timeout_seconds
+        self._expired_markers = config.sign_in_expired_messages
+        self._mac = mac
         self._clock = clock
         self._sign_nos: dict[str, str] = {}
         self._sign_in_locks: dict[str, asyncio.Lock] = {}
         self._tracer = tracer or trace.NoOpTracer()
-        meter = meter or metrics.NoOpMeter("yibao-sidecar")
         self._duration = instruments.duration(
             meter, instruments.PLATFORM_DURATION, "platform transaction latency, per attempt"
         )
@@ -222,8 +207,8 @@ class PlatformClient:
             current = self._sign_nos.get(operator.id)
             if current is not None and current != stale:
                 return current
-            where = self._institution
-            data = {"signIn": {"opter_no": operator.id, "mac": where.mac, "ip": where.ip}}
+            ip = self._institution.sign_in_ip
+            data = {"signIn": {"opter_no": operator.id, "mac": self._mac, "ip": ip}}
             output = await self._exchange(self._codes.sign_in, data, operator, "", "", None)
             try:
                 sign_no = str(output["signinoutb"]["sign_no"])

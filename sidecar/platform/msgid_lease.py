@@ -5,12 +5,12 @@
 ``renew_seconds`` and gives it back on a clean stop. A slot whose lease has expired is free for
 the next replica that asks (takeover after a crash).
 
-A replica trusts its lease only until ``lease_seconds - safety_seconds`` after it *sent* its last
-successful renewal (measured on its monotonic clock); past that it issues no msgid at all (the
-call fails with PLATFORM_UNAVAILABLE before anything is sent) rather than risk a duplicate. Another
-replica may take the slot once the stored expiry has passed on *its* wall clock, so the two never
-overlap while replica clocks differ by less than ``safety_seconds`` minus one second (the msgid
-resolution); NTP keeps them well within that.
+A replica trusts its lease only until ``lease_seconds - lease_safety_seconds`` after it *sent*
+its last successful renewal (measured on its monotonic clock); past that it issues no msgid at all
+(the call fails with PLATFORM_UNAVAILABLE before anything is sent) rather than risk a duplicate.
+Another replica may take the slot once the stored expiry has passed on *its* wall clock, so the two
+never overlap while replica clocks differ by less than ``lease_safety_seconds`` minus one second
+(the msgid resolution); NTP keeps them well within that.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from sidecar.config import MsgIdConfig
 from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformUnreachable
 from sidecar.platform.msgid import MsgIdGenerator
@@ -69,34 +69,23 @@ class NoFreeSlot(Exception):
     """Every slot is held by a live lease."""
 
 
-@dataclass(frozen=True)
-class LeaseTerms:
-    slots: int
-    lease_seconds: float = 30.0
-    renew_seconds: float = 10.0
-    safety_seconds: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.slots <= 10_000:
-            raise ValueError("slots must be in [1, 10000]")
-        if not 0 < self.renew_seconds < self.lease_seconds - self.safety_seconds:
-            raise ValueError("renew_seconds must be below lease_seconds - safety_seconds")
-        if self.safety_seconds < 2:
-            raise ValueError("safety_seconds must be at least 2 (clock skew + msgid resolution)")
-
-
 def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
 class SlotLease:
-    """One replica's lease of a msgid slot of one institution."""
+    """One replica's lease of a msgid slot of one institution.
+
+    ``terms`` is ``[platform.msgid]`` with ``slot = "lease"``; pydantic has checked that
+    ``renew_seconds`` stays below ``lease_seconds - lease_safety_seconds`` and that the safety
+    margin is at least 2 s (clock skew plus the msgid's one-second resolution).
+    """
 
     def __init__(
         self,
         store: Store,
         institution: str,
-        terms: LeaseTerms,
+        terms: MsgIdConfig,
         *,
         holder: str | None = None,
         wall_us: Callable[[], int] = _wall_us,
@@ -205,7 +194,7 @@ class SlotLease:
 
     def _hold(self, slot: int, sent: float) -> None:
         self._slot = slot
-        self._valid_until = sent + self.terms.lease_seconds - self.terms.safety_seconds
+        self._valid_until = sent + self.terms.lease_seconds - self.terms.lease_safety_seconds
 
 
 class LeasedMsgIds:

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry import metrics
@@ -30,6 +29,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from sidecar.config import ResilienceConfig
 from sidecar.observability import instruments
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 
@@ -37,31 +37,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ResiliencePolicy:
-    retry_attempts: int = 3
-    retry_initial_backoff: float = 0.1
-    retry_max_backoff: float = 1.0
-    breaker_failure_threshold: int = 5
-    breaker_open_seconds: float = 30.0
-    max_in_flight: int = 64
-
-
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, PlatformUnreachable) and error.retry_after is None
 
 
 class Guard:
-    """Protects one platform gateway; one instance per gateway, shared by all calls."""
+    """Protects one platform gateway; one instance per gateway, shared by all calls.
+
+    ``policy`` is ``[platform.resilience]`` as pydantic validated it.
+    """
 
     def __init__(
         self,
         name: str,
-        policy: ResiliencePolicy | None = None,
+        policy: ResilienceConfig,
         meter: metrics.Meter | None = None,
     ) -> None:
         self._name = name
-        self._policy = policy or ResiliencePolicy()
+        self._policy = policy
         self._slots = asyncio.Semaphore(self._policy.max_in_flight)
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=self._policy.breaker_failure_threshold,
@@ -119,9 +112,9 @@ class Guard:
         return AsyncRetrying(
             stop=stop_after_attempt(self._policy.retry_attempts),
             wait=wait_exponential_jitter(
-                multiplier=self._policy.retry_initial_backoff,
-                jitter=self._policy.retry_initial_backoff,
-                max=self._policy.retry_max_backoff,
+                multiplier=self._policy.retry_initial_backoff_seconds,
+                jitter=self._policy.retry_initial_backoff_seconds,
+                max=self._policy.retry_max_backoff_seconds,
             ),
             retry=retry_if_exception(_retryable),
             before_sleep=count_retry,

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import httpx
 
+from sidecar.config import PlatformConfig
 from sidecar.platform.gateway_login import GatewayLogin, GatewayLoginError, NoLogin
 from sidecar.platform.pinning import pinned_transport
 
@@ -42,7 +43,11 @@ class Transport(Protocol):
 
 @dataclass(frozen=True)
 class ClientIdentity:
-    """The certificate and key the sidecar presents to the platform gateway."""
+    """The certificate and key the sidecar presents to the platform gateway.
+
+    Kept apart from ``[platform]`` on purpose: it is the one seam an HSM-held TLS key would
+    replace (docs/architecture.md, "TLS key in the HSM"), so it names the files, not the section.
+    """
 
     cert_file: Path
     key_file: Path
@@ -60,25 +65,28 @@ def client_tls_context(ca_file: Path, identity: ClientIdentity) -> ssl.SSLContex
 
 
 class HttpsTransport:
-    """POSTs envelopes to one gateway URL over a pooled, mutually authenticated connection."""
+    """POSTs envelopes to one gateway URL over a pooled, mutually authenticated connection.
+
+    ``config`` is ``[platform]`` as pydantic validated it: the gateway's URL and path, HTTP/2, the
+    pool's size, the connect timeout, the pinned server keys. ``tls`` is the client context the
+    composition root built from its certificate files (``client_tls_context``); ``login`` the
+    access gateway's, from ``[platform.gateway_login]`` and its secret files.
+    """
 
     def __init__(
         self,
-        url: str,
+        config: PlatformConfig,
         tls: ssl.SSLContext,
         *,
-        http2: bool = True,
-        max_connections: int = 20,
-        connect_timeout: float = 5.0,
         login: GatewayLogin | None = None,
-        pins: tuple[str, ...] = (),
     ) -> None:
-        self._url = url
+        self._url = config.url.rstrip("/") + config.path
         self._login = login or NoLogin()
-        self._connect_timeout = connect_timeout
+        self._connect_timeout = config.connect_timeout_seconds
+        http2, pins = config.http2, config.pinned_server_keys
         limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
             keepalive_expiry=60,
         )
         self._client = httpx.AsyncClient(

@@ -35,6 +35,7 @@ from pkcs11 import exceptions as p11e
 
 from hsm.errors import HsmError, LoginError
 from hsm.token import HsmToken, WorkerSession, session_handle
+from sidecar.config import ServerConfig
 from sidecar.platform.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -115,23 +116,27 @@ class TunnelCheck:
 
 
 class Probes:
-    """The health listener and the loop that keeps its three service names true."""
+    """The health listener and the loop that keeps its three service names true.
+
+    ``config`` is ``[server]`` as pydantic validated it: ``health_listen`` (which must be set),
+    ``health_check_interval_seconds``, ``readiness_includes_platform``.
+    """
 
     def __init__(
         self,
-        listen: str,
+        config: ServerConfig,
         *,
         hsm: Check | None,
         platform: Check,
-        interval: float,
-        readiness_includes_platform: bool = False,
         meter: metrics.Meter | None = None,
     ) -> None:
-        self._listen = listen
+        if config.health_listen is None:
+            raise ValueError("server.health_listen is not set: there is nowhere to serve probes")
+        self._listen = config.health_listen
         self._hsm = hsm
         self._platform = platform
-        self._interval = interval
-        self._readiness_includes_platform = readiness_includes_platform
+        self._interval = config.health_check_interval_seconds
+        self._readiness_includes_platform = config.readiness_includes_platform
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         # grpc-stubs has no type for the asyncio health servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sidecar.config import ServerConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -47,37 +49,35 @@ class UnixFront(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Listen:
-    socket_path: Path | None
-    socket_mode: int
-    tcp: str | None
-    tcp_credentials: grpc.ServerCredentials | None = None  # None: plaintext (development)
-    front: UnixFront | None = None  # on socket_path, e.g. sidecar/access/front.py
-
-
 class Server:
-    """A started gRPC server and its health state."""
+    """A started gRPC server and its health state.
+
+    ``config`` is ``[server]`` as pydantic validated it: the socket and its mode, the TCP
+    listener, message and concurrency bounds, the grace period. ``tcp_credentials`` are the mutual
+    TLS the composition root built from ``[server.tls]`` (None: plaintext, development only);
+    ``front`` accepts on the socket in gRPC's place (e.g. sidecar/access/front.py).
+    """
 
     def __init__(
         self,
         services: Sequence[Registration],
-        listen: Listen,
+        config: ServerConfig,
         *,
+        tcp_credentials: grpc.ServerCredentials | None = None,
+        front: UnixFront | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
-        max_message_bytes: int,
-        max_concurrent_rpcs: int,
-        grace_period: float,
     ) -> None:
         self._services = tuple(services)
-        self._listen = listen
-        self._grace = grace_period
+        self._config = config
+        self._tcp_credentials = tcp_credentials
+        self._front = front
+        self._grace = config.grace_period_seconds
         self._server = grpc.aio.server(
             interceptors=tuple(interceptors),
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
@@ -98,25 +98,23 @@ class Server:
             ],
             self._server,
         )
-        front = self._listen.front
-        if self._listen.socket_path is not None:
-            _prepare_socket_path(self._listen.socket_path)
-            self._bind(front.upstream if front else f"unix:{self._listen.socket_path}")
-        if self._listen.tcp:
-            self.tcp_port = self._bind(self._listen.tcp, self._listen.tcp_credentials)
+        front, socket = self._front, self._config.socket_path
+        _prepare_socket_path(socket)
+        self._bind(front.upstream if front else f"unix:{socket}")
+        if self._config.tcp_listen:
+            self.tcp_port = self._bind(self._config.tcp_listen, self._tcp_credentials)
         await self._server.start()
-        if self._listen.socket_path is not None:
-            if front is not None:
-                await front.start(self._listen.socket_path)
-            os.chmod(self._listen.socket_path, self._listen.socket_mode)
+        if front is not None:
+            await front.start(socket)
+        os.chmod(socket, self._config.socket_mode)
         for name in ("", *names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server.started",
             extra={
-                "socket": str(self._listen.socket_path or ""),
+                "socket": str(socket),
                 "tcp_port": self.tcp_port,
-                "tcp_mutual_tls": self._listen.tcp_credentials is not None,
+                "tcp_mutual_tls": self._tcp_credentials is not None,
                 "access_control": front is not None,
             },
         )
@@ -133,14 +131,13 @@ class Server:
         """Refuse new calls, report NOT_SERVING, let calls in flight finish within the grace."""
         await self.health.enter_graceful_shutdown()
         log.info("server.draining", extra={"grace_seconds": self._grace})
-        if self._listen.front is not None:
-            self._listen.front.stop_accepting()
+        if self._front is not None:
+            self._front.stop_accepting()
         await self._server.stop(self._grace)
-        if self._listen.front is not None:
-            await self._listen.front.close()
-        if self._listen.socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._listen.socket_path.unlink()
+        if self._front is not None:
+            await self._front.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._config.socket_path.unlink()
         log.info("server.stopped")
 
     async def wait_for_termination(self) -> None:

@@ -24,11 +24,12 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
+from sidecar.config import ServerConfig
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import Call, FilterChain, Proceed
 from sidecar.interceptors.context import CallContext, Caller
 from sidecar.interceptors.tracing import Tracing
-from sidecar.serving.server import Listen, Registration, Server
+from sidecar.serving.server import Registration, Server
 
 SERVICE = consent.DESCRIPTOR.services_by_name["ConsentService"].full_name
 _Servicer: Any = consent_grpc.ConsentServiceServicer
@@ -64,13 +65,12 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, Recording]]:
                 SERVICE, lambda s: consent_grpc.add_ConsentServiceServicer_to_server(servicer, s)
             )
         ],
-        Listen(socket_path=socket, socket_mode=0o600, tcp=None),
+        ServerConfig(
+            socket_path=socket, socket_mode=0o600, max_concurrent_rpcs=64, grace_period_seconds=0.5
+        ),
         interceptors=[
             FilterChain([tracing, CallerIdentity()], [pseudonym_of_request], services=[SERVICE])
         ],
-        max_message_bytes=1 << 20,
-        max_concurrent_rpcs=64,
-        grace_period=0.5,
     )
     await server.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from sidecar.config import PlatformConfig
 from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
 from sidecar.serving.probes import TunnelCheck
 from tests.integration.test_server import sidecar_process, write_config
@@ -18,13 +19,20 @@ def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False
         if foreign
         else ClientIdentity(pki.client_cert, pki.client_key)
     )
-    return HttpsTransport(url, client_tls_context(pki.ca_cert, identity), connect_timeout=2)
+    platform = PlatformConfig(  # [platform] of a sidecar pointed at url, as validated
+        url=url,
+        ca_file=pki.ca_cert,
+        client_cert_file=identity.cert_file,
+        client_key_file=identity.key_file,
+        connect_timeout_seconds=2,
+    )
+    return HttpsTransport(platform, client_tls_context(pki.ca_cert, identity))
 
 
 async def test_the_simulator_answers_the_probe_without_a_transaction(
     simulator: RunningSimulator,
 ) -> None:
-    transport = transport_to(simulator.endpoint, simulator)
+    transport = transport_to(simulator.url, simulator)
     try:
         assert await transport.probe(timeout=5) == 405  # the endpoint takes POSTs only
         assert await TunnelCheck(transport, timeout=5)() is True
@@ -36,7 +44,7 @@ async def test_the_simulator_answers_the_probe_without_a_transaction(
 async def test_a_client_certificate_the_gateway_refuses_fails_the_probe(
     simulator: RunningSimulator,
 ) -> None:
-    transport = transport_to(simulator.endpoint, simulator, foreign=True)
+    transport = transport_to(simulator.url, simulator, foreign=True)
     try:
         assert await TunnelCheck(transport, timeout=5)() is False
     finally:
@@ -47,7 +55,7 @@ async def test_nothing_listening_fails_the_probe(simulator: RunningSimulator) ->
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    transport = transport_to(f"https://127.0.0.1:{port}/fsi/api", simulator)
+    transport = transport_to(f"https://127.0.0.1:{port}", simulator)
     try:
         assert await TunnelCheck(transport, timeout=2)() is False
     finally:

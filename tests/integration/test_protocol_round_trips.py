@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
-from sidecar.platform.client import Codes, Institution, Operator, PlatformClient
+from sidecar.config import InstitutionConfig, PlatformConfig
+from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.scheme_a import SchemeA
@@ -65,12 +66,18 @@ async def link(
     async with running_simulator(app) as simulator:
         pki = simulator.pki
         tls = client_tls_context(pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_key))
+        platform = PlatformConfig(
+            url=simulator.url,
+            ca_file=pki.ca_cert,
+            client_cert_file=pki.client_cert,
+            client_key_file=pki.client_key,
+            timeout_seconds=10,
+        )
         client = PlatformClient(
-            HttpsTransport(simulator.endpoint, tls),
+            HttpsTransport(platform, tls),
             MsgIdGenerator(app.institution_code),
-            Institution(app.institution_code, "测试机构", app.division, "MBS_LOCAL", "V1.0", "3"),
-            Codes(sign_in="9001", sign_out="9002"),
-            timeout=10,
+            InstitutionConfig(code=app.institution_code, name="测试机构", division=app.division),
+            platform,
             sealing=sealing,
         )
         yield client, app

@@ -141,6 +141,33 @@ def test_each_replica_names_its_msgid_slot(tmp_path: Path) -> None:
         config.load(write(tmp_path, MINIMAL), environ=environ)
 
 
+@pytest.mark.parametrize(
+    ("lease", "expected"),
+    [
+        (  # a renewal must land before the lease could lapse, with the safety margin to spare
+            {"LEASE_SECONDS": "10", "RENEW_SECONDS": "6"},
+            r"^config: platform.msgid \(from .*\): Value error, renew_seconds must be "
+            r"below lease_seconds - lease_safety_seconds$",
+        ),
+        (  # clock skew plus the msgid's one-second resolution
+            {"LEASE_SAFETY_SECONDS": "1"},
+            r"^config: platform.msgid.lease_safety_seconds \(from environment "
+            r"YIBAO_SIDECAR__PLATFORM__MSGID__LEASE_SAFETY_SECONDS\): Input should be greater "
+            r"than or equal to 2$",
+        ),
+    ],
+)
+def test_leased_msgid_slots_leave_room_for_renewal_and_clock_skew(
+    tmp_path: Path, lease: dict[str, str], expected: str
+) -> None:
+    """The slot lease (sidecar/platform/msgid_lease.py) takes [platform.msgid] as validated
+    here: terms under which two replicas could hold one slot never reach it."""
+    environ = {"YIBAO_SIDECAR__PLATFORM__MSGID__SLOT": "lease"}
+    environ |= {f"YIBAO_SIDECAR__PLATFORM__MSGID__{key}": value for key, value in lease.items()}
+    with pytest.raises(ConfigError, match=expected):
+        config.load(write(tmp_path, MINIMAL), environ=environ)
+
+
 def test_a_pin_must_be_a_sha256(tmp_path: Path) -> None:
     text = MINIMAL + 'pinned_server_keys = ["abc"]\n'
     with pytest.raises(ConfigError, match=r"platform.pinned_server_keys.*64 hex digits"):

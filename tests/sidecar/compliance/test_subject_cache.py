@@ -16,12 +16,12 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar.compliance.consent_ledger import MIGRATIONS, ConsentLedger
 from sidecar.compliance.pseudonyms import HostPseudonymizer
-from sidecar.config import CacheConfig
+from sidecar.config import CacheConfig, ServerConfig
 from sidecar.domain.subjects import Subject
 from sidecar.gateway.consent import SERVICE_NAME, ConsentService
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import FilterChain
-from sidecar.serving.server import Listen, Server
+from sidecar.serving.server import Server
 from sidecar.store import Store
 from yibao_devkit.simulator.population import Population
 
@@ -51,11 +51,10 @@ async def served(store: Store) -> AsyncIterator[tuple[grpc.aio.Channel, Recordin
     socket = directory / "s.sock"
     server = Server(
         [service.registration()],
-        Listen(socket_path=socket, socket_mode=0o600, tcp=None),
+        ServerConfig(
+            socket_path=socket, socket_mode=0o600, max_concurrent_rpcs=16, grace_period_seconds=0.5
+        ),
         interceptors=[FilterChain([CallerIdentity()], services=[SERVICE_NAME])],
-        max_message_bytes=1 << 20,
-        max_concurrent_rpcs=16,
-        grace_period=0.5,
     )
     await server.start()
     try:

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from sidecar.config import InstitutionConfig, PlatformConfig, ResilienceConfig
 from sidecar.deadlines import Deadline
-from sidecar.platform.client import Codes, Institution, Operator, PlatformClient
+from sidecar.platform.client import Operator, PlatformClient
 from sidecar.platform.envelope import beijing_now
 from sidecar.platform.errors import PlatformRefusal, PlatformUnreachable
 from sidecar.platform.msgid import MsgIdGenerator
-from sidecar.platform.resilience import Guard, ResiliencePolicy
 from sidecar.platform.transport import TransportError
 
 OK = {"infcode": 0, "output": {"ok": True}}
@@ -69,17 +69,25 @@ class ScriptedTransport:
         return sum(1 for r in self.requests if r["infno"] == infno)
 
 
+INSTITUTION = InstitutionConfig(code="H44030500001", name="测试", division="440300")
+
+
 def client(transport: ScriptedTransport, **policy: Any) -> PlatformClient:
-    settings = {"retry_initial_backoff": 0.001, "retry_max_backoff": 0.002, **policy}
-    return PlatformClient(
-        transport,
-        MsgIdGenerator("H44030500001"),
-        Institution("H44030500001", "测试", "440300", "MBS_LOCAL", "V1.0", "3"),
-        Codes(sign_in="9001", sign_out="9002"),
-        timeout=5,
-        sign_in_expired_markers=("签到信息已失效",),
-        guard=Guard("test", ResiliencePolicy(**settings)),
+    """A client configured as ``[institution]`` and ``[platform]`` would configure it."""
+    resilience = {
+        "retry_initial_backoff_seconds": 0.001,
+        "retry_max_backoff_seconds": 0.002,
+        **policy,
+    }
+    platform = PlatformConfig(
+        url="https://platform.test",
+        ca_file="unused.pem",
+        client_cert_file="unused.pem",
+        client_key_file="unused.pem",
+        timeout_seconds=5,
+        resilience=ResilienceConfig(**resilience),
     )
+    return PlatformClient(transport, MsgIdGenerator("H44030500001"), INSTITUTION, platform)
 
 
 OPERATOR = Operator("op-1", "op-1")
@@ -100,6 +108,45 @@ async def test_sign_in_happens_once_and_the_envelope_is_complete() -> None:
     assert business["opter"] == "op-1"
     assert business["fixmedins_code"] == "H44030500001"
     assert len({r["msgid"] for r in transport.requests}) == len(transport.requests)
+
+
+async def test_the_configured_sections_reach_the_wire() -> None:
+    """[institution] and [platform] as pydantic validated them, with nothing copied in between:
+    a region's own sign-in and sign-out codes, its expiry text, the sign-in IP, the envelope's
+    institution fields, and the host's MAC address the composition root passes."""
+    expired = {"infcode": -1, "err_msg": "会话已过期"}
+    transport = ScriptedTransport([SIGNED_IN, expired, SIGNED_IN, OK, OK])
+    institution = InstitutionConfig(
+        code="H44030500001",
+        name="某某医院",
+        division="440305",
+        receiver_system_code="GD_LOCAL",
+        interface_version="V2.1",
+        operator_type="1",
+        sign_in_ip="10.1.2.3",
+    )
+    platform = PlatformConfig(
+        url="https://platform.test",
+        ca_file="unused.pem",
+        client_cert_file="unused.pem",
+        client_key_file="unused.pem",
+        sign_in_expired_messages=("会话已过期",),
+        transactions={"sign_in": "9101", "sign_out": "9102"},
+    )
+    mac = "02:00:00:00:00:01"
+    link = PlatformClient(transport, MsgIdGenerator("H44030500001"), institution, platform, mac=mac)
+    assert await query(link) == {"ok": True}
+    await link.close()
+    assert [r["infno"] for r in transport.requests] == ["9101", "1101", "9101", "1101", "9102"]
+    sign_in = transport.requests[0]
+    assert sign_in["input"]["signIn"] == {"opter_no": "op-1", "mac": mac, "ip": "10.1.2.3"}
+    for request in transport.requests:
+        assert request["fixmedins_code"] == "H44030500001"
+        assert request["fixmedins_name"] == "某某医院"
+        assert request["mdtrtarea_admvs"] == "440305"
+        assert request["recer_sys_code"] == "GD_LOCAL"
+        assert request["infver"] == "V2.1"
+        assert request["opter_type"] == "1"
 
 
 async def test_queries_are_retried_when_no_answer_arrived() -> None:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from sidecar.config import ServerConfig
 from sidecar.platform.transport import TransportError, TransportTimeout
 from sidecar.serving.probes import LIVENESS, READINESS, STARTUP, Probes, TunnelCheck
 
@@ -66,12 +67,16 @@ async def running_probes(
 ) -> AsyncIterator[Running]:
     flags = Flags()
     reader = InMemoryMetricReader()
+    server = ServerConfig(
+        health_listen="127.0.0.1:0",
+        # the loop's first round runs at start; the tests drive later rounds
+        health_check_interval_seconds=3600,
+        readiness_includes_platform=readiness_includes_platform,
+    )
     probes = Probes(
-        "127.0.0.1:0",
+        server,
         hsm=flags.hsm_check if with_hsm else None,
         platform=flags.platform_check,
-        interval=3600,  # the loop's first round runs at start; the tests drive later rounds
-        readiness_includes_platform=readiness_includes_platform,
         meter=MeterProvider(metric_readers=[reader]).get_meter("test"),
     )
     flags.hsm = flags.platform = False  # the loop's first round must not pass start-up
