@@ -85,6 +85,11 @@ class Server:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.tcp_port: int | None = None
 
+    @property
+    def front(self) -> UnixFront | None:
+        """The peer-credential front accepting on the socket in gRPC's place, if any."""
+        return self._front
+
     async def start(self) -> None:
         for service in self._services:
             service.add_to(self._server)

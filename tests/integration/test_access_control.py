@@ -426,7 +426,7 @@ async def test_an_invalid_new_policy_keeps_the_old_one_and_says_so_once(
 async def test_stopping_removes_the_public_socket_and_the_private_directory(env: Env) -> None:
     async with serving(env.settings()) as sidecar, unix_channel(env) as channel:
         assert (await call(channel)).code == ALLOWED
-        front = sidecar.server._listen.front
+        front = sidecar.server.front
         assert isinstance(front, PeerCredentialFront)
         private = Path(front.upstream.removeprefix("unix:")).parent
         assert private.parent == env.socket_dir
@@ -437,7 +437,7 @@ async def test_stopping_removes_the_public_socket_and_the_private_directory(env:
 
 async def test_the_private_listener_behind_the_front_gives_no_identity(env: Env) -> None:
     async with serving(env.settings()) as sidecar:
-        front = sidecar.server._listen.front
+        front = sidecar.server.front
         assert isinstance(front, PeerCredentialFront)
         assert (Path(front.upstream.removeprefix("unix:")).parent.stat().st_mode & 0o777) == 0o700
         async with grpc.aio.insecure_channel(front.upstream) as direct:
@@ -492,7 +492,7 @@ async def test_a_squatted_connection_name_gives_no_identity(
     async with serving(env.settings()) as sidecar, unix_channel(env) as channel:
         assert (await call(channel)).code == ALLOWED
         [(prefix, number)] = front_names()
-        front = sidecar.server._listen.front
+        front = sidecar.server.front
         assert isinstance(front, PeerCredentialFront)
         squatted = f"{prefix}/{number + 1}"  # the name the front's next connection would take
         listen = env.socket_dir / "squat.sock"
@@ -529,7 +529,7 @@ async def test_large_messages_and_many_connections_pass_the_front_intact(env: En
         finally:
             for channel in channels:
                 await channel.close()
-        front = sidecar.server._listen.front
+        front = sidecar.server.front
         assert isinstance(front, PeerCredentialFront)
         for _ in range(100):
             if front.connections == 0:
