@@ -37,6 +37,7 @@ from hsm.keys import PURPOSES, KeyInfo, KeyStore
 from hsm.pin import Pin, check_pin_file_mode, read_pin_file
 from hsm.profiles import known_profiles, load_profile
 from hsm.sm2 import Sm2Signer
+from hsm.tlskey import TLS_PURPOSE, TlsKeyStore
 from hsm.token import HsmToken, TokenConfig, missing_mechanisms
 
 PROG = "yibao-hsm"
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--so-pin-file", type=Path, help="file holding the SO PIN (else prompt)")
 
     p = sub.add_parser("keygen", parents=[common], help="generate the first key of a purpose")
-    p.add_argument("--purpose", choices=PURPOSES, required=True)
+    p.add_argument("--purpose", choices=(*PURPOSES, TLS_PURPOSE), required=True)
     p.add_argument("--version", help="version (default: YYYY-MM of today)")
 
     sub.add_parser("list", parents=[common], help="list key versions and their state")
@@ -90,12 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("csr", parents=[common], help="PKCS#10 request signed in the token")
     p.add_argument("--subject", required=True, help="e.g. CN=yibao-sidecar,O=Example,C=CN")
-    p.add_argument("--label", help="key label (default: the active sign key)")
+    p.add_argument("--purpose", choices=("sign", TLS_PURPOSE), default="sign")
+    p.add_argument("--label", help="key label (default: the active key of --purpose)")
     p.add_argument("--out", type=Path, help="write to this file instead of stdout")
 
     p = sub.add_parser("import-cert", parents=[common], help="store the platform's certificate")
     p.add_argument("--cert", type=Path, required=True, help="certificate (PEM or DER)")
-    p.add_argument("--label", help="key label (default: the active sign key)")
+    p.add_argument("--purpose", choices=("sign", TLS_PURPOSE), default="sign")
+    p.add_argument("--label", help="key label (default: the active key of --purpose)")
 
     p = sub.add_parser("rotate", parents=[common], help="new active version, old kept")
     p.add_argument("--purpose", choices=PURPOSES, required=True)
@@ -208,6 +211,11 @@ def cmd_init_token(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.purpose == TLS_PURPOSE:
+        with _open(_config(args)) as token:
+            tls = TlsKeyStore(token).generate(args.version)
+        _emit(args, f"generated {tls.label} ({tls.kind})", tls.as_json())
+        return EXIT_OK
     with _open(_config(args)) as token:
         info = KeyStore(token).generate(args.purpose, args.version)
     _emit(args, f"generated {info.label} ({info.state})", info.as_json())
@@ -252,6 +260,15 @@ def cmd_csr(args: argparse.Namespace) -> int:
     from hsm.x509 import build_csr, parse_subject, to_pem
 
     parse_subject(args.subject)  # fail before touching the token
+    if args.purpose == TLS_PURPOSE:
+        with _open(_config(args)) as token:
+            tls, der = TlsKeyStore(token).csr(args.subject, args.label)
+        pem = to_pem(der, "CERTIFICATE REQUEST")
+        if args.json:
+            _emit(args, "", {"label": tls.label, "csr_pem": pem})
+        else:
+            _write(args.out, pem)
+        return EXIT_OK
     with _open(_config(args)) as token:
         info = _sign_label(KeyStore(token), args.label)
         assert info.public_key is not None
@@ -273,6 +290,11 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"certificate file {args.cert} cannot be read: {exc.strerror}") from None
     der = from_pem_or_der(data, "CERTIFICATE")
+    if args.purpose == TLS_PURPOSE:
+        with _open(_config(args)) as token:
+            tls = TlsKeyStore(token).import_certificate(der, args.label)
+        _emit(args, f"stored certificate for {tls.label}", {"label": tls.label})
+        return EXIT_OK
     with _open(_config(args)) as token:
         store = KeyStore(token)
         info = _sign_label(store, args.label)
