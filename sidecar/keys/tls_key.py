@@ -10,13 +10,17 @@ and that ``client_cert_file`` certifies it, then builds what libcurl hands to Op
 - the user PIN read from ``[hsm] user_pin_file`` as a ``Pin`` that never prints (curl passes it
   as CURLOPT_KEYPASSWD to the engine's UI method: not in a URI, argv, environment or file);
 - an OpenSSL configuration naming the engine and ``MODULE_PATH = [hsm] module``, written in a
-  private 0700 directory removed by :meth:`TokenTlsKey.close`; nothing secret is in it.
+  private 0700 directory removed by :meth:`TokenTlsKey.close`; nothing secret is in it. It is
+  loaded into the process's OpenSSL here (:func:`load_engine_config`), so the transport only
+  names the engine.
 
 Every failure is one line naming the keys at fault.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
@@ -42,6 +46,37 @@ from sidecar.platform.transport import ClientIdentity, EngineKey
 log = logging.getLogger(__name__)
 
 ENGINE = "pkcs11"
+_loaded_modules: set[str] = set()
+
+
+def load_engine_config(conf: Path, module: str) -> None:
+    """Load the engine configuration into this process's OpenSSL (the one libcurl uses).
+
+    OpenSSL reads ``OPENSSL_CONF`` once, when the process first initialises it (Python's ``ssl``
+    does so at import, long before the configuration is known), so the file is applied with
+    ``CONF_modules_load_file``: the ``pkcs11`` engine joins OpenSSL's engine list with its
+    ``MODULE_PATH`` and curl's ``CURLOPT_SSLENGINE "pkcs11"`` finds it. Once per module and
+    process; a second module in the same process is refused.
+    """
+    if module in _loaded_modules:
+        return
+    if _loaded_modules:
+        raise ConfigError(
+            f"config: hsm.module {module}: the pkcs11 engine already serves another module"
+        )
+    name = ctypes.util.find_library("crypto")
+    if name is None:
+        raise ConfigError("config: platform.client_key: OpenSSL's libcrypto not found")
+    libcrypto = ctypes.CDLL(name)
+    load = libcrypto.CONF_modules_load_file
+    load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
+    load.restype = ctypes.c_int
+    if load(os.fsencode(conf), None, 0) <= 0:
+        libcrypto.ERR_clear_error()
+        raise ConfigError(
+            f"config: platform.client_key: OpenSSL could not load the pkcs11 engine for {module}"
+        )
+    _loaded_modules.add(module)
 
 
 def _leaf_der(path: Path) -> bytes:
@@ -103,6 +138,7 @@ def token_tls_key(platform: PlatformConfig, hsm: HsmConfig, token: HsmToken) -> 
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(conf_text)
+        load_engine_config(conf, str(hsm.module.resolve()))
         key = EngineKey(ENGINE, pkcs11_uri(token.token_label, info.label), pin, conf)
         identity = ClientIdentity(platform.client_cert_file, engine_key=key)
     except BaseException:
@@ -119,4 +155,4 @@ def file_key_warning(platform: PlatformConfig, hsm: HsmConfig | None) -> str | N
     return None
 
 
-__all__ = ["TokenTlsKey", "file_key_warning", "token_tls_key"]
+__all__ = ["TokenTlsKey", "file_key_warning", "load_engine_config", "token_tls_key"]

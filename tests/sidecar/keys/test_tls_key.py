@@ -182,3 +182,141 @@ def test_token_without_tls_key_names_the_ceremony_step(
         token_tls_key(platform, hsm, token)
     assert "no tls key" in str(caught.value)
     assert "yibao-hsm keygen --purpose tls" in str(caught.value)
+
+
+# ---------------------------------------------------------------------- through libcurl
+HANDSHAKE = r"""
+import io, json, sys
+import ssl  # OpenSSL is initialised (and OPENSSL_CONF read) before the engine is known
+import pycurl
+from pathlib import Path
+from hsm.tlskey import TlsKeyStore
+from hsm.token import HsmToken, TokenConfig
+from sidecar.config import HsmConfig, PlatformConfig
+from sidecar.keys.tls_key import token_tls_key
+
+args = json.loads(sys.argv[1])
+hsm = HsmConfig(**args["hsm"])
+platform = PlatformConfig(url="https://localhost", ca_file=Path(args["ca"]),
+    client_cert_file=Path(args["cert"]), client_key="token:tls", transport="curl")
+token = HsmToken.open(TokenConfig(module=str(hsm.module), token_label=hsm.token_label,
+                                  user_pin_file=str(hsm.user_pin_file), pool_size=1))
+link = token_tls_key(platform, hsm, token)
+key = link.identity.engine_key
+out = {}
+for attempt in ("first", "second"):  # the second reuses the engine's login
+    c = pycurl.Curl()
+    body = io.BytesIO()
+    c.setopt(pycurl.URL, f"https://localhost:{args['port']}/")
+    c.setopt(pycurl.RESOLVE, [f"localhost:{args['port']}:127.0.0.1"])
+    c.setopt(pycurl.CAINFO, args["ca"])
+    c.setopt(pycurl.SSLENGINE, key.engine)
+    c.setopt(pycurl.SSLKEYTYPE, "ENG")
+    c.setopt(pycurl.SSLKEY, key.key_id)
+    c.setopt(pycurl.KEYPASSWD, key.pin.reveal())
+    c.setopt(pycurl.SSLCERT, str(platform.client_cert_file))
+    c.setopt(pycurl.WRITEDATA, body)
+    c.setopt(pycurl.FORBID_REUSE, 1)
+    c.perform()
+    out[attempt] = [c.getinfo(pycurl.RESPONSE_CODE), body.getvalue().decode("latin-1")]
+    c.close()
+out["after"] = TlsKeyStore(token).current().label  # python-pkcs11 still works alongside libp11
+link.close()
+print(json.dumps(out))
+"""
+
+
+def test_tls13_handshake_through_libcurl_with_the_key_in_the_token(
+    tls_made: MadeToken, tmp_path: Path
+) -> None:
+    """libcurl (pycurl on Debian's libcurl/OpenSSL) presents the token key through the engine
+    to ``openssl s_server -Verify 1``; the PIN goes only through CURLOPT_KEYPASSWD."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tunnel test ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def issue(public_key: Any, cn: str, san: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+        )
+        if san:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        return builder.sign(ca_key, hashes.SHA256())
+
+    def pem(name: str, cert: x509.Certificate) -> Path:
+        (tmp_path / name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return tmp_path / name
+
+    with tls_made.open(pool_size=1) as token:
+        spki = TlsKeyStore(token).current().spki_der
+    client = pem("client.pem", issue(serialization.load_der_public_key(spki), "sidecar", False))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_pem = pem("server.pem", issue(server_key.public_key(), "localhost", True))
+    ca_pem = pem("ca.pem", ca)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-naccept", "2", "-tls1_3",
+         "-www", "-cert", str(server_pem), "-key", str(tmp_path / "server.key"),
+         "-CAfile", str(ca_pem), "-Verify", "1", "-verify_return_error"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("ACCEPT"):
+                break
+        arg = json.dumps(
+            {"hsm": tls_made.hsm_section(), "ca": str(ca_pem), "cert": str(client), "port": port}
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", HANDSHAKE, arg],
+            capture_output=True, text=True, timeout=60, env=tls_made.env(), cwd=REPO,
+        )  # fmt: skip
+        server_out, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert proc.returncode == 0, proc.stderr
+    pin = tls_made.user_pin_file.read_text().strip()
+    assert pin not in proc.stdout + proc.stderr + server_out + arg
+    result = json.loads(proc.stdout)
+    for attempt in ("first", "second"):
+        status, page = result[attempt]
+        assert status == 200 and "TLSv1.3" in page, page
+    assert result["after"] == "tls/2026-11"
+    assert server_out.count("CN = sidecar") == 2, server_out  # two client certificates verified
