@@ -1,7 +1,9 @@
 """``yibao-hsm``: token and key administration for the security team.
 
 Commands: init-token, keygen, list, export-public, csr, import-cert, rotate,
-retire, check.  Common options (before or after the command): --module,
+retire, check.  ``keygen``, ``csr`` and ``import-cert`` take ``--purpose tls`` for the
+platform tunnel's TLS client key (:mod:`hsm.tlskey`); ``list`` and ``check`` cover it too.
+Common options (before or after the command): --module,
 --token-label, --profile, --user-pin-file, --config (TOML with the same keys:
 module, token_label, profile, user_pin_file, pool_size; options win), --json.
 
@@ -37,7 +39,7 @@ from hsm.keys import PURPOSES, KeyInfo, KeyStore
 from hsm.pin import Pin, check_pin_file_mode, read_pin_file
 from hsm.profiles import known_profiles, load_profile
 from hsm.sm2 import Sm2Signer
-from hsm.tlskey import TLS_PURPOSE, TlsKeyStore
+from hsm.tlskey import TLS_PURPOSE, TlsKeyInfo, TlsKeyStore
 from hsm.token import HsmToken, TokenConfig, missing_mechanisms
 
 PROG = "yibao-hsm"
@@ -184,6 +186,14 @@ def _key_line(k: KeyInfo) -> str:
     return f"{k.label:<18} {k.state:<9} {k.key_type:<5} [{flags}]{fp}{cert}"
 
 
+def _tls_line(k: TlsKeyInfo) -> str:
+    flags = ", ".join(
+        f"{n}={'yes' if v else 'no'}" for n, v in k.attributes.items() if v is not None
+    )
+    cert = "  cert" if k.has_certificate else ""
+    return f"{k.label:<18} {'tls':<9} {k.kind:<5} [{flags}]  sha256:{k.fingerprint}{cert}"
+
+
 def _write(out: Path | None, text: str) -> None:
     if out is None:
         sys.stdout.write(text)
@@ -239,8 +249,10 @@ def cmd_retire(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     with _open(_config(args)) as token:
         keys = KeyStore(token).versions()
-    text = "\n".join(_key_line(k) for k in keys) or "no keys"
-    _emit(args, text, [k.as_json() for k in keys])
+        tls = TlsKeyStore(token).versions()
+    lines = [_key_line(k) for k in keys] + [_tls_line(k) for k in tls]
+    text = "\n".join(lines) or "no keys"
+    _emit(args, text, [k.as_json() for k in keys] + [k.as_json() for k in tls])
     return EXIT_OK
 
 
@@ -348,6 +360,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                     f"key {k.label}",
                     not reasons,
                     "; ".join(reasons) or f"non-extractable, {k.state}",
+                )
+            for tls in TlsKeyStore(token).versions():
+                reasons = tls.exportable_reasons()
+                record(
+                    f"key {tls.label}",
+                    not reasons,
+                    "; ".join(reasons) or f"non-extractable, sign-only {tls.kind}",
                 )
             for purpose in PURPOSES:
                 if purpose not in ("sign", "kek") and not any(k.purpose == purpose for k in keys):

@@ -261,3 +261,38 @@ def test_tls13_handshake_signs_with_the_key_in_the_token(
             server.wait()
     # The server verified the client chain up to our CA: the token key signed CertificateVerify.
     assert "CN = yibao-sidecar" in server_out and "verify return:1" in server_out, server_out
+
+
+@pytest.mark.slow
+def test_list_and_check_cover_tls_keys_and_an_exportable_one_is_refused(
+    softhsm_tokens: SoftHsmTokens, tmp_path: Path
+) -> None:
+    t = softhsm_tokens.make("yibao-tls-check", purposes=("sign", "kek"))
+    ok(cli(t, "keygen", "--purpose", "tls", "--version", "2026-11"))
+    listed = json.loads(ok(cli(t, "list", "--json")))
+    assert [k["label"].split("/")[0] for k in listed] == ["kek", "sign", "tls"]
+    assert "ok   key tls/2026-11: non-extractable, sign-only ec-p256" in ok(cli(t, "check"))
+    # Someone with the user PIN plants an extractable, decrypting "tls" key in the token.
+    with t.open(pool_size=1) as tok:
+        from pkcs11 import KeyType, Mechanism, MechanismFlag
+        from pkcs11.util.ec import encode_named_curve_parameters
+
+        tok.call(
+            lambda ws: ws.p11.generate_keypair(
+                KeyType.EC,
+                mechanism=Mechanism.EC_KEY_PAIR_GEN,
+                label="tls/2001-01",
+                id=b"tls/2001-01",
+                store=True,
+                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY | MechanismFlag.DERIVE,
+                public_template={Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                private_template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+            )
+        )
+    proc = cli(t, "check")
+    assert proc.returncode == 1
+    assert "FAIL key tls/2001-01: CKA_EXTRACTABLE is not false" in proc.stdout, proc.stdout
+    assert "CKA_DERIVE is true" in proc.stdout
+    proc = cli(t, "csr", "--purpose", "tls", "--label", "tls/2001-01", "--subject", "CN=x")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "tls/2001-01 breaks the TLS key policy" in proc.stderr
