@@ -158,7 +158,7 @@ def openssl_engine_config(module: str | Path, engine: Path) -> str:
         "engine_id = pkcs11\n"
         f"dynamic_path = {engine}\n"
         f"MODULE_PATH = {module}\n"
-        "init = 0\n"
+        "init = 1\n"
     )
 
 

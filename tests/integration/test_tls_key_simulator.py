@@ -99,7 +99,8 @@ async def test_the_simulator_gateway_accepts_the_token_key_and_refuses_a_strange
     result = json.loads(out)
     # Any HTTP answer means the gateway completed the mutual-TLS handshake with the token key.
     assert 100 <= result["token"]["status"] < 600, result
-    # Another CA's client certificate: the handshake fails (SSL connect / receive error), no answer.
-    assert result["stranger"].get("error") in (35, 56), result
+    # Another CA's client certificate: the gateway aborts the connection and never answers (with
+    # TLS 1.3 the client learns it from the alert while reading, so curl's error code varies).
+    assert "error" in result["stranger"] and "status" not in result["stranger"], result
     pin = made.user_pin_file.read_text().strip()
     assert pin.encode() not in out + err
