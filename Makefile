@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test test-quick lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit lock clean
+.PHONY: help bootstrap softhsm demo test test-quick lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit bench-tls-key lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-access - the peer-credential front and access filter vs direct gRPC"
 	@echo "make bench-consent - the consent gate's per-call ledger read on SQLite and PostgreSQL"
 	@echo "make bench-audit - audit records/s on SQLite and PostgreSQL, latency the trail adds to an RPC"
+	@echo "make bench-tls-key - a full TLS handshake with the client key in the token vs a key file"
 	@echo "make lock   - re-pin constraints.txt from the current .venv"
 
 bootstrap:
@@ -76,6 +77,9 @@ bench-consent: bootstrap
 
 bench-audit: bootstrap softhsm
 	$(PY) benchmarks/bench_audit.py
+
+bench-tls-key: bootstrap softhsm
+	$(PY) benchmarks/bench_tls_handshake.py
 
 proto: bootstrap
 	$(PY) scripts/gen_protos.py

@@ -1,7 +1,9 @@
 """``yibao-hsm``: token and key administration for the security team.
 
 Commands: init-token, keygen, list, export-public, csr, import-cert, rotate,
-retire, check.  Common options (before or after the command): --module,
+retire, check.  ``keygen``, ``csr`` and ``import-cert`` take ``--purpose tls`` for the
+platform tunnel's TLS client key (:mod:`hsm.tlskey`); ``list`` and ``check`` cover it too.
+Common options (before or after the command): --module,
 --token-label, --profile, --user-pin-file, --config (TOML with the same keys:
 module, token_label, profile, user_pin_file, pool_size; options win), --json.
 
@@ -37,6 +39,7 @@ from hsm.keys import PURPOSES, KeyInfo, KeyStore
 from hsm.pin import Pin, check_pin_file_mode, read_pin_file
 from hsm.profiles import known_profiles, load_profile
 from hsm.sm2 import Sm2Signer
+from hsm.tlskey import TLS_PURPOSE, TlsKeyInfo, TlsKeyStore
 from hsm.token import HsmToken, TokenConfig, missing_mechanisms
 
 PROG = "yibao-hsm"
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--so-pin-file", type=Path, help="file holding the SO PIN (else prompt)")
 
     p = sub.add_parser("keygen", parents=[common], help="generate the first key of a purpose")
-    p.add_argument("--purpose", choices=PURPOSES, required=True)
+    p.add_argument("--purpose", choices=(*PURPOSES, TLS_PURPOSE), required=True)
     p.add_argument("--version", help="version (default: YYYY-MM of today)")
 
     sub.add_parser("list", parents=[common], help="list key versions and their state")
@@ -90,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("csr", parents=[common], help="PKCS#10 request signed in the token")
     p.add_argument("--subject", required=True, help="e.g. CN=yibao-sidecar,O=Example,C=CN")
-    p.add_argument("--label", help="key label (default: the active sign key)")
+    p.add_argument("--purpose", choices=("sign", TLS_PURPOSE), default="sign")
+    p.add_argument("--label", help="key label (default: the active key of --purpose)")
     p.add_argument("--out", type=Path, help="write to this file instead of stdout")
 
     p = sub.add_parser("import-cert", parents=[common], help="store the platform's certificate")
     p.add_argument("--cert", type=Path, required=True, help="certificate (PEM or DER)")
-    p.add_argument("--label", help="key label (default: the active sign key)")
+    p.add_argument("--purpose", choices=("sign", TLS_PURPOSE), default="sign")
+    p.add_argument("--label", help="key label (default: the active key of --purpose)")
 
     p = sub.add_parser("rotate", parents=[common], help="new active version, old kept")
     p.add_argument("--purpose", choices=PURPOSES, required=True)
@@ -181,6 +186,14 @@ def _key_line(k: KeyInfo) -> str:
     return f"{k.label:<18} {k.state:<9} {k.key_type:<5} [{flags}]{fp}{cert}"
 
 
+def _tls_line(k: TlsKeyInfo) -> str:
+    flags = ", ".join(
+        f"{n}={'yes' if v else 'no'}" for n, v in k.attributes.items() if v is not None
+    )
+    cert = "  cert" if k.has_certificate else ""
+    return f"{k.label:<18} {'tls':<9} {k.kind:<5} [{flags}]  sha256:{k.fingerprint}{cert}"
+
+
 def _write(out: Path | None, text: str) -> None:
     if out is None:
         sys.stdout.write(text)
@@ -208,6 +221,11 @@ def cmd_init_token(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.purpose == TLS_PURPOSE:
+        with _open(_config(args)) as token:
+            tls = TlsKeyStore(token).generate(args.version)
+        _emit(args, f"generated {tls.label} ({tls.kind})", tls.as_json())
+        return EXIT_OK
     with _open(_config(args)) as token:
         info = KeyStore(token).generate(args.purpose, args.version)
     _emit(args, f"generated {info.label} ({info.state})", info.as_json())
@@ -231,8 +249,10 @@ def cmd_retire(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     with _open(_config(args)) as token:
         keys = KeyStore(token).versions()
-    text = "\n".join(_key_line(k) for k in keys) or "no keys"
-    _emit(args, text, [k.as_json() for k in keys])
+        tls = TlsKeyStore(token).versions()
+    lines = [_key_line(k) for k in keys] + [_tls_line(k) for k in tls]
+    text = "\n".join(lines) or "no keys"
+    _emit(args, text, [k.as_json() for k in keys] + [k.as_json() for k in tls])
     return EXIT_OK
 
 
@@ -252,6 +272,15 @@ def cmd_csr(args: argparse.Namespace) -> int:
     from hsm.x509 import build_csr, parse_subject, to_pem
 
     parse_subject(args.subject)  # fail before touching the token
+    if args.purpose == TLS_PURPOSE:
+        with _open(_config(args)) as token:
+            tls, der = TlsKeyStore(token).csr(args.subject, args.label)
+        pem = to_pem(der, "CERTIFICATE REQUEST")
+        if args.json:
+            _emit(args, "", {"label": tls.label, "csr_pem": pem})
+        else:
+            _write(args.out, pem)
+        return EXIT_OK
     with _open(_config(args)) as token:
         info = _sign_label(KeyStore(token), args.label)
         assert info.public_key is not None
@@ -273,6 +302,11 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"certificate file {args.cert} cannot be read: {exc.strerror}") from None
     der = from_pem_or_der(data, "CERTIFICATE")
+    if args.purpose == TLS_PURPOSE:
+        with _open(_config(args)) as token:
+            tls = TlsKeyStore(token).import_certificate(der, args.label)
+        _emit(args, f"stored certificate for {tls.label}", {"label": tls.label})
+        return EXIT_OK
     with _open(_config(args)) as token:
         store = KeyStore(token)
         info = _sign_label(store, args.label)
@@ -326,6 +360,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                     f"key {k.label}",
                     not reasons,
                     "; ".join(reasons) or f"non-extractable, {k.state}",
+                )
+            for tls in TlsKeyStore(token).versions():
+                reasons = tls.exportable_reasons()
+                record(
+                    f"key {tls.label}",
+                    not reasons,
+                    "; ".join(reasons) or f"non-extractable, sign-only {tls.kind}",
                 )
             for purpose in PURPOSES:
                 if purpose not in ("sign", "kek") and not any(k.purpose == purpose for k in keys):

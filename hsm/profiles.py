@@ -69,6 +69,8 @@ class Profile:
     mechanisms: Mapping[str, Entry]
     key_types: Mapping[str, Entry]
     pseudonym: PseudonymMechanism = "hmac-sm3"
+    #: Key type of the platform tunnel's TLS client key (:mod:`hsm.tlskey`).
+    tls_key: Literal["ec-p256", "rsa-2048"] = "ec-p256"
 
 
 def known_profiles() -> list[str]:
@@ -146,6 +148,9 @@ def parse_profile(text: str, source: str) -> Profile:
     needed = REQUIRED_OPERATION[pseudonym]
     if needed not in mechs:
         raise ConfigError(f"profile {source}: pseudonym {pseudonym} needs mechanisms.{needed}")
+    tls_key = doc.get("tls_key", "ec-p256")
+    if tls_key not in ("ec-p256", "rsa-2048"):
+        raise ConfigError(f'profile {source}: tls_key must be "ec-p256" or "rsa-2048"')
     return Profile(
         name=name,
         description=str(description),
@@ -153,4 +158,5 @@ def parse_profile(text: str, source: str) -> Profile:
         mechanisms=MappingProxyType(mechs),
         key_types=MappingProxyType(kts),
         pseudonym=pseudonym,
+        tls_key="rsa-2048" if tls_key == "rsa-2048" else "ec-p256",
     )

@@ -10,7 +10,8 @@ log() { echo "bootstrap: $*" >&2; }
 
 # --- Debian packages ------------------------------------------------------------------------
 # faketime: the demo test freezes every process's clock in the 16:00-24:00 UTC window.
-DEBS=(openssl nodejs npm ca-certificates faketime)
+# libengine-pkcs11-openssl: libp11's pkcs11 engine, so OpenSSL signs TLS handshakes with the token key.
+DEBS=(openssl nodejs npm ca-certificates faketime libengine-pkcs11-openssl)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

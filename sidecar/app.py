@@ -64,6 +64,7 @@ from sidecar.keys import certexpiry
 from sidecar.keys.fieldcrypt import FieldSealer, HostKeyWrapper
 from sidecar.keys.hsm_link import HsmLink, open_hsm
 from sidecar.keys.security_link import build_sealing
+from sidecar.keys.tls_key import TokenTlsKey, file_key_warning, token_tls_key
 from sidecar.observability import logs, telemetry, telemetry_export
 from sidecar.platform import msgid_lease
 from sidecar.platform.client import PlatformClient
@@ -92,6 +93,7 @@ class Sidecar:
     store: Store
     migrations: tuple[Migration, ...] = ()
     hsm: HsmLink | None = None
+    tls_key: TokenTlsKey | None = None
     resolver: Resolver | None = None
     probes: Probes | None = None
     certificates: certexpiry.CertificateWatch | None = None
@@ -136,6 +138,8 @@ class Sidecar:
         if self.audit is not None:
             await self.audit.close()  # after sign-out, whose transactions it records
         await self.store.close()
+        if self.tls_key is not None:
+            self.tls_key.close()
         if self.hsm is not None:
             self.hsm.close()
         self.telemetry.shutdown()
@@ -151,6 +155,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     store = open_store(settings.store)
     lease, msgids = _msgids(settings, store)
     hsm: HsmLink | None = None
+    tls_key: TokenTlsKey | None = None
     trail: AuditTrail | None = None
     try:
         hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
@@ -168,7 +173,9 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             tracer=observability.tracer,
             meter=meter,
         )
-        transport = _transport(settings)
+        if settings.platform.client_key is not None and settings.hsm and hsm:  # settings demand
+            tls_key = token_tls_key(settings.platform, settings.hsm, hsm.token)
+        transport = _transport(settings, tls_key)
         platform = PlatformClient(
             transport,
             msgids,
@@ -183,6 +190,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         certificates = _certificate_watch(settings, hsm, meter)
         sealer = _field_sealer(settings, hsm)
     except BaseException:
+        if tls_key is not None:
+            tls_key.close()
         if hsm is not None:
             hsm.close()
         observability.shutdown()  # the scrape endpoint's port, the exporters' threads
@@ -281,7 +290,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         certificates=certificates,
         msgid_lease=lease,
         audit=trail,
-        warnings=("pseudonyms.host_key_development_only",) if isinstance(prf, HostPrf) else (),
+        tls_key=tls_key,
+        warnings=_warnings(settings, prf),
         resolver=Resolver(settlements, settings.settlement),
     )
 
@@ -373,17 +383,37 @@ def _certificate_watch(
     return certexpiry.CertificateWatch(certificates, meter)
 
 
-def _transport(settings: Settings) -> HttpsTransport:
+def _warnings(settings: Settings, prf: KeyedPrf) -> tuple[str, ...]:
+    """What is unsafe in this configuration, logged once the listeners are up."""
+    found = []
+    if isinstance(prf, HostPrf):
+        found.append("pseudonyms.host_key_development_only")
+    file_key = file_key_warning(settings.platform, settings.hsm)
+    if file_key is not None:
+        found.append(file_key)
+    return tuple(found)
+
+
+def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTransport:
+    """The tunnel; ``tls_key`` is the client identity whose key is in the HSM (curl only)."""
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
         ("platform.client_cert_file", p.client_cert_file),
         ("platform.client_key_file", p.client_key_file),
     ):
-        if not path.is_file():
+        if path is not None and not path.is_file():
             raise ConfigError(f"config: {key}: {path} is not a readable file")
+    if tls_key is not None:
+        identity = tls_key.identity
+    else:
+        identity = ClientIdentity(p.client_cert_file, p.client_key_file)
+    if identity.engine_key is not None:  # the settings allow this only with transport "curl"
+        raise ConfigError(
+            "config: platform.client_key: the curl transport is not part of this build"
+        )
     try:
-        tls = client_tls_context(p.ca_file, ClientIdentity(p.client_cert_file, p.client_key_file))
+        tls = client_tls_context(p.ca_file, identity)
     except ssl.SSLError as exc:
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"

@@ -289,14 +289,39 @@ class PlatformConfig(_Section):
     path: str = Field("/fsi/api/rsfComIfsService/callService", pattern=r"^/")
     ca_file: Path
     client_cert_file: Path
-    client_key_file: Path
+    client_key_file: Path | None = Field(
+        None, description="PEM private key file: development only (prod: client_key)"
+    )
+    client_key: str | None = Field(
+        None,
+        pattern=r"^token:tls(/[0-9]{4}-[0-9]{2}(\.[0-9]+)?)?$",
+        description='"token:tls": the newest tls/<version> key in the [hsm] token (or '
+        '"token:tls/<version>"), used through OpenSSL\'s pkcs11 engine; needs transport "curl"',
+    )
     timeout_seconds: float = Field(20.0, gt=0, le=120)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    transport: Literal["httpx", "curl"] = Field(
+        "httpx", description="the tunnel's HTTP client: httpx (default) or libcurl (pycurl)"
+    )
     http2: bool = True
     max_connections: int = Field(20, ge=1, le=1000)
     pinned_server_keys: tuple[str, ...] = Field(
         (), description="SHA-256 hex of the gateway's SubjectPublicKeyInfo; empty: no pinning"
     )
+
+    @model_validator(mode="after")
+    def _one_client_key(self) -> PlatformConfig:
+        if (self.client_key_file is None) == (self.client_key is None):
+            raise ValueError(
+                'name the TLS client key one way: client_key = "token:tls" (the HSM) or '
+                "client_key_file (development), not both nor neither"
+            )
+        if self.client_key is not None and self.transport == "httpx":
+            raise ValueError(
+                f'platform.client_key = "{self.client_key}" needs platform.transport = "curl": '
+                "the httpx transport cannot use a key held in the HSM"
+            )
+        return self
 
     @field_validator("pinned_server_keys")
     @classmethod
@@ -555,6 +580,11 @@ class Settings(_Section):
             )
         if self.audit is not None and self.hsm is None:
             raise ValueError("the audit trail keeps its keys in the HSM: configure [hsm]")
+        if self.platform.client_key is not None and self.hsm is None:
+            raise ValueError(
+                f'platform.client_key = "{self.platform.client_key}" is a key in the HSM: '
+                "configure [hsm]"
+            )
         return self
 
 

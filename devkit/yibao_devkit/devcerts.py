@@ -23,6 +23,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CLIENT_COMMON_NAME = "yibao-sidecar-dev"
@@ -98,6 +99,33 @@ def generate(
     _write_cert(pki.other_ca_cert, other_cert)
     _write_key(pki.other_client_key, other_client_key)
     _write_cert(pki.other_client_cert, other_client_cert)
+    return pki
+
+
+def generate_for_client_key(
+    directory: Path,
+    client_public_key: CertificatePublicKeyTypes,
+    *,
+    server_names: Sequence[str] = ("localhost", "127.0.0.1"),
+) -> DevPki:
+    """A fresh development PKI whose client certificate certifies a key held elsewhere.
+
+    For the TLS client key in the HSM (``yibao-hsm keygen --purpose tls``): the dev CA issues
+    ``client.pem`` for ``client_public_key`` and no ``client-key.pem`` is written.
+    """
+    pki = generate(directory, server_names=server_names)  # the unrelated CA and its client
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = _authority("yibao platform simulator dev CA", now)
+    server_key, server_cert = _leaf(
+        ca_key, ca_cert, server_names[0], now, server_names=server_names
+    )
+    _write_cert(pki.ca_cert, ca_cert)
+    _write_key(pki.server_key, server_key)
+    _write_cert(pki.server_cert, server_cert)
+    _write_cert(
+        pki.client_cert, _certificate(ca_key, ca_cert, CLIENT_COMMON_NAME, client_public_key, now)
+    )
+    pki.client_key.unlink(missing_ok=True)
     return pki
 
 
@@ -195,7 +223,17 @@ def _leaf(
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A server certificate when ``server_names`` is given, else a client certificate."""
     key = _new_key()
-    public = key.public_key()
+    return key, _certificate(ca_key, ca_cert, common_name, key.public_key(), now, server_names)
+
+
+def _certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    public: CertificatePublicKeyTypes,
+    now: dt.datetime,
+    server_names: Sequence[str] = (),
+) -> x509.Certificate:
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
@@ -231,7 +269,7 @@ def _leaf(
     # client verifier) ignore the subject CN and require the extension.
     alt_names = [_general_name(n) for n in server_names] or [x509.DNSName(common_name)]
     builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def _general_name(name: str) -> x509.GeneralName:

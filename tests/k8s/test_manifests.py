@@ -159,7 +159,12 @@ def _file_keys(section: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def test_secrets_reach_the_sidecar_only_as_files_from_secrets(rendered: Rendered) -> None:
     files = _file_keys(rendered.sidecar_config)
-    assert "hsm.user_pin_file" in files and "platform.client_key_file" in files
+    assert "hsm.user_pin_file" in files
+    if rendered.overlay == "prod":  # the TLS client key is in the HSM: no key file, no Secret
+        assert "platform.client_key_file" not in files
+        assert rendered.sidecar_config["platform"]["client_key"] == "token:tls"
+    else:
+        assert "platform.client_key_file" in files
     for key, path in files.items():
         mount = rendered.mount_of(SIDECAR, path)
         assert mount.get("readOnly") is True, key
