@@ -5,8 +5,9 @@
 the configured CA bundle, our certificate presented). Tests can put any other transport behind
 the client.
 
-The TLS client key is loaded by ``ClientIdentity``; keeping that key in the HSM as well is a
-matter of replacing that one class (see docs/architecture.md, "TLS key in the HSM").
+The TLS client key is named by ``ClientIdentity``: a key file (development), or an ``EngineKey``
+that stays in the HSM and is used through OpenSSL's ``pkcs11`` engine. Only the libcurl transport
+(``sidecar.platform.curl_transport``) can use an engine key; Python's ``ssl`` cannot.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Protocol
 
 import httpx
 
+from hsm.pin import Pin
 from sidecar.config import PlatformConfig
 from sidecar.platform.gateway_login import GatewayLogin, GatewayLoginError, NoLogin
 from sidecar.platform.pinning import pinned_transport
@@ -42,17 +44,46 @@ class Transport(Protocol):
 
 
 @dataclass(frozen=True)
+class EngineKey:
+    """A TLS client key that never leaves the token: OpenSSL reaches it through an engine.
+
+    ``engine`` is the OpenSSL engine's id (``"pkcs11"``), ``key_id`` what that engine loads
+    (a ``pkcs11:`` URI naming token and object, WITHOUT the PIN: it may end up in a log), ``pin``
+    the user PIN (given to libcurl as CURLOPT_KEYPASSWD, never in a URI, argv or environment),
+    ``openssl_conf`` an OpenSSL configuration that loads the engine and names the PKCS#11 module
+    (None: the process's OpenSSL configuration already does).
+    """
+
+    engine: str
+    key_id: str
+    pin: Pin
+    openssl_conf: Path | None = None
+
+    def __post_init__(self) -> None:
+        if "pin-value" in self.key_id.lower():
+            raise ValueError("the engine key's URI must not carry the PIN (use pin)")
+
+
+@dataclass(frozen=True)
 class ClientIdentity:
     """The certificate and key the sidecar presents to the platform gateway.
 
-    Kept apart from ``[platform]`` on purpose: it is the one seam an HSM-held TLS key would
-    replace (docs/architecture.md, "TLS key in the HSM"), so it names the files, not the section.
+    Kept apart from ``[platform]`` on purpose: it names the certificate and EITHER a key file
+    (``key_file``, development) OR a key held in the HSM (``engine_key``), not the section.
     """
 
     cert_file: Path
-    key_file: Path
+    key_file: Path | None = None
+    engine_key: EngineKey | None = None
+
+    def __post_init__(self) -> None:
+        if (self.key_file is None) == (self.engine_key is None):
+            raise ValueError("a client identity needs exactly one of key_file and engine_key")
 
     def install(self, context: ssl.SSLContext) -> None:
+        """Load certificate and key file into a Python ``ssl`` context (httpx transport)."""
+        if self.key_file is None:
+            raise ValueError("a key held in the HSM works only with the curl transport")
         context.load_cert_chain(certfile=self.cert_file, keyfile=self.key_file)
 
 
