@@ -67,6 +67,7 @@ from sidecar.keys.security_link import build_sealing
 from sidecar.observability import logs, telemetry, telemetry_export
 from sidecar.platform import msgid_lease
 from sidecar.platform.client import PlatformClient
+from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator, MsgIds
 from sidecar.platform.msgid_lease import LeasedMsgIds, SlotLease
@@ -373,7 +374,7 @@ def _certificate_watch(
     return certexpiry.CertificateWatch(certificates, meter)
 
 
-def _transport(settings: Settings) -> HttpsTransport:
+def _transport(settings: Settings) -> HttpsTransport | CurlTransport:
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -382,8 +383,11 @@ def _transport(settings: Settings) -> HttpsTransport:
     ):
         if not path.is_file():
             raise ConfigError(f"config: {key}: {path} is not a readable file")
+    identity = ClientIdentity(p.client_cert_file, p.client_key_file)
+    if p.transport == "curl":
+        return CurlTransport(p, p.ca_file, identity, login=_gateway_login(p.gateway_login))
     try:
-        tls = client_tls_context(p.ca_file, ClientIdentity(p.client_cert_file, p.client_key_file))
+        tls = client_tls_context(p.ca_file, identity)
     except ssl.SSLError as exc:
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"

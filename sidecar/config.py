@@ -292,6 +292,9 @@ class PlatformConfig(_Section):
     client_key_file: Path
     timeout_seconds: float = Field(20.0, gt=0, le=120)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    transport: Literal["httpx", "curl"] = Field(
+        "httpx", description="the tunnel's HTTP client: httpx (default) or libcurl (pycurl)"
+    )
     http2: bool = True
     max_connections: int = Field(20, ge=1, le=1000)
     pinned_server_keys: tuple[str, ...] = Field(
