@@ -8,8 +8,9 @@ over mutual TLS, then measures in one run, for each transport and HTTP version:
 
 - ``httpx``: ``HttpsTransport`` (httpx + h2, Python's ``ssl``), the client key in a file;
 - ``curl (file key)``: ``CurlTransport`` (pycurl on Debian's libcurl/OpenSSL), the same files;
-- ``curl (token key)``: the key in the HSM through OpenSSL's pkcs11 engine; printed as n/a
-  until the HSM side (``yibao-hsm keygen --purpose tls``) is there to make one;
+- ``curl (token key)``: an EC P-256 key generated non-extractable in a throw-away SoftHSM token,
+  used through OpenSSL's pkcs11 engine (libengine-pkcs11-openssl), its certificate signed by the
+  simulator's CA (the benchmark writes the simulator's development PKI itself for that);
 
 N concurrent callers POST a 1101-sized envelope for S seconds after a warm-up: calls/s, p50/p99
 latency, CPU of this process per call (the transport's cost plus the event loop's; nothing else
@@ -39,16 +40,29 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_protocol import Simulator, start_simulator  # noqa: E402
+import datetime as dt  # noqa: E402
 
+import pkcs11  # noqa: E402
+from bench_protocol import Simulator, start_simulator  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from pkcs11 import Attribute, KeyType  # noqa: E402
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters  # noqa: E402
+from softhsm_token import fresh_token  # noqa: E402
+
+from hsm.pin import Pin  # noqa: E402
 from sidecar.config import PlatformConfig  # noqa: E402
 from sidecar.platform.curl_transport import CurlTransport  # noqa: E402
 from sidecar.platform.transport import (  # noqa: E402
     ClientIdentity,
+    EngineKey,
     HttpsTransport,
     Transport,
     client_tls_context,
 )
+from yibao_devkit import devcerts  # noqa: E402
 
 TARGET_CPU_MS = 0.4
 # About the size of a 1101 request envelope (the simulator refuses it cheaply: its CPU is not
@@ -64,6 +78,81 @@ BODY = (
 )
 
 Factory = Callable[[bool], Transport]
+ENGINE_SO = Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")
+TOKEN_LABEL = "bench-tunnel"  # noqa: S105 (a label, not a secret)
+
+
+@dataclass(frozen=True)
+class TokenClient:
+    cert: Path
+    key: EngineKey
+
+
+def token_client(work: Path, pki_dir: Path) -> TokenClient:
+    """The simulator's development PKI, written here so that its CA also certifies a client key
+    generated in a SoftHSM token (the devkit discards its CA key); the token key's identity."""
+    lib, pin = fresh_token(work, TOKEN_LABEL)
+    token = pkcs11.lib(lib).get_token(token_label=TOKEN_LABEL)
+    with token.open(rw=True, user_pin=pin.reveal()) as session:
+        curve = session.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        public, _ = curve.generate_keypair(
+            store=True,
+            label="tls-client",
+            id=b"\x71",
+            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+        )
+        public_der = bytes(encode_ec_public_key(public))
+    now = dt.datetime.now(dt.UTC)
+    pki = devcerts.DevPki.in_directory(pki_dir)
+    pki_dir.mkdir(mode=0o700)
+    ca_key, ca = devcerts._authority("yibao platform simulator dev CA", now)
+    server_key, server = devcerts._leaf(
+        ca_key, ca, "localhost", now, server_names=("localhost", "127.0.0.1")
+    )
+    client_key, client = devcerts._leaf(ca_key, ca, devcerts.CLIENT_COMMON_NAME, now)
+    other_ca_key, other_ca = devcerts._authority("unrelated dev CA", now)
+    other_key, other = devcerts._leaf(other_ca_key, other_ca, devcerts.CLIENT_COMMON_NAME, now)
+    for path, cert in ((pki.ca_cert, ca), (pki.server_cert, server), (pki.client_cert, client)):
+        devcerts._write_cert(path, cert)
+    devcerts._write_cert(pki.other_ca_cert, other_ca)
+    devcerts._write_cert(pki.other_client_cert, other)
+    for path, key in ((pki.server_key, server_key), (pki.client_key, client_key)):
+        devcerts._write_key(path, key)
+    devcerts._write_key(pki.other_client_key, other_key)
+    token_public = serialization.load_der_public_key(public_der)
+    assert isinstance(token_public, ec.EllipticCurvePublicKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, devcerts.CLIENT_COMMON_NAME)])
+    token_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.subject)
+        .public_key(token_public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(devcerts.CLIENT_COMMON_NAME)]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path = work / "token-client.pem"
+    cert_path.write_bytes(token_cert.public_bytes(serialization.Encoding.PEM))
+    conf = work / "openssl-pkcs11.cnf"
+    conf.write_text(
+        "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
+        "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n"
+        f"dynamic_path = {ENGINE_SO}\nMODULE_PATH = {lib}\ninit = 0\n",
+        encoding="ascii",
+    )
+    uri = f"pkcs11:token={TOKEN_LABEL};object=tls-client;type=private"
+    return TokenClient(cert_path, EngineKey("pkcs11", uri, Pin(pin.reveal(), "benchmark"), conf))
 
 
 @dataclass
@@ -77,7 +166,7 @@ class Row:
     errors: int
 
 
-def factories(sim: Simulator) -> dict[str, Factory | None]:
+def factories(sim: Simulator, token: TokenClient) -> dict[str, Factory | None]:
     s = sim.lines
     endpoint = urlsplit(s["url"])
     ca, cert, key = Path(s["ca_cert"]), Path(s["client_cert"]), Path(s["client_key"])
@@ -100,7 +189,12 @@ def factories(sim: Simulator) -> dict[str, Factory | None]:
     def curl_file(http2: bool) -> Transport:
         return CurlTransport(config(http2, "curl"), ca, identity)
 
-    return {"httpx": httpx_transport, "curl (file key)": curl_file, "curl (token key)": None}
+    def curl_token(http2: bool) -> Transport:
+        return CurlTransport(
+            config(http2, "curl"), ca, ClientIdentity(token.cert, engine_key=token.key)
+        )
+
+    return {"httpx": httpx_transport, "curl (file key)": curl_file, "curl (token key)": curl_token}
 
 
 async def load(
@@ -159,8 +253,8 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.3f}"
 
 
-async def run(args: argparse.Namespace, sim: Simulator) -> None:
-    made = factories(sim)
+async def run(args: argparse.Namespace, sim: Simulator, token: TokenClient) -> None:
+    made = factories(sim, token)
     rows: list[Row] = []
     handshakes: dict[tuple[str, str], float] = {}
     for http2 in (True, False):
@@ -213,9 +307,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminated)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tunnel-")))
+        token = token_client(work, work / "pki-plain")  # the simulator reuses this PKI
         sim = start_simulator(stack, work, "plain", [], "client_key")
         print(f"simulator pid {sim.process.pid}, {sim.lines['url']}", file=sys.stderr)
-        asyncio.run(run(args, sim))
+        asyncio.run(run(args, sim, token))
 
 
 if __name__ == "__main__":
