@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: help bootstrap softhsm demo test test-quick lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-access bench-consent bench-audit bench-tls-key lock clean
+.PHONY: help bootstrap softhsm demo test test-quick lint typecheck buf-lint stubs-check proto pytest k8s-check bench bench-hsm bench-protocol bench-tunnel bench-access bench-consent bench-audit bench-tls-key lock clean
 
 help:
 	@echo "make demo   - start the platform simulator and the sidecar, run a scripted IM client"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - GetEnrollment/CheckEligibility through the sidecar vs straight to the platform"
 	@echo "make bench-hsm - SM2 signing rates through the HSM pool vs a raw session, SM4, SM3"
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
+	@echo "make bench-tunnel - CPU per platform call and p50/p99: httpx vs libcurl, HTTP/2 and 1.1"
 	@echo "make bench-access - the peer-credential front and access filter vs direct gRPC"
 	@echo "make bench-consent - the consent gate's per-call ledger read on SQLite and PostgreSQL"
 	@echo "make bench-audit - audit records/s on SQLite and PostgreSQL, latency the trail adds to an RPC"
@@ -68,6 +69,9 @@ bench-hsm: bootstrap softhsm
 
 bench-protocol: bootstrap softhsm
 	$(PY) benchmarks/bench_protocol.py
+
+bench-tunnel: bootstrap
+	$(PY) benchmarks/bench_tunnel.py
 
 bench-access: bootstrap
 	$(PY) benchmarks/bench_access.py

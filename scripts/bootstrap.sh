@@ -10,8 +10,9 @@ log() { echo "bootstrap: $*" >&2; }
 
 # --- Debian packages ------------------------------------------------------------------------
 # faketime: the demo test freezes every process's clock in the 16:00-24:00 UTC window.
+# libcurl4-openssl-dev (+ a C compiler): pycurl is built against Debian's libcurl and OpenSSL.
 # libengine-pkcs11-openssl: libp11's pkcs11 engine, so OpenSSL signs TLS handshakes with the token key.
-DEBS=(openssl nodejs npm ca-certificates faketime libengine-pkcs11-openssl)
+DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -46,8 +47,10 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   # Two distributions, both editable: the runtime (with its dev tools) and the dev kit
   # (devkit/: simulator, demo, development PKI; it registers `yibao-sidecar simulate` and `demo`).
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-    -e '.[dev]' -e ./devkit
+  # pycurl from source (--no-binary): the wheel bundles its own libcurl and OpenSSL, which
+  # cannot load Debian's OpenSSL engines (the TLS key in the HSM); tests/platform checks it.
+  PYCURL_SSL_LIBRARY=openssl .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --no-binary pycurl -c constraints.txt -e '.[dev]' -e ./devkit
   rm -f .venv/.bootstrap-*
   touch "$stamp"
 fi

@@ -68,6 +68,7 @@ from sidecar.keys.tls_key import TokenTlsKey, file_key_warning, token_tls_key
 from sidecar.observability import logs, telemetry, telemetry_export
 from sidecar.platform import msgid_lease
 from sidecar.platform.client import PlatformClient
+from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator, MsgIds
 from sidecar.platform.msgid_lease import LeasedMsgIds, SlotLease
@@ -394,7 +395,7 @@ def _warnings(settings: Settings, prf: KeyedPrf) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTransport:
+def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTransport | CurlTransport:
     """The tunnel; ``tls_key`` is the client identity whose key is in the HSM (curl only)."""
     p = settings.platform
     for key, path in (
@@ -408,10 +409,8 @@ def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTranspor
         identity = tls_key.identity
     else:
         identity = ClientIdentity(p.client_cert_file, p.client_key_file)
-    if identity.engine_key is not None:  # the settings allow this only with transport "curl"
-        raise ConfigError(
-            "config: platform.client_key: the curl transport is not part of this build"
-        )
+    if p.transport == "curl":
+        return CurlTransport(p, p.ca_file, identity, login=_gateway_login(p.gateway_login))
     try:
         tls = client_tls_context(p.ca_file, identity)
     except ssl.SSLError as exc:

@@ -6,16 +6,20 @@ sends ``Authorization: Bearer <token>`` on every call. ``OAuth2PasswordLogin`` f
 over the same mutually authenticated connection, keeps it until shortly before it expires, and
 fetches a new one when the gateway answers 401 (the transport then resends once: a 401 means the
 gateway refused the request before the platform saw it). Secrets come from files.
+
+The login knows no HTTP library: the transport hands it a ``FormPost`` that sends a form over its
+own pool (httpx or libcurl) and returns the status and body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Protocol
-
-import httpx
 
 REFRESH_MARGIN_SECONDS = 30.0
 
@@ -24,8 +28,16 @@ class GatewayLoginError(Exception):
     """The gateway did not issue a token; the message names the reason, never a secret."""
 
 
+class FormPostError(Exception):
+    """The form did not reach the token endpoint or no answer came back."""
+
+
+FormPost = Callable[[str, bytes, dict[str, str], float], Awaitable[tuple[int, bytes]]]
+"""``post(url, form_body, headers, timeout) -> (status, body)``; FormPostError if no answer."""
+
+
 class GatewayLogin(Protocol):
-    async def headers(self, client: httpx.AsyncClient, timeout: float) -> dict[str, str]:
+    async def headers(self, post: FormPost, timeout: float) -> dict[str, str]:
         """The headers that authenticate one call."""
         ...
 
@@ -37,7 +49,7 @@ class GatewayLogin(Protocol):
 class NoLogin:
     """No access gateway: the mTLS client certificate is the only credential."""
 
-    async def headers(self, client: httpx.AsyncClient, timeout: float) -> dict[str, str]:
+    async def headers(self, post: FormPost, timeout: float) -> dict[str, str]:
         return {}
 
     def invalidate(self) -> None:
@@ -53,36 +65,34 @@ class OAuth2PasswordLogin:
         self._token_url = token_url
         basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode("ascii")
         self._client_auth = f"Basic {basic}"
-        self._form = {"grant_type": "password", "username": username, "password": password}
+        form = {"grant_type": "password", "username": username, "password": password}
+        self._form = urllib.parse.urlencode(form).encode("ascii")
         self._token = ""
         self._expires = 0.0
         self._lock = asyncio.Lock()
 
-    async def headers(self, client: httpx.AsyncClient, timeout: float) -> dict[str, str]:
+    async def headers(self, post: FormPost, timeout: float) -> dict[str, str]:
         async with self._lock:
             if not self._token or time.monotonic() > self._expires - REFRESH_MARGIN_SECONDS:
-                await self._fetch(client, timeout)
+                await self._fetch(post, timeout)
             return {"authorization": f"Bearer {self._token}"}
 
     def invalidate(self) -> None:
         self._token = ""
 
-    async def _fetch(self, client: httpx.AsyncClient, timeout: float) -> None:
+    async def _fetch(self, post: FormPost, timeout: float) -> None:
+        headers = {
+            "authorization": self._client_auth,
+            "content-type": "application/x-www-form-urlencoded",
+        }
         try:
-            response = await client.post(
-                self._token_url,
-                data=self._form,
-                headers={"authorization": self._client_auth},
-                timeout=timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise GatewayLoginError(
-                f"cannot reach the token endpoint: {type(exc).__name__}"
-            ) from None
-        if response.status_code != 200:
-            raise GatewayLoginError(f"the token endpoint answered HTTP {response.status_code}")
+            status, body = await post(self._token_url, self._form, headers, timeout)
+        except FormPostError as exc:
+            raise GatewayLoginError(f"cannot reach the token endpoint: {exc}") from None
+        if status != 200:
+            raise GatewayLoginError(f"the token endpoint answered HTTP {status}")
         try:
-            answer = response.json()
+            answer = json.loads(body)
             token = str(answer["access_token"])
             lifetime = float(answer.get("expires_in", 300))
         except (ValueError, KeyError, TypeError):

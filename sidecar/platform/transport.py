@@ -21,7 +21,12 @@ import httpx
 
 from hsm.pin import Pin
 from sidecar.config import PlatformConfig
-from sidecar.platform.gateway_login import GatewayLogin, GatewayLoginError, NoLogin
+from sidecar.platform.gateway_login import (
+    FormPostError,
+    GatewayLogin,
+    GatewayLoginError,
+    NoLogin,
+)
 from sidecar.platform.pinning import pinned_transport
 
 
@@ -142,7 +147,7 @@ class HttpsTransport:
     async def _send(self, body: bytes, timeout: float) -> httpx.Response:
         limits = httpx.Timeout(timeout, connect=min(self._connect_timeout, timeout))
         try:
-            headers = await self._login.headers(self._client, timeout)
+            headers = await self._login.headers(self._post_form, timeout)
         except GatewayLoginError as exc:
             raise TransportError(f"gateway login failed: {exc}", sent=False) from None
         try:
@@ -159,6 +164,15 @@ class HttpsTransport:
             raise TransportError(
                 f"connection to the platform failed: {_reason(exc)}", sent=True
             ) from None
+
+    async def _post_form(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, bytes]:
+        try:
+            response = await self._client.post(url, content=body, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise FormPostError(type(exc).__name__) from None
+        return response.status_code, response.content
 
     async def probe(self, *, timeout: float) -> int:
         """Whether the tunnel answers: a body-less GET of the endpoint; the HTTP status.

@@ -12,18 +12,30 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
+from sidecar.config import Settings
 from sidecar.observability import telemetry
-from tests.integration.conftest import (
-    TENANT_METADATA,
-    RunningSidecar,
-    running_sidecar,
-    settings_for,
-)
+from tests.integration import conftest
+from tests.integration.conftest import TENANT_METADATA, RunningSidecar, running_sidecar
 from tests.integration.consent_support import consent_to
 from tests.integration.test_gateway import call_enrollment, details, subject_of
 from tests.integration.test_server import SlowSimulator
 from yibao_devkit.simulator.population import Population
 from yibao_devkit.simulator.server import RunningSimulator, running_simulator
+
+TRANSPORT: list[str] = ["httpx"]
+
+
+@pytest.fixture(autouse=True, params=["httpx", "curl"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs over both tunnels: ``[platform] transport`` httpx and curl."""
+    TRANSPORT[:] = [request.param]
+    return str(request.param)
+
+
+def settings_for(simulator: RunningSimulator, socket_dir: Path) -> Settings:
+    settings = conftest.settings_for(simulator, socket_dir)
+    platform = settings.platform.model_copy(update={"transport": TRANSPORT[0]})
+    return settings.model_copy(update={"platform": platform})
 
 
 async def test_expired_sign_in_is_renewed_once_and_the_call_succeeds(

@@ -1,0 +1,205 @@
+"""The curl transport with the TLS client key inside SoftHSM, through OpenSSL's pkcs11 engine.
+
+The key is generated in the token (sensitive, never extractable) with python-pkcs11 here; the
+HSM side's ``yibao-hsm keygen --purpose tls`` makes the same kind of key. A throw-away CA signs
+a certificate for its public key, and a TLS server that demands that CA's client certificates
+answers only if the handshake was signed by the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pkcs11
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pkcs11 import Attribute, KeyType
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+
+from hsm.pin import Pin
+from sidecar.config import PlatformConfig
+from sidecar.platform.curl_transport import CurlTransport, OpenSslConfigError
+from sidecar.platform.transport import ClientIdentity, EngineKey, TransportError
+from tests.hsm_fixtures import SoftHsmTokens
+
+ENGINE_SO = Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")  # libengine-pkcs11-openssl
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # certificates valid 2025-2036, no host clock
+
+
+@dataclass(frozen=True)
+class TokenTls:
+    directory: Path
+    label: str
+    pin: str
+    openssl_conf: Path
+    # A second token with the same kind of key that nothing logs in to successfully: PKCS#11
+    # login state is per process and token, so a wrong PIN must meet a token not yet logged in.
+    spare_label: str
+
+    def engine_key(self, pin: str | None = None, *, spare: bool = False) -> EngineKey:
+        label = self.spare_label if spare else self.label
+        uri = f"pkcs11:token={label};object=tls-client;type=private"
+        return EngineKey("pkcs11", uri, Pin(pin or self.pin, "test PIN file"), self.openssl_conf)
+
+
+def _certificate(
+    subject: str, public: ec.EllipticCurvePublicKey, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "engine test CA")]))
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=365))
+        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .add_extension(
+            x509.BasicConstraints(ca=subject == "engine test CA", path_length=None), True
+        )
+    )
+    if subject == "localhost":
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _pem(item: x509.Certificate) -> bytes:
+    return item.public_bytes(serialization.Encoding.PEM)
+
+
+def _tls_key(lib: Path, label: str, pin: str) -> bytes:
+    """An EC P-256 key pair in the token, the private half never extractable; the public DER."""
+    token = pkcs11.lib(str(lib)).get_token(token_label=label)
+    with token.open(rw=True, user_pin=pin) as session:
+        curve = session.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        public, _ = curve.generate_keypair(
+            store=True,
+            label="tls-client",
+            id=b"\x71",
+            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+        )
+        return bytes(encode_ec_public_key(public))
+
+
+@pytest.fixture(scope="module")
+def token_tls(softhsm_tokens: SoftHsmTokens, tmp_path_factory: pytest.TempPathFactory) -> TokenTls:
+    made = softhsm_tokens.make("curl-tls")
+    spare = softhsm_tokens.make("curl-tls-spare")
+    public_der = _tls_key(made.lib, made.label, made.user_pin_file.read_text().strip())
+    _tls_key(spare.lib, spare.label, spare.user_pin_file.read_text().strip())
+    directory = tmp_path_factory.mktemp("engine-pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("engine test CA", ca_key.public_key(), ca_key)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    client_public = serialization.load_der_public_key(public_der)
+    assert isinstance(client_public, ec.EllipticCurvePublicKey)
+    (directory / "ca.pem").write_bytes(_pem(ca))
+    (directory / "server.pem").write_bytes(
+        _pem(_certificate("localhost", server_key.public_key(), ca_key))
+    )
+    (directory / "server-key.pem").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (directory / "client.pem").write_bytes(
+        _pem(_certificate("token client", client_public, ca_key))
+    )
+    conf = directory / "openssl-pkcs11.cnf"
+    conf.write_text(
+        "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
+        "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n"
+        f"dynamic_path = {ENGINE_SO}\nMODULE_PATH = {made.lib}\ninit = 0\n",
+        encoding="ascii",
+    )
+    return TokenTls(
+        directory, made.label, made.user_pin_file.read_text().strip(), conf, spare.label
+    )
+
+
+@contextlib.asynccontextmanager
+async def mtls_server(pki: Path, peers: list[str]) -> AsyncIterator[str]:
+    """An HTTP/1.1 server demanding a client certificate from the test CA; notes its subject."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(pki / "server.pem", pki / "server-key.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            peer = writer.get_extra_info("ssl_object").getpeercert()
+            peers.append(dict(x[0] for x in peer["subject"])["commonName"])
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nsigned!")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    try:
+        yield f"https://localhost:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+def transport(url: str, tls: TokenTls, key: EngineKey) -> CurlTransport:
+    pki = tls.directory
+    platform = PlatformConfig(
+        url=url,
+        ca_file=pki / "ca.pem",
+        client_cert_file=pki / "client.pem",
+        client_key_file=pki / "client.pem",  # unused: the key is the engine's
+        transport="curl",
+        http2=False,
+    )
+    identity = ClientIdentity(pki / "client.pem", engine_key=key)
+    return CurlTransport(platform, pki / "ca.pem", identity)
+
+
+async def test_the_handshake_is_signed_by_the_key_in_the_token(token_tls: TokenTls) -> None:
+    peers: list[str] = []
+    async with mtls_server(token_tls.directory, peers) as url:
+        tunnel = transport(url, token_tls, token_tls.engine_key())
+        try:
+            assert await tunnel.post(b"{}", timeout=10) == b"signed!"
+            assert await tunnel.post(b"{}", timeout=10) == b"signed!"
+        finally:
+            await tunnel.aclose()
+    assert peers == ["token client", "token client"]
+
+
+async def test_a_wrong_pin_fails_cleanly_without_showing_it(token_tls: TokenTls) -> None:
+    peers: list[str] = []
+    async with mtls_server(token_tls.directory, peers) as url:
+        tunnel = transport(url, token_tls, token_tls.engine_key(pin="wrong-pin-4321", spare=True))
+        try:
+            with pytest.raises(TransportError) as caught:
+                await tunnel.post(b"{}", timeout=10)
+        finally:
+            await tunnel.aclose()
+    assert caught.value.sent is False
+    assert "cannot connect to the platform" in str(caught.value)
+    assert "wrong-pin-4321" not in str(caught.value) and token_tls.pin not in str(caught.value)
+    assert peers == []
+
+
+def test_a_missing_openssl_configuration_is_one_clear_error(
+    token_tls: TokenTls, tmp_path: Path
+) -> None:
+    key = EngineKey("pkcs11", "pkcs11:object=x", Pin("1", "t"), tmp_path / "absent.cnf")
+    with pytest.raises(OpenSslConfigError, match=r"absent\.cnf is not a readable file"):
+        transport("https://localhost:1", token_tls, key)
