@@ -19,8 +19,6 @@ Every failure is one line naming the keys at fault.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
@@ -41,6 +39,7 @@ from hsm.tlskey import (
 )
 from hsm.token import HsmToken
 from sidecar.config import ConfigError, HsmConfig, PlatformConfig
+from sidecar.platform.openssl_conf import OpenSslConfigError, load_openssl_conf
 from sidecar.platform.transport import ClientIdentity, EngineKey
 
 log = logging.getLogger(__name__)
@@ -64,18 +63,12 @@ def load_engine_config(conf: Path, module: str) -> None:
         raise ConfigError(
             f"config: hsm.module {module}: the pkcs11 engine already serves another module"
         )
-    name = ctypes.util.find_library("crypto")
-    if name is None:
-        raise ConfigError("config: platform.client_key: OpenSSL's libcrypto not found")
-    libcrypto = ctypes.CDLL(name)
-    load = libcrypto.CONF_modules_load_file
-    load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
-    load.restype = ctypes.c_int
-    if load(os.fsencode(conf), None, 0) <= 0:
-        libcrypto.ERR_clear_error()
+    try:
+        load_openssl_conf(conf)
+    except OpenSslConfigError:
         raise ConfigError(
             f"config: platform.client_key: OpenSSL could not load the pkcs11 engine for {module}"
-        )
+        ) from None
     _loaded_modules.add(module)
 
 

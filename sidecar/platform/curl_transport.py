@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
-import ctypes.util
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pycurl
 
 from sidecar.config import PlatformConfig
 from sidecar.platform.gateway_login import FormPostError, GatewayLogin, GatewayLoginError, NoLogin
+from sidecar.platform.openssl_conf import load_openssl_conf
 from sidecar.platform.transport import ClientIdentity, TransportError, TransportTimeout
 
 # Failures that happen before the request is written: connecting, the TLS handshake (which
@@ -51,39 +49,6 @@ def curl_pins(hex_pins: tuple[str, ...]) -> str:
     return ";".join(
         "sha256//" + base64.b64encode(bytes.fromhex(pin)).decode("ascii") for pin in hex_pins
     )
-
-
-_CONF_LOCK = threading.Lock()
-_CONF_LOADED: set[Path] = set()
-
-
-class OpenSslConfigError(Exception):
-    """An OpenSSL configuration for the engine key could not be loaded (the message names it)."""
-
-
-def load_openssl_conf(path: Path) -> None:
-    """Load ``path`` into this process's OpenSSL (once): the engine section of an ``EngineKey``.
-
-    libcurl initialised OpenSSL when pycurl was imported, with the default configuration; an
-    engine named later (``pkcs11`` with its PKCS#11 module) comes from this file instead, so the
-    configuration never travels through the environment. Libcurl uses Debian's libcrypto, the
-    one loaded here (tests/sidecar/platform/test_curl_transport.py checks the linkage).
-    """
-    resolved = path.resolve()
-    with _CONF_LOCK:
-        if resolved in _CONF_LOADED:
-            return
-        if not resolved.is_file():
-            raise OpenSslConfigError(f"OpenSSL configuration {path} is not a readable file")
-        name = ctypes.util.find_library("crypto") or "libcrypto.so.3"
-        crypto = ctypes.CDLL(name)
-        load = crypto.CONF_modules_load_file
-        load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
-        load.restype = ctypes.c_int
-        if load(str(resolved).encode(), None, 0) != 1:
-            crypto.ERR_clear_error()
-            raise OpenSslConfigError(f"OpenSSL cannot load the configuration {path}")
-        _CONF_LOADED.add(resolved)
 
 
 class CurlFailure(Exception):

@@ -26,12 +26,13 @@ from pkcs11 import Attribute, KeyType
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from hsm.pin import Pin
+from hsm.tlskey import find_pkcs11_engine, openssl_engine_config
 from sidecar.config import PlatformConfig
-from sidecar.platform.curl_transport import CurlTransport, OpenSslConfigError
+from sidecar.platform.curl_transport import CurlTransport
+from sidecar.platform.openssl_conf import OpenSslConfigError
 from sidecar.platform.transport import ClientIdentity, EngineKey, TransportError
 from tests.hsm_fixtures import SoftHsmTokens
 
-ENGINE_SO = Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")  # libengine-pkcs11-openssl
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # certificates valid 2025-2036, no host clock
 
 
@@ -122,11 +123,10 @@ def token_tls(softhsm_tokens: SoftHsmTokens, tmp_path_factory: pytest.TempPathFa
         _pem(_certificate("token client", client_public, ca_key))
     )
     conf = directory / "openssl-pkcs11.cnf"
+    # The sidecar's own engine configuration (what sidecar/keys/tls_key.py writes): one engine
+    # configuration per process, so every test of a run shares it.
     conf.write_text(
-        "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
-        "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n"
-        f"dynamic_path = {ENGINE_SO}\nMODULE_PATH = {made.lib}\ninit = 0\n",
-        encoding="ascii",
+        openssl_engine_config(made.lib.resolve(), find_pkcs11_engine()), encoding="ascii"
     )
     return TokenTls(
         directory, made.label, made.user_pin_file.read_text().strip(), conf, spare.label
