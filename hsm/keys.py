@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -107,6 +107,23 @@ def next_version(existing: list[str], today: dt.date | None = None) -> str:
     return f"{base}.{n}"
 
 
+def exportable_reasons(
+    attributes: Mapping[str, bool | None], *, forbidden: Sequence[str] = ()
+) -> list[str]:
+    """Why a key with these attributes could leave the token, or be used to move secrets out of
+    it (each ``forbidden`` capability that is on); empty if it cannot. The one key policy of every
+    purpose."""
+    reasons = []
+    if attributes.get("extractable") is not False:
+        reasons.append("CKA_EXTRACTABLE is not false")
+    if attributes.get("sensitive") is not True:
+        reasons.append("CKA_SENSITIVE is not true")
+    if attributes.get("never_extractable") is False:
+        reasons.append("CKA_NEVER_EXTRACTABLE is false")
+    reasons += [f"CKA_{name.upper()} is true" for name in forbidden if attributes.get(name)]
+    return reasons
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """What ``list`` shows about one key version."""
@@ -128,15 +145,7 @@ class KeyInfo:
 
     def exportable_reasons(self) -> list[str]:
         """Why the key could leave the token (empty if it cannot)."""
-        a = self.attributes
-        reasons = []
-        if a.get("extractable") is not False:
-            reasons.append("CKA_EXTRACTABLE is not false")
-        if a.get("sensitive") is not True:
-            reasons.append("CKA_SENSITIVE is not true")
-        if a.get("never_extractable") is False:
-            reasons.append("CKA_NEVER_EXTRACTABLE is false")
-        return reasons
+        return exportable_reasons(self.attributes)
 
     def as_json(self) -> dict[str, Any]:
         return {

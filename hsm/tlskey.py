@@ -33,7 +33,7 @@ from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_ecdsa_signature, encode_named_curve_parameters
 
 from hsm.errors import ConfigError, MalformedInput, NotFound, PolicyError, TokenError
-from hsm.keys import next_version, version_key
+from hsm.keys import exportable_reasons, next_version, version_key
 from hsm.x509 import parse_subject
 
 if TYPE_CHECKING:
@@ -76,18 +76,8 @@ class TlsKeyInfo:
         return hashlib.sha256(self.spki_der).hexdigest()
 
     def exportable_reasons(self) -> list[str]:
-        a = self.attributes
-        reasons = []
-        if a.get("extractable") is not False:
-            reasons.append("CKA_EXTRACTABLE is not false")
-        if a.get("sensitive") is not True:
-            reasons.append("CKA_SENSITIVE is not true")
-        if a.get("never_extractable") is False:
-            reasons.append("CKA_NEVER_EXTRACTABLE is false")
-        for capability in ("decrypt", "derive", "unwrap"):
-            if a.get(capability):
-                reasons.append(f"CKA_{capability.upper()} is true")
-        return reasons
+        """Why the TLS key could leave the token or serve another purpose (empty if neither)."""
+        return exportable_reasons(self.attributes, forbidden=("decrypt", "derive", "unwrap"))
 
     def as_json(self) -> dict[str, Any]:
         return {
