@@ -42,17 +42,15 @@ sys.path.insert(0, str(REPO))
 
 import datetime as dt  # noqa: E402
 
-import pkcs11  # noqa: E402
 from bench_protocol import Simulator, start_simulator  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
-from pkcs11 import Attribute, KeyType  # noqa: E402
-from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters  # noqa: E402
 from softhsm_token import fresh_token  # noqa: E402
 
 from hsm.pin import Pin  # noqa: E402
+from hsm.tlskey import find_pkcs11_engine, openssl_engine_config  # noqa: E402
 from sidecar.config import PlatformConfig  # noqa: E402
 from sidecar.platform.curl_transport import CurlTransport  # noqa: E402
 from sidecar.platform.transport import (  # noqa: E402
@@ -63,6 +61,7 @@ from sidecar.platform.transport import (  # noqa: E402
     TransportTimeout,
     client_tls_context,
 )
+from tests.tls_pki import token_p256_key  # noqa: E402
 from yibao_devkit import devcerts  # noqa: E402
 
 TARGET_CPU_MS = 0.4
@@ -79,7 +78,6 @@ BODY = (
 )
 
 Factory = Callable[[bool], Transport]
-ENGINE_SO = Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")
 TOKEN_LABEL = "bench-tunnel"  # noqa: S105 (a label, not a secret)
 
 
@@ -93,20 +91,7 @@ def token_client(work: Path, pki_dir: Path) -> TokenClient:
     """The simulator's development PKI, written here so that its CA also certifies a client key
     generated in a SoftHSM token (the devkit discards its CA key); the token key's identity."""
     lib, pin = fresh_token(work, TOKEN_LABEL)
-    token = pkcs11.lib(lib).get_token(token_label=TOKEN_LABEL)
-    with token.open(rw=True, user_pin=pin.reveal()) as session:
-        curve = session.create_domain_parameters(
-            KeyType.EC,
-            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
-            local=True,
-        )
-        public, _ = curve.generate_keypair(
-            store=True,
-            label="tls-client",
-            id=b"\x71",
-            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
-        )
-        public_der = bytes(encode_ec_public_key(public))
+    public_der = token_p256_key(lib, TOKEN_LABEL, pin.reveal())
     now = dt.datetime.now(dt.UTC)
     pki = devcerts.DevPki.in_directory(pki_dir)
     pki_dir.mkdir(mode=0o700)
@@ -147,10 +132,7 @@ def token_client(work: Path, pki_dir: Path) -> TokenClient:
     cert_path.write_bytes(token_cert.public_bytes(serialization.Encoding.PEM))
     conf = work / "openssl-pkcs11.cnf"
     conf.write_text(
-        "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
-        "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n"
-        f"dynamic_path = {ENGINE_SO}\nMODULE_PATH = {lib}\ninit = 0\n",
-        encoding="ascii",
+        openssl_engine_config(Path(lib).resolve(), find_pkcs11_engine()), encoding="ascii"
     )
     uri = f"pkcs11:token={TOKEN_LABEL};object=tls-client;type=private"
     return TokenClient(cert_path, EngineKey("pkcs11", uri, Pin(pin.reveal(), "benchmark"), conf))

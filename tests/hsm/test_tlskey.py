@@ -19,6 +19,7 @@ from pkcs11 import exceptions as p11e
 
 from hsm.tlskey import find_pkcs11_engine, openssl_engine_config, pkcs11_uri
 from tests.hsm_fixtures import CLI, REPO, MadeToken, SoftHsmTokens, find_one
+from tests.tls_pki import make_ca
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
@@ -52,20 +53,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test tls ca")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    return make_ca("test tls ca", NOW)
 
 
 def _issue(

@@ -16,14 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pkcs11 import Attribute, KeyType
-from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from hsm.pin import Pin
 from hsm.tlskey import find_pkcs11_engine, openssl_engine_config
@@ -32,6 +29,7 @@ from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.openssl_conf import OpenSslConfigError
 from sidecar.platform.transport import ClientIdentity, EngineKey, TransportError
 from tests.hsm_fixtures import SoftHsmTokens
+from tests.tls_pki import token_p256_key
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # certificates valid 2025-2036, no host clock
 
@@ -80,20 +78,7 @@ def _pem(item: x509.Certificate) -> bytes:
 
 def _tls_key(lib: Path, label: str, pin: str) -> bytes:
     """An EC P-256 key pair in the token, the private half never extractable; the public DER."""
-    token = pkcs11.lib(str(lib)).get_token(token_label=label)
-    with token.open(rw=True, user_pin=pin) as session:
-        curve = session.create_domain_parameters(
-            KeyType.EC,
-            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
-            local=True,
-        )
-        public, _ = curve.generate_keypair(
-            store=True,
-            label="tls-client",
-            id=b"\x71",
-            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
-        )
-        return bytes(encode_ec_public_key(public))
+    return token_p256_key(lib, label, pin)
 
 
 @pytest.fixture(scope="module")

@@ -237,20 +237,10 @@ def test_tls13_handshake_through_libcurl_with_the_key_in_the_token(
     import sys
 
     from tests.conftest import REPO
+    from tests.tls_pki import make_ca
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tunnel test ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca = make_ca("tunnel test ca", NOW)
+    ca_name = ca.subject
 
     def issue(public_key: Any, cn: str, san: bool) -> x509.Certificate:
         builder = (
