@@ -39,6 +39,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border:1px solid #d0d0d0;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
 td.id,td.sig{font-family:"DejaVu Sans Mono",monospace;word-break:break-all}
+td.id{min-width:7em}
 td.hash{font-family:"DejaVu Sans Mono",monospace;white-space:nowrap}
 #problems{border-left:8px solid #b3261e;background:#fde7e5;padding:4px 16px 12px}
 #problems h2{color:#8c1d18;border-color:#e6a19c}
