@@ -2,7 +2,7 @@
 
     yibao-audit verify --config sidecar.toml --public-key audit.pem [--public-key old.pem]
                        [--open-chain CHAIN]... [--allow-open] [--expect-head SIG|FILE]...
-                       [--data-keys]
+                       [--data-keys] [--json] [--html report.html]
     yibao-audit purge  --config sidecar.toml --before 2024-01-01
     yibao-audit export --config sidecar.toml --subject 11010519491231002X \
                        [--certificate-type 1] --requested-by dpo-01 --out subject.jsonl
@@ -12,7 +12,9 @@
 unwrap and open its first payload; nothing is printed). A chain without a final checkpoint is a
 problem unless ``--open-chain`` names it (live or crashed) or ``--allow-open`` is given; the report
 names it either way. ``--expect-head`` takes a signature (or a file of ``head ...`` lines) that an
-earlier ``verify`` printed and was kept elsewhere: it must still be in the store. ``purge`` and
+earlier ``verify`` printed and was kept elsewhere: it must still be in the store. ``--json``
+prints the result as one JSON document instead of text (``summary.py``); ``--html`` also writes a
+one-page report (``report.py``). ``export`` writes JSON Lines (``exportfile.py``). ``purge`` and
 ``export`` log in to the HSM with the PIN file the configuration names (``[hsm] user_pin_file``),
 never a PIN on the command line.
 
