@@ -194,6 +194,8 @@ def _print_text(history: History) -> None:
 def _refuse_existing(path: Path, option: str) -> None:
     if os.path.lexists(path):
         raise ConfigError(f"{option} {path}: File exists")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: No such directory")
 
 
 def _create(path: Path, option: str) -> TextIO:

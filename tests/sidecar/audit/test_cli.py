@@ -316,3 +316,24 @@ async def test_verify_html_writes_a_report_and_never_overwrites_one(
     assert again.returncode == 2 and again.stdout == ""
     assert again.stderr == f"yibao-audit: --html {page}: File exists\n"
     assert page.read_text(encoding="utf-8") == text
+    nowhere = run(audit_hsm, *args, "--html", str(tmp_path / "none" / "r.html"))
+    assert nowhere.returncode == 2 and nowhere.stdout == ""
+    assert nowhere.stderr == f"yibao-audit: --html {tmp_path}/none/r.html: No such directory\n"
+
+
+async def test_no_report_and_no_json_when_the_store_cannot_be_verified(
+    store_config: StoreConfig, audit_hsm: AuditHsm, tmp_path: Path
+) -> None:
+    store = open_store(store_config)
+    try:
+        await store.migrate(MIGRATIONS[:1])  # audit tables older than verify reads
+    finally:
+        await store.close()
+    config = write_config(tmp_path / "sidecar.toml", audit_hsm, store_config, tmp_path / "spool")
+    page = tmp_path / "report.html"
+    done = run(
+        audit_hsm, "verify", "--config", str(config), "--public-key",
+        str(audit_hsm.public_key_file), "--json", "--html", str(page),
+    )  # fmt: skip
+    assert done.returncode == 3 and done.stdout == "" and done.stderr.count("\n") == 1
+    assert not page.exists()  # never a page that looks like a verification
