@@ -2,7 +2,7 @@
 
     yibao-audit verify --config sidecar.toml --public-key audit.pem [--public-key old.pem]
                        [--open-chain CHAIN]... [--allow-open] [--expect-head SIG|FILE]...
-                       [--data-keys]
+                       [--data-keys] [--json] [--html report.html]
     yibao-audit purge  --config sidecar.toml --before 2024-01-01
     yibao-audit export --config sidecar.toml --subject 11010519491231002X \
                        [--certificate-type 1] --requested-by dpo-01 --out subject.jsonl
@@ -12,7 +12,9 @@
 unwrap and open its first payload; nothing is printed). A chain without a final checkpoint is a
 problem unless ``--open-chain`` names it (live or crashed) or ``--allow-open`` is given; the report
 names it either way. ``--expect-head`` takes a signature (or a file of ``head ...`` lines) that an
-earlier ``verify`` printed and was kept elsewhere: it must still be in the store. ``purge`` and
+earlier ``verify`` printed and was kept elsewhere: it must still be in the store. ``--json``
+prints the result as one JSON document instead of text (``summary.py``); ``--html`` also writes a
+one-page report (``report.py``). ``export`` writes JSON Lines (``exportfile.py``). ``purge`` and
 ``export`` log in to the HSM with the PIN file the configuration names (``[hsm] user_pin_file``),
 never a PIN on the command line.
 
@@ -30,20 +32,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import io
 import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from hsm.errors import HsmError
 from hsm.sm.sm2 import Sm2PublicKey
 from hsm.token import HsmToken, TokenConfig
 from sidecar import config as sidecar_config
-from sidecar.audit.history import verify_history
+from sidecar.audit import summary
+from sidecar.audit.exportfile import export_line
+from sidecar.audit.history import History, verify_history
 from sidecar.audit.hsm_keys import subject_message
 from sidecar.audit.link import audit_keys, build_trail
-from sidecar.audit.maintenance import PurgeRefused, export_subject, purge, to_json_lines
+from sidecar.audit.maintenance import PurgeRefused, export_subject, purge
+from sidecar.audit.report import write_report
 from sidecar.audit.schema import MIGRATIONS
 from sidecar.audit.writer import AuditUnavailable
 from sidecar.config import AuditConfig, ConfigError, Settings
@@ -77,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a signature (hex) or a file of 'head ...' lines an earlier verify printed",
     )
     p.add_argument("--data-keys", action="store_true", help="unwrap every data key (HSM login)")
+    p.add_argument(
+        "--json", action="store_true", help="print the result as one JSON document (UTF-8)"
+    )
+    p.add_argument(
+        "--html", type=Path, metavar="FILE", help="also write a one-page HTML report (created 0600)"
+    )
     p = sub.add_parser("purge", parents=[common], help="remove records older than DATE")
     p.add_argument("--before", required=True, help="YYYY-MM-DD (UTC)")
     p = sub.add_parser("export", parents=[common], help="one data subject's records, decrypted")
@@ -118,6 +131,8 @@ async def _verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"--public-key {path}: {exc.strerror}") from None
     heads = [head for value in args.expect_head for head in _heads(value)]
+    if args.html is not None:
+        _refuse_existing(args.html, "--html")  # before a long verification, not after
     token = _token(settings) if args.data_keys else None
     store = open_store(settings.store)
     try:
@@ -134,6 +149,32 @@ async def _verify(args: argparse.Namespace) -> int:
         await store.close()
         if token is not None:
             token.close()
+    bad = sum(1 for item in history.reports() if item.first is not None)
+    code = EXIT_FOUND if bad else EXIT_OK
+    ran = summary.options(
+        open_chains=args.open_chain,
+        allow_open=args.allow_open,
+        expected_heads=len(heads),
+        data_keys=args.data_keys,
+        public_keys=[key.fingerprint() for key in keys],
+    )
+    if args.html is not None:
+        with _create(args.html, "--html") as handle:
+            write_report(handle, history, exit_code=code, generated_at=_now(), options=ran)
+    if args.json:
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+        summary.write_json(summary.document(history, code, ran), out)
+        out.detach()  # leave sys.stdout open
+    else:
+        _print_text(history)
+    return code
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _print_text(history: History) -> None:
     bad = 0
     for report in history.reports():
         if report.first is not None:
@@ -148,7 +189,22 @@ async def _verify(args: argparse.Namespace) -> int:
     for line in history.current:
         print(line)
     print(f"{len(history.chains)} chains, {bad} with problems")
-    return EXIT_FOUND if bad else EXIT_OK
+
+
+def _refuse_existing(path: Path, option: str) -> None:
+    if os.path.lexists(path):
+        raise ConfigError(f"{option} {path}: File exists")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: No such directory")
+
+
+def _create(path: Path, option: str) -> TextIO:
+    """A new file, 0600, never one that exists (a report or an export is never overwritten)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "w", encoding="utf-8", newline="\n")
 
 
 _SIGNATURE = re.compile(r"^[0-9a-fA-F]{128}$")
@@ -223,12 +279,9 @@ async def _export(args: argparse.Namespace) -> int:
     finally:
         await store.close()
         token.close()
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"--out {args.out}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(to_json_lines(rows))
+    with _create(args.out, "--out") as handle:
+        for row in rows:
+            handle.write(export_line(row))
     print(f"exported {len(rows)} records to {args.out}")
     return EXIT_OK
 

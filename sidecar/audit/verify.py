@@ -60,6 +60,9 @@ class ChainReport:
     open: bool = False  # no final checkpoint: live, crashed, or cut
     scope: str = "chain"
     verified: list[dict[str, Any]] = field(default_factory=list, repr=False)  # checkpoints
+    first_seq: int = -1  # positions and hash of the records as stored (-1, "": none left)
+    last_seq: int = -1
+    head_hash: str = ""
 
     @property
     def ok(self) -> bool:
@@ -138,6 +141,9 @@ class Verifier:
         checkpoint_rows: Sequence[Mapping[str, Any]],
     ) -> ChainReport:
         report = ChainReport(chain, records=len(records), checkpoints=len(checkpoint_rows))
+        if records:
+            report.first_seq, report.last_seq = records[0].seq, records[-1].seq
+            report.head_hash = records[-1].hash.hex()
         checkpoints = self._checkpoints(chain, checkpoint_rows, report)
         if checkpoints is None:
             return report
