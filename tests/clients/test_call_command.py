@@ -133,6 +133,8 @@ async def test_consent_required_and_retry_info_are_printed(
         (["GetEnrolment", "--json", "{}"], "'GetEnrolment' is not a method"),
         (["--json", "{}"], "name a METHOD"),
         (["GetEnrollment", "--timeout", "soon"], "invalid float value"),
+        (["GetEnrollment", "--target", "127.0.0.1:1"], "--target needs --ca, --cert, --key"),
+        (["GetEnrollment", "--json", "@/nonexistent/request.json"], "cannot read the request"),
     ],
 )
 async def test_bad_usage_is_one_line_and_exit_2(
