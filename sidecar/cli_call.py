@@ -123,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CallFailed as exc:
         _one_line(str(exc))
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
 
 
 def _one_line(text: str) -> None:
@@ -223,13 +225,19 @@ class Contract:
     def request(self, method: MethodDescriptor, text: str) -> Message:
         request = message_factory.GetMessageClass(method.input_type)()
         try:
-            json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--json is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError("--json is nested too deeply") from None
+        if not isinstance(value, dict):
+            raise UsageError(f"--json must be a JSON object ({method.input_type.name})")
         try:
-            json_format.Parse(text, request, descriptor_pool=self.pool)
+            json_format.ParseDict(value, request, descriptor_pool=self.pool)
         except json_format.ParseError as exc:
             raise UsageError(f"--json does not fit {method.input_type.name}: {exc}") from None
+        except RecursionError:
+            raise UsageError("--json is nested too deeply") from None
         return request
 
 

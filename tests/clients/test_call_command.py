@@ -128,6 +128,9 @@ async def test_consent_required_and_retry_info_are_printed(
     ("argv", "says"),
     [
         (["GetEnrollment", "--json", "{not json"], "not valid JSON"),
+        (["GetEnrollment", "--json", "[" * 100_000], "nested too deeply"),
+        (["GetEnrollment", "--json", '{"subject":' * 5000 + "{}" + "}" * 5000], "nested too"),
+        (["GetEnrollment", "--json", "[1]"], "must be a JSON object"),
         (["GetEnrollment", "--json", '{"subject": {"nickname": "x"}}'], "nickname"),
         (["GetEnrollment", "--json", '{"subject": {"certificate_type": "PASSPORT"}}'], "PASSPORT"),
         (["GetEnrolment", "--json", "{}"], "'GetEnrolment' is not a method"),
