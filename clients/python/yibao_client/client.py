@@ -90,6 +90,7 @@ class Client:
         self.retry = retry or RetryPolicy()
         self._clock = clock
         self._sleep = sleep
+        self._stubs: dict[str, grpc.UnaryUnaryMultiCallable[Any, Any]] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -104,11 +105,13 @@ class Client:
         """One RPC with deadline and retries; the typed methods below all come here."""
         if not isinstance(request, rpc.request):
             raise TypeError(f"{rpc.name} takes a {rpc.request.__name__}")
-        stub = self.channel.unary_unary(
-            rpc.path,
-            request_serializer=rpc.request.SerializeToString,
-            response_deserializer=rpc.response.FromString,
-        )
+        stub = self._stubs.get(rpc.path)
+        if stub is None:
+            stub = self._stubs[rpc.path] = self.channel.unary_unary(
+                rpc.path,
+                request_serializer=rpc.request.SerializeToString,
+                response_deserializer=rpc.response.FromString,
+            )
         deadline = self._clock() + _timeout(rpc, options)
         metadata = self.caller.metadata(options)
         request_id = rpcs.request_id_of(request)
@@ -213,6 +216,7 @@ class AsyncClient:
         self.caller = caller
         self.retry = retry or RetryPolicy()
         self._clock = clock
+        self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -227,11 +231,13 @@ class AsyncClient:
         """One RPC with deadline and retries; the typed methods below all come here."""
         if not isinstance(request, rpc.request):
             raise TypeError(f"{rpc.name} takes a {rpc.request.__name__}")
-        stub = self.channel.unary_unary(
-            rpc.path,
-            request_serializer=rpc.request.SerializeToString,
-            response_deserializer=rpc.response.FromString,
-        )
+        stub = self._stubs.get(rpc.path)
+        if stub is None:
+            stub = self._stubs[rpc.path] = self.channel.unary_unary(
+                rpc.path,
+                request_serializer=rpc.request.SerializeToString,
+                response_deserializer=rpc.response.FromString,
+            )
         deadline = self._clock() + _timeout(rpc, options)
         metadata = self.caller.metadata(options)
         request_id = rpcs.request_id_of(request)
