@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from sidecar.domain.beijing import beijing_today
-from tests.clients.conftest import example
+from tests.clients.conftest import EXAMPLES, example
 from tests.integration.conftest import RunningSidecar
 from yibao_client import Client, ConsentRequired, connect_unix
 from yibao_client.v1 import common, consent, gateway
@@ -120,3 +121,43 @@ async def test_consent_gates_the_calls_and_revocation_takes_effect(
     assert revoked.state == consent.CONSENT_STATE_REVOKED
     with pytest.raises(ConsentRequired):
         await asyncio.to_thread(enrollments, client, subject(person))
+
+
+@pytest.mark.parametrize(
+    ("script", "extra", "says"),
+    [
+        ("consent.py", ["--revoke"], "revoked CONSENT_STATE_REVOKED"),
+        ("enrollment.py", [], "INSURANCE_TYPE_"),
+        ("account.py", [], "元"),
+        ("eligibility.py", [], "eligible"),
+        ("offsite.py", ["--cancel"], "cancelled OFFSITE_REGISTRATION_STATE_CANCELLED"),
+        ("settlement.py", ["--cancel"], "now SETTLEMENT_STATE_CANCELLED"),
+    ],
+)
+async def test_each_example_runs_as_a_script(
+    sidecar: RunningSidecar,
+    population: Population,
+    simulator: RunningSimulator,
+    script: str,
+    extra: list[str],
+    says: str,
+) -> None:
+    employee = population.examples().employee
+    if script == "settlement.py":
+        extra = [*extra, "--ec-token", simulator.app.issue_ec_token(employee.certno)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / script),
+        "--socket",
+        str(sidecar.settings.server.socket_path),
+        "--certno",
+        employee.certno,
+        "--name",
+        employee.psn_name,
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert says in out.decode(), out.decode()
