@@ -12,10 +12,10 @@ log() { echo "bootstrap: $*" >&2; }
 # faketime: the demo test freezes every process's clock in the 16:00-24:00 UTC window.
 # libcurl4-openssl-dev (+ a C compiler): pycurl is built against Debian's libcurl and OpenSSL.
 # libengine-pkcs11-openssl: libp11's pkcs11 engine, so OpenSSL signs TLS handshakes with the token key.
-# protobuf-compiler, protoc-gen-go(-grpc), libprotobuf-java, default-jdk-headless: the generated-clients
-# check generates Go and Java and compiles the Java.
-DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl protobuf-compiler protoc-gen-go protoc-gen-go-grpc libprotobuf-java default-jdk-headless)
+DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl)
 missing=()
+# The generated-clients check (tests/clients) generates Go and Java from proto/ and compiles the Java.
+DEBS+=(protobuf-compiler protoc-gen-go protoc-gen-go-grpc libprotobuf-java default-jdk-headless)
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
