@@ -14,6 +14,7 @@ import pytest
 
 from sidecar import cli
 from tests.integration.conftest import RunningSidecar
+from tests.integration.test_server import write_config
 from yibao_devkit.simulator.faults import Fault, FaultKind
 from yibao_devkit.simulator.population import Person, Population
 from yibao_devkit.simulator.server import RunningSimulator
@@ -178,3 +179,22 @@ def test_a_server_without_reflection_is_called_with_the_compiled_contract(
         assert len(err.splitlines()) == 1
     finally:
         server.stop(None)
+
+
+async def test_the_socket_comes_from_the_sidecars_config(
+    capsys: pytest.CaptureFixture[str],
+    sidecar: RunningSidecar,
+    simulator: RunningSimulator,
+    short_dir: Path,
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+    request = json.dumps({"subject": {"certificate_type": "CERTIFICATE_TYPE_RESIDENT_ID_CARD"}})
+    argv = ["call", "--config", str(config), *CALLER, "ListConsents", "--json", request]
+    assert await asyncio.to_thread(cli.main, argv) == 1  # the sidecar's own validation answered
+    assert json.loads(capsys.readouterr().out)["code"] == "INVALID_ARGUMENT"
+
+    argv[2] = str(tmp_path / "absent.toml")
+    assert await asyncio.to_thread(cli.main, argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "absent.toml" in err
