@@ -15,6 +15,8 @@ log() { echo "bootstrap: $*" >&2; }
 # chromium: the audit report (yibao-audit verify --html) is tested in a real headless browser.
 DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl chromium)
 missing=()
+# The generated-clients check (tests/clients) generates Go and Java from proto/ and compiles the Java.
+DEBS+=(protobuf-compiler protoc-gen-go protoc-gen-go-grpc libprotobuf-java default-jdk-headless)
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
@@ -41,7 +43,7 @@ if [[ -z "$PYTHON" ]]; then
 fi
 [[ -n "$PYTHON" ]] || { log "Python >= 3.11 is required"; exit 1; }
 
-stamp=.venv/.bootstrap-$(cat pyproject.toml devkit/pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+stamp=.venv/.bootstrap-$(cat pyproject.toml devkit/pyproject.toml clients/python/pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [[ ! -f "$stamp" ]]; then
   log "creating .venv with $($PYTHON --version)"
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
@@ -51,7 +53,7 @@ if [[ ! -f "$stamp" ]]; then
   # pycurl from source (--no-binary): the wheel bundles its own libcurl and OpenSSL, which
   # cannot load Debian's OpenSSL engines (the TLS key in the HSM); tests/platform checks it.
   PYCURL_SSL_LIBRARY=openssl .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    --no-binary pycurl -c constraints.txt -e '.[dev]' -e ./devkit
+    --no-binary pycurl -c constraints.txt -e '.[dev]' -e ./devkit -e ./clients/python
   rm -f .venv/.bootstrap-*
   touch "$stamp"
 fi

@@ -1,11 +1,14 @@
-"""Generate the Python stubs in ``sidecar/_proto`` from ``proto/`` (never edit them by hand).
+"""Generate the Python stubs of sidecar/_proto and of the client kit from proto/ (never edit them).
 
     python scripts/gen_protos.py           # regenerate
     python scripts/gen_protos.py --check   # exit 1 if the committed stubs drifted from proto/
 
-protoc writes absolute imports named after the proto package (``from yibao.gateway.v1 import``);
-the stubs live inside the ``sidecar`` package, so those imports are rewritten to
-``sidecar._proto.yibao.gateway.v1``. That rewrite is the only change made to protoc's output.
+Two copies, one generator: the sidecar's own (``sidecar/_proto``) and the IM client kit's
+(``clients/python/yibao_client/_proto``, distribution ``yibao-sidecar-client``), which must not
+depend on the runtime. protoc writes absolute imports named after the proto package
+(``from yibao.gateway.v1 import``); each copy lives inside its package, so those imports are
+rewritten to ``<package>._proto.yibao.gateway.v1``. That rewrite is the only change made to
+protoc's output.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUTPUT = ROOT / "sidecar" / "_proto"
 PACKAGE_PREFIX = "sidecar._proto."
+CLIENT_OUTPUT = ROOT / "clients" / "python" / "yibao_client" / "_proto"
+# Every generated copy: (directory, the package its imports are rewritten to).
+TARGETS = ((OUTPUT, PACKAGE_PREFIX), (CLIENT_OUTPUT, "yibao_client._proto."))
 _IMPORT = re.compile(r"^(from|import) (yibao\.)", re.MULTILINE)
 _HEADER = '"""Generated from proto/ by scripts/gen_protos.py. Do not edit."""\n'
 
 
-def generate(destination: Path, proto_root: Path = PROTO_ROOT) -> None:
+def generate(
+    destination: Path, proto_root: Path = PROTO_ROOT, package_prefix: str = PACKAGE_PREFIX
+) -> None:
     protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
     bin_dir = Path(sys.executable).parent
     command = [
@@ -46,18 +54,30 @@ def generate(destination: Path, proto_root: Path = PROTO_ROOT) -> None:
     subprocess.run(command, check=True, cwd=proto_root, stdout=subprocess.DEVNULL)  # noqa: S603
     for path in destination.rglob("*.py*"):
         text = path.read_text()
-        path.write_text(_IMPORT.sub(lambda m: f"{m[1]} {PACKAGE_PREFIX}{m[2]}", text))
+        path.write_text(_IMPORT.sub(lambda m: f"{m[1]} {package_prefix}{m[2]}", text))
     for directory in [destination, *(p for p in destination.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").write_text(_HEADER)
 
 
-def drift(proto_root: Path = PROTO_ROOT, stubs: Path = OUTPUT) -> list[str]:
-    """The stub files that differ from what ``proto_root`` generates (empty: no drift)."""
-    if not stubs.exists():
-        return [f"({stubs.name} missing)"]
-    with tempfile.TemporaryDirectory() as scratch:
-        generate(Path(scratch), proto_root)
-        return _differences(Path(scratch), stubs)
+def drift(
+    proto_root: Path = PROTO_ROOT, targets: tuple[tuple[Path, str], ...] = TARGETS
+) -> list[str]:
+    """The stub files (paths from the repository root) that differ from what ``proto_root``
+    generates, in every copy (empty: no drift)."""
+    changed: list[str] = []
+    for stubs, prefix in targets:
+        where = _shown(stubs)
+        if not stubs.exists():
+            changed.append(f"({where} missing)")
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            generate(Path(scratch), proto_root, prefix)
+            changed += [f"{where}/{name}" for name in _differences(Path(scratch), stubs)]
+    return changed
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _differences(left: Path, right: Path) -> list[str]:
@@ -84,13 +104,14 @@ def main() -> int:
             return 1
         print("stubs match proto/")
         return 0
-    with tempfile.TemporaryDirectory() as scratch:
-        fresh = Path(scratch)
-        generate(fresh)
-        if OUTPUT.exists():
-            shutil.rmtree(OUTPUT)
-        shutil.copytree(fresh, OUTPUT)
-        print(f"generated {len(list(OUTPUT.rglob('*.py*')))} files in {OUTPUT.relative_to(ROOT)}")
+    for output, prefix in TARGETS:
+        with tempfile.TemporaryDirectory() as scratch:
+            fresh = Path(scratch)
+            generate(fresh, PROTO_ROOT, prefix)
+            if output.exists():
+                shutil.rmtree(output)
+            shutil.copytree(fresh, output)
+            print(f"generated {len(list(output.rglob('*.py*')))} files in {_shown(output)}")
     return 0
 
 

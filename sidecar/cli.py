@@ -41,6 +41,8 @@ def _parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC sidecar")
     serve.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+    # `call` owns its options (sidecar/cli_call.py): `yibao-sidecar call --help`.
+    commands.add_parser("call", help="call one RPC of a running sidecar (JSON)", add_help=False)
     for name in sorted(plugins.keys() | DEVKIT_COMMANDS.keys()):
         # Each plug-in command owns its options: `yibao-sidecar <command> --help`.
         if name not in plugins:
@@ -65,6 +67,10 @@ def _run_plugin(name: str, entry: EntryPoint | None, argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["call"]:
+        from sidecar.cli_call import main as call
+
+        return call(arguments[1:])
     plugins = _plugins()
     if arguments[:1] and (arguments[0] in plugins or arguments[0] in DEVKIT_COMMANDS):
         try:

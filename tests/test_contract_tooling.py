@@ -52,5 +52,7 @@ def test_drift_is_detected(tmp_path: Path) -> None:
         )
     )
     changed = gen_protos().drift(tmp_path / "proto")
-    assert "yibao/gateway/v1/gateway_pb2.py" in changed
-    assert "yibao/gateway/v1/gateway_pb2.pyi" in changed
+    # both copies: the sidecar's and the client kit's (clients/python)
+    for stubs in ("sidecar/_proto", "clients/python/yibao_client/_proto"):
+        assert f"{stubs}/yibao/gateway/v1/gateway_pb2.py" in changed
+        assert f"{stubs}/yibao/gateway/v1/gateway_pb2.pyi" in changed
