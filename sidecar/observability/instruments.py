@@ -8,7 +8,8 @@ Names and units follow the OpenTelemetry semantic conventions 1.44.0 (the versio
 ``opentelemetry-semantic-conventions``): durations in seconds, the gRPC server's calls as
 ``rpc.server.call.duration`` (its ``_count`` is the number of calls). The RPC attributes are the
 ones the server span carries (``rpc.system``, ``rpc.service``, ``rpc.method`` and the numeric
-``rpc.grpc.status_code``), so a metric and its span are joined on the same values.
+``rpc.grpc.status_code``; 1.44.0 marks them deprecated, docs/metrics.md says why they stay), so
+a metric and its span are joined on the same values.
 Bucket boundaries run from 0.5 ms (an HSM signature) to 30 s (a platform timeout).
 """
 
