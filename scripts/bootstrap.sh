@@ -20,6 +20,8 @@ DEBS+=(protobuf-compiler protoc-gen-go protoc-gen-go-grpc libprotobuf-java defau
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# prometheus: its promtool checks the PrometheusRule's alert rules and proves each fires (tests/k8s).
+dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" || missing+=(prometheus)
 # nodejs from another source (e.g. NodeSource) ships npm itself.
 if command -v npm >/dev/null 2>&1; then
   missing=("${missing[@]/npm}"); missing=("${missing[@]/nodejs}")

@@ -1,8 +1,8 @@
 """The audit trail's metric: how many records wait in the local spool (docs/metrics.md).
 
 Non-zero means the audit store has not taken them yet; the alert ``YibaoSidecarAuditSpoolNotEmpty``
-(k8s/monitoring/) watches it. The count is of this process's chain; spool files that earlier
-processes left are replayed before the chain starts.
+(k8s/components/monitoring/) watches it. The count is of this process's chain; spool files that
+earlier processes left are replayed before the chain starts.
 """
 
 from __future__ import annotations

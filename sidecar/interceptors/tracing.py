@@ -22,10 +22,7 @@ class Tracing:
     def __init__(self, tracer: trace.Tracer, meter: Meter) -> None:
         self._tracer = tracer
         self._duration = instruments.duration(
-            meter, instruments.RPC_DURATION, "gRPC server call latency"
-        )
-        self._calls = meter.create_counter(
-            instruments.RPC_CALLS, description="gRPC calls by method and status"
+            meter, instruments.RPC_SERVER_DURATION, "gRPC server call latency (count: calls)"
         )
 
     async def __call__(self, call: Call, proceed: Continue) -> Message:
@@ -57,7 +54,11 @@ class Tracing:
                     span.set_status(Status(StatusCode.ERROR, status.name))
                 if call.caller is not None:
                     span.set_attribute("yibao.tenant", call.caller.tenant)
-                labels = {"rpc.method": call.rpc, "rpc.grpc.status": status.name}
-                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                labels = {
+                    instruments.RPC_SYSTEM: "grpc",
+                    instruments.RPC_SERVICE: call.service,
+                    instruments.RPC_METHOD: call.rpc,
+                    instruments.RPC_GRPC_STATUS_CODE: status.value[0],
+                }
+                elapsed = instruments.elapsed_seconds(started, time.perf_counter())
                 self._duration.record(elapsed, labels)
-                self._calls.add(1, labels)

@@ -84,7 +84,7 @@ def signing_certificate(token: HsmToken, label: str) -> Expiry | None:
 
 
 class CertificateWatch:
-    """Logs each certificate's remaining days once and reports them as a gauge."""
+    """Logs each certificate's remaining days once and reports the seconds left as a gauge."""
 
     def __init__(
         self,
@@ -98,8 +98,8 @@ class CertificateWatch:
         meter.create_observable_gauge(
             "yibao.certificate.expiry",
             callbacks=[self._observe],
-            unit="d",
-            description="days until the certificate expires (negative: expired)",
+            unit="s",
+            description="seconds until the certificate expires (negative: expired)",
         )
 
     def log_remaining(self) -> None:
@@ -124,6 +124,6 @@ class CertificateWatch:
     def _observe(self, _: CallbackOptions) -> list[Observation]:
         now = self._clock()
         return [
-            Observation(round(c.days_left(now), 3), {"certificate": c.role})
+            Observation(round(c.days_left(now) * SECONDS_PER_DAY), {"certificate": c.role})
             for c in self.certificates
         ]

@@ -67,7 +67,7 @@ class HsmSm2Signer:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
             finally:
-                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                elapsed = instruments.elapsed_seconds(started, time.perf_counter())
                 self._duration.record(elapsed, {"operation": "sign", "outcome": outcome})
         return signature.to_raw()
 

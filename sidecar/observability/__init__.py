@@ -9,8 +9,9 @@ Public API:
   providers, W3C trace context.
 - :mod:`.telemetry_export` - ``build``: the ``[telemetry]`` exporters (OTLP, Prometheus), from
   its config section (``sidecar.config.TelemetryConfig``).
-- :mod:`.instruments` - the request-path instruments (``RPC_CALLS``, ``RPC_DURATION``,
-  ``PLATFORM_DURATION`` ...) and ``duration``/``elapsed_ms`` (names and buckets: docs/metrics.md).
+- :mod:`.instruments` - the request-path instruments (``RPC_SERVER_DURATION``,
+  ``PLATFORM_DURATION`` ...) and ``duration``/``elapsed_seconds`` (names, units and buckets per
+  the OpenTelemetry semantic conventions: docs/metrics.md).
 
 Everything here may be imported by any layer (the platform client records its metrics here);
 nothing here imports another sidecar package but ``sidecar.config`` (the ``[telemetry]``

@@ -269,7 +269,7 @@ class PlatformClient:
                 raise
             finally:
                 span.set_attribute("yibao.platform.infcode", infcode)
-                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                elapsed = instruments.elapsed_seconds(started, time.perf_counter())
                 self._duration.record(elapsed, {"infno": infno, "infcode": infcode})
 
     async def _recorded(
@@ -381,5 +381,5 @@ class PlatformClient:
                 raise
             finally:
                 span.set_attribute("yibao.security.outcome", outcome)
-                elapsed = instruments.elapsed_ms(started, time.perf_counter())
+                elapsed = instruments.elapsed_seconds(started, time.perf_counter())
                 self._verify_duration.record(elapsed, {"scheme": self._scheme, "outcome": outcome})

@@ -215,9 +215,11 @@ async def test_span_tree_from_the_rpc_down_to_hsm_signing_and_answer_verificatio
 
     # The metrics of the same calls.
     for method in ("GetEnrollment", "CheckEligibility"):
-        labels = {"rpc.method": method, "rpc.grpc.status": "OK"}
-        assert only(points["yibao.rpc.calls"], **labels)["value"] == 1
-        assert only(points["yibao.rpc.duration"], **labels)["count"] == 1
+        labels = {"rpc.method": method, "rpc.grpc.status_code": 0}
+        call = only(points["rpc.server.call.duration"], **labels)
+        assert call["count"] == 1
+        assert call["attributes"]["rpc.system"] == "grpc"
+        assert call["attributes"]["rpc.service"] == "yibao.gateway.v1.InsuranceGateway"
     assert only(points["yibao.platform.duration"], infno="1101", infcode="0")["count"] == 2
     assert only(points["yibao.platform.duration"], infno="2001", infcode="0")["count"] == 1
     assert only(points["yibao.hsm.duration"], operation="sign", outcome="ok")["count"] == 4
@@ -285,13 +287,12 @@ async def test_the_prometheus_endpoint_serves_the_metrics_of_real_calls(
         assert len(found) == 1, (name, labels, [x for x in lines if x.startswith(name)])
         return float(found[0].rsplit(" ", 1)[1])
 
-    ok = ('rpc_method="GetEnrollment"', 'rpc_grpc_status="OK"')
-    assert sample("yibao_rpc_calls_total", *ok) == 1
-    assert sample("yibao_rpc_duration_milliseconds_count", *ok) == 1
-    assert sample("yibao_rpc_duration_milliseconds_bucket", *ok, 'le="+Inf"') == 1
-    assert sample("yibao_platform_duration_milliseconds_count", 'infno="1101"', 'infcode="0"') == 1
+    ok = ('rpc_method="GetEnrollment"', 'rpc_grpc_status_code="0"', 'rpc_system="grpc"')
+    assert sample("rpc_server_call_duration_seconds_count", *ok) == 1
+    assert sample("rpc_server_call_duration_seconds_bucket", *ok, 'le="+Inf"') == 1
+    assert sample("yibao_platform_duration_seconds_count", 'infno="1101"', 'infcode="0"') == 1
     assert sample("yibao_platform_breaker_open", f'gateway="{settings.platform.url}"') == 0
-    assert "# TYPE yibao_rpc_duration_milliseconds histogram" in lines
+    assert "# TYPE rpc_server_call_duration_seconds histogram" in lines
     assert person.certno not in response.text and person.psn_name not in response.text
     # closed with the sidecar: the port no longer answers
     with pytest.raises(httpx.ConnectError):
@@ -380,7 +381,7 @@ async def test_otlp_over_http_reaches_a_collector_with_the_secret_header(
     # closing the sidecar flushed the batch of spans and made a last metrics export
     assert received.paths == {"/v1/traces", "/v1/metrics"}
     assert {ENROLLMENT, "platform 9001", "platform 1101", "platform 9002"} <= set(received.spans)
-    assert {"yibao.rpc.calls", "yibao.rpc.duration", "yibao.platform.duration"} <= received.metrics
+    assert {"rpc.server.call.duration", "yibao.platform.duration"} <= received.metrics
     assert all(h["authorization"] == f"Bearer {token}" for h in received.headers)
     assert all(h["x-scope-orgid"] == "yibao" for h in received.headers)
 

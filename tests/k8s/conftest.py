@@ -1,6 +1,9 @@
 """The rendered overlays, read once per session: ``kubectl kustomize`` from the kubectl wheel.
 
-Rendering failures fail the tests that need the overlay (nothing is skipped).
+Three renderings of the sidecar component (k8s/components/sidecar): the dev and prod overlays
+(into the example StatefulSet) and the example that adds it to an existing Deployment
+(k8s/examples/deployment-with-sidecar). Rendering failures fail the tests that need them
+(nothing is skipped).
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = ("dev", "prod")
+DEPLOYMENT_EXAMPLE = "deployment-with-sidecar"
+TARGETS = {
+    "dev": K8S / "overlays" / "dev",
+    "prod": K8S / "overlays" / "prod",
+    DEPLOYMENT_EXAMPLE: K8S / "examples" / DEPLOYMENT_EXAMPLE,
+}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 KUBECTL = Path(sys.executable).with_name("kubectl")
 SIDECAR = "yibao-sidecar"
-IM = "im-service"
+IM = "im-service"  # the example StatefulSet's IM container
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,29 @@ class Rendered:
         return found
 
     @property
+    def workload(self) -> dict[str, Any]:
+        """The one Deployment or StatefulSet: the IM workload that took the sidecar."""
+        (found,) = [o for o in self.objects if o["kind"] in WORKLOAD_KINDS]
+        return found
+
+    @property
     def pod(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.one("StatefulSet")["spec"]["template"]["spec"]
+        spec: dict[str, Any] = self.workload["spec"]["template"]["spec"]
         return spec
+
+    @property
+    def im(self) -> str:
+        """The IM team's container: the pod's only regular container."""
+        (container,) = self.pod["containers"]
+        name: str = container["name"]
+        return name
+
+    def user_of(self, container: str) -> int:
+        """The uid ``container`` runs as (its own ``runAsUser``, else the pod's)."""
+        pod_user = self.pod["securityContext"].get("runAsUser")
+        user = self.container(container).get("securityContext", {}).get("runAsUser", pod_user)
+        assert user is not None, f"{container} names no user"
+        return int(user)
 
     def container(self, name: str) -> dict[str, Any]:
         for container in [*self.pod.get("initContainers", []), *self.pod["containers"]]:
@@ -81,7 +111,7 @@ class Rendered:
 
 def render(overlay: str) -> Rendered:
     result = subprocess.run(
-        [str(KUBECTL), "kustomize", str(K8S / "overlays" / overlay)],
+        [str(KUBECTL), "kustomize", str(TARGETS[overlay])],
         capture_output=True,
         text=True,
         check=False,
@@ -99,9 +129,15 @@ def rendered_once(overlay: str) -> Rendered:
     return _CACHE[overlay]
 
 
-@pytest.fixture(scope="session", params=OVERLAYS)
+@pytest.fixture(scope="session", params=list(TARGETS))
 def rendered(request: pytest.FixtureRequest) -> Rendered:
+    """Each rendering of the component: both overlays and the Deployment example."""
     return rendered_once(request.param)
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Rendered:
+    return rendered_once(DEPLOYMENT_EXAMPLE)
 
 
 @pytest.fixture(scope="session")

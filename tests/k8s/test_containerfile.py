@@ -119,8 +119,8 @@ def test_the_image_user_is_the_pods_non_root_user(
     uid, gid = _uid_gid(stages["runtime"])
     assert uid != 0 and gid != 0
     pod = rendered.pod["securityContext"]
-    sidecar = rendered.container(SIDECAR)["securityContext"]
-    assert (sidecar.get("runAsUser", pod["runAsUser"]), pod["runAsGroup"]) == (uid, gid)
+    sidecar = {**pod, **rendered.container(SIDECAR)["securityContext"]}
+    assert (sidecar["runAsUser"], sidecar["runAsGroup"]) == (uid, gid)
     assert pod["fsGroup"] == gid
 
 
@@ -134,8 +134,8 @@ def test_entrypoint_arguments_and_port_match_the_sidecar_container(
     assert "command" not in sidecar  # the image's entrypoint runs
     assert Path(entrypoint[0]).name == "yibao-sidecar"
     assert sidecar["args"] == cmd
-    (port,) = [p["containerPort"] for p in sidecar["ports"]]
-    assert runtime.values("EXPOSE") == [str(port)]
+    ports = [str(p["containerPort"]) for p in sidecar["ports"]]  # health, metrics
+    assert runtime.values("EXPOSE") == [" ".join(ports)]
     assert runtime.last("WORKDIR") == "/"
 
 

@@ -1,6 +1,8 @@
-"""Every overlay renders, validates against the Kubernetes schemas offline, and keeps its promises.
+"""Every rendering of the sidecar component validates offline and keeps its promises.
 
-The promises are issue 7's: a native sidecar sharing the socket through an emptyDir, gRPC probes
+The component (k8s/components/sidecar) is rendered into the example StatefulSet by the dev and
+prod overlays and into the example Deployment (k8s/examples/deployment-with-sidecar). The
+promises are issue 7's: a native sidecar sharing the socket through an emptyDir, gRPC probes
 with their own service names on a health port that carries nothing else, the restricted Pod
 Security profile, requests and limits, secrets only as files, a configuration the sidecar
 accepts, egress to four kinds of destination only, a PodDisruptionBudget and a termination grace
@@ -22,18 +24,25 @@ from sidecar._proto.yibao.gateway.v1 import consent_pb2, gateway_pb2
 from sidecar.access import policy
 from sidecar.interceptors.access_control import rpc_names
 from sidecar.serving import probes
-from tests.k8s.conftest import IM, SIDECAR, Rendered
+from tests.k8s.conftest import DEPLOYMENT_EXAMPLE, SIDECAR, Rendered
 
 # Native sidecars are GA from 1.33; the newest schemas the validator ships are checked too.
 KUBERNETES_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 IM_SHUTDOWN_BUDGET_SECONDS = 30
 SIDECAR_CLOSE_BUDGET_SECONDS = 20  # sign-out of every operator, final audit checkpoint
+# The Prometheus Operator's kinds: checked against their CRD schemas in test_monitoring.py.
+OPERATOR_KINDS = {
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_object_is_valid_for_the_kubernetes_schemas(rendered: Rendered, version: str) -> None:
     assert rendered.objects
     for obj in rendered.objects:
+        if (obj["apiVersion"], obj["kind"]) in OPERATOR_KINDS:
+            continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -65,12 +74,13 @@ def test_the_sidecar_is_a_native_sidecar_sharing_the_socket_with_the_im_containe
     assert SIDECAR not in [c["name"] for c in rendered.pod["containers"]]
     socket = rendered.sidecar_config["server"]["socket_path"]
     sidecar_mount = rendered.mount_of(SIDECAR, socket)
-    im_mount = rendered.mount_of(IM, socket)
-    assert sidecar_mount["name"] == im_mount["name"]
+    im_mount = rendered.mount_of(rendered.im, socket)
+    assert sidecar_mount["name"] == im_mount["name"] == "yibao-socket"
     assert "emptyDir" in rendered.volume(sidecar_mount["name"])
     assert not sidecar_mount.get("readOnly") and not im_mount.get("readOnly")
-    im_env = {e["name"]: e.get("value") for e in rendered.container(IM).get("env", [])}
-    assert f"unix:{socket}" in im_env.values()
+    im = rendered.container(rendered.im)
+    told = [e.get("value") for e in im.get("env", [])] + im.get("args", [])
+    assert f"unix:{socket}" in told  # the IM container is told where the socket is
 
 
 def test_probes_use_grpc_health_with_their_own_service_names_on_the_health_port(
@@ -78,9 +88,12 @@ def test_probes_use_grpc_health_with_their_own_service_names_on_the_health_port(
 ) -> None:
     sidecar = rendered.container(SIDECAR)
     port = int(rendered.sidecar_config["server"]["health_listen"].rpartition(":")[2])
-    (declared,) = [p for p in sidecar["ports"] if p["containerPort"] == port]
-    assert declared["name"] == "health"
-    assert [p["containerPort"] for p in sidecar["ports"]] == [port]  # nothing else is exposed
+    metrics = int(rendered.sidecar_config["telemetry"]["prometheus"]["listen"].rpartition(":")[2])
+    # the health port and the Prometheus scrape port, nothing else
+    assert {p["name"]: p["containerPort"] for p in sidecar["ports"]} == {
+        "health": port,
+        "metrics": metrics,
+    }
     expected = {
         "startupProbe": probes.STARTUP,
         "readinessProbe": probes.READINESS,
@@ -106,7 +119,6 @@ def test_the_pod_meets_the_restricted_pod_security_profile(rendered: Rendered) -
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     pod_context = pod["securityContext"]
     assert pod_context["runAsNonRoot"] is True
-    assert pod_context["runAsUser"] != 0
     assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         assert not pod.get(flag), flag
@@ -124,7 +136,7 @@ def test_the_pod_meets_the_restricted_pod_security_profile(rendered: Rendered) -
         assert context.get("allowPrivilegeEscalation") is False, name
         assert context.get("readOnlyRootFilesystem") is True, name
         assert context.get("runAsNonRoot", True) is True, name
-        assert context.get("runAsUser", pod_context["runAsUser"]) != 0, name
+        assert rendered.user_of(name) != 0, name
         assert not context.get("privileged"), name
         assert context.get("capabilities") == {"drop": ["ALL"]}, name
         assert context.get("seccompProfile", {"type": "RuntimeDefault"}) == {
@@ -134,10 +146,7 @@ def test_the_pod_meets_the_restricted_pod_security_profile(rendered: Rendered) -
 
 def test_the_im_container_runs_as_another_user_than_the_sidecar(rendered: Rendered) -> None:
     """The PIN copy is 0600 for the sidecar's user; the IM container must not be that user."""
-    pod_user = rendered.pod["securityContext"]["runAsUser"]
-    sidecar_user = rendered.container(SIDECAR)["securityContext"].get("runAsUser", pod_user)
-    im_user = rendered.container(IM)["securityContext"].get("runAsUser", pod_user)
-    assert im_user != sidecar_user
+    assert rendered.user_of(rendered.im) != rendered.user_of(SIDECAR)
 
 
 def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
@@ -202,6 +211,7 @@ def test_configuration_comes_from_the_configmap(rendered: Rendered) -> None:
 EGRESS_PORTS = {
     "dev": [{9443}, {53}, {5432}, {4317, 4318}],
     "prod": [{443}, {53}, {5432}, {4317, 4318}, {8008}],  # prod adds the network HSM
+    DEPLOYMENT_EXAMPLE: [{9443}, {53}, {5432}, {4317, 4318}],
 }
 
 
@@ -210,7 +220,7 @@ def test_egress_goes_only_to_the_platform_dns_postgresql_telemetry_and_the_hsm(
 ) -> None:
     (policy,) = rendered.of_kind("NetworkPolicy")
     spec = policy["spec"]
-    labels = rendered.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    labels = rendered.workload["spec"]["template"]["metadata"]["labels"]
     assert spec["podSelector"]["matchLabels"].items() <= labels.items()
     assert "Egress" in spec["policyTypes"]
     for rule in spec["egress"]:
@@ -225,7 +235,7 @@ def test_egress_goes_only_to_the_platform_dns_postgresql_telemetry_and_the_hsm(
 
 def test_a_disruption_budget_covers_the_pods(rendered: Rendered) -> None:
     budget = rendered.one("PodDisruptionBudget")["spec"]
-    labels = rendered.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    labels = rendered.workload["spec"]["template"]["metadata"]["labels"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
     assert budget.get("maxUnavailable") == 1 or budget.get("minAvailable")
 
@@ -238,13 +248,19 @@ def test_termination_grace_covers_the_im_shutdown_the_drain_and_the_final_checkp
     assert rendered.pod["terminationGracePeriodSeconds"] >= needed
 
 
-def test_msgid_slots_come_from_the_pod_ordinal_and_cover_the_replicas(rendered: Rendered) -> None:
-    statefulset = rendered.one("StatefulSet")
+def test_msgid_slots_are_unique_per_replica_and_cover_the_replicas(rendered: Rendered) -> None:
+    """A StatefulSet's slot is the ordinal; a Deployment's pods lease theirs from a shared store."""
+    workload = rendered.workload
     env = {e["name"]: e for e in rendered.container(SIDECAR)["env"]}
-    slot = env["YIBAO_SIDECAR__PLATFORM__MSGID__SLOT"]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert slot == "metadata.labels['apps.kubernetes.io/pod-index']"
-    slots = rendered.sidecar_config["platform"]["msgid"]["slots"]
-    assert statefulset["spec"]["replicas"] <= slots
+    msgid = rendered.sidecar_config["platform"]["msgid"]
+    if workload["kind"] == "StatefulSet":
+        slot = env["YIBAO_SIDECAR__PLATFORM__MSGID__SLOT"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert slot == "metadata.labels['apps.kubernetes.io/pod-index']"
+    else:  # no ordinal: a fixed slot would be the same in every replica
+        assert "YIBAO_SIDECAR__PLATFORM__MSGID__SLOT" not in env
+        assert msgid["slot"] == "lease"
+        assert rendered.sidecar_config["store"]["backend"] == "postgresql"  # shared by replicas
+    assert workload["spec"]["replicas"] <= msgid["slots"]
 
 
 def test_dev_initialises_a_softhsm_token_with_the_security_teams_tool(dev: Rendered) -> None:
@@ -294,9 +310,7 @@ def test_the_access_policy_loads_and_admits_the_im_container_and_no_one_else(
     ]
     loaded = policy.load(tmp_path / "access.toml", rpc_names(services))
     uids = {uid for rule in config_callers(text) for uid in rule.get("unix_uids", [])}
-    pod_user = rendered.pod["securityContext"]["runAsUser"]
-    im_user = rendered.container(IM)["securityContext"].get("runAsUser", pod_user)
-    assert uids == {im_user}
+    assert uids == {rendered.user_of(rendered.im)}
     assert loaded.rules
 
 
@@ -346,8 +360,7 @@ def test_every_overlay_audits_with_two_years_retention_and_a_spool_that_outlives
     mount = rendered.mount_of(SIDECAR, spool)
     assert not mount.get("readOnly") and mount["mountPath"] != spool  # spool_dir is made 0700
     claims = {
-        t["metadata"]["name"]: t
-        for t in rendered.one("StatefulSet")["spec"].get("volumeClaimTemplates", [])
+        t["metadata"]["name"]: t for t in rendered.workload["spec"].get("volumeClaimTemplates", [])
     }
     if mount["name"] in claims:
         assert "ReadWriteOnce" in claims[mount["name"]]["spec"]["accessModes"]

@@ -1,31 +1,45 @@
-"""Alert rules and the dashboard parse, cover the issue's alerts, and name only listed metrics.
+"""Monitoring: the PodMonitor, the PrometheusRule and the dashboard, against the metrics list.
 
 docs/metrics.md is the one list of metric names; this holds the rules, the dashboard and the
 list itself to it: every PromQL expression parses (promql-parser, the Prometheus grammar), every
 metric it selects is in the list, every listed metric that is marked "code" is made in the code
 under its OpenTelemetry name, and its Prometheus name is the standard translation of that name.
+The Prometheus Operator's objects validate against their CRD schemas (tests/k8s/schemas/), the
+rules group only by labels the PodMonitor's scrape attaches, and ``promtool`` (Debian's
+``prometheus`` package) checks the rules and proves each alert fires on sample series.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import promql_parser
 import pytest
 import yaml
 
-from tests.k8s.conftest import REPO
+from tests.k8s.conftest import REPO, SIDECAR, Rendered
 
-RULES = REPO / "k8s" / "monitoring" / "yibao-sidecar.rules.yaml"
-DASHBOARD = REPO / "k8s" / "monitoring" / "yibao-sidecar.dashboard.json"
+MONITORING = REPO / "k8s" / "components" / "monitoring"
+RULES = MONITORING / "prometheusrule.yaml"
+DASHBOARD = MONITORING / "yibao-sidecar.dashboard.json"
+PROMTOOL_TESTS = Path(__file__).with_name("alerts.promtool.yaml")
+SCHEMAS = Path(__file__).with_name("schemas")
 METRICS_MD = REPO / "docs" / "metrics.md"
 OPERATIONS_MD = REPO / "docs" / "operations.md"
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
-UNIT_SUFFIX = {"": "", "ms": "_milliseconds", "s": "_seconds", "d": "_days"}
+UNIT_SUFFIX = {"": "", "s": "_seconds"}
+# What the Prometheus Operator's scrape configuration for a PodMonitor attaches to every series
+# (without relabelings of the PodMonitor's own): the target's labels.
+SCRAPE_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,7 @@ def listed_metrics() -> dict[str, Listed]:
     rows: dict[str, Listed] = {}
     for line in METRICS_MD.read_text(encoding="utf-8").splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[0].startswith("`yibao_"):
+        if len(cells) == 7 and cells[0].startswith(("`yibao_", "`rpc_")):
             name = cells[0].strip("`")
             rows[name] = Listed(
                 name, cells[1].strip("`"), cells[2], cells[3], cells[5], cells[6].strip("`")
@@ -78,9 +92,13 @@ def series_to_metric(series: str) -> str:
     raise AssertionError(f"{series} is not in docs/metrics.md")
 
 
+def prometheus_rule() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return document
+
+
 def alert_rules() -> list[dict[str, Any]]:
-    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return [rule for group in document["groups"] for rule in group["rules"]]
+    return [rule for group in prometheus_rule()["spec"]["groups"] for rule in group["rules"]]
 
 
 def dashboard_queries() -> Iterator[tuple[str, str]]:
@@ -145,14 +163,14 @@ def test_the_issue_alerts_are_all_there() -> None:
         "yibao_hsm_logged_in",  # HSM login lost
         "yibao_platform_breaker_open",  # breaker open
         "yibao_audit_spool_records",  # audit spool non-empty
-        "yibao_certificate_expiry_days",  # certificate expiring within 30 days
-        "yibao_rpc_calls_total",  # error-rate spike
+        "yibao_certificate_expiry_seconds",  # certificate expiring within 30 days
+        "rpc_server_call_duration_seconds",  # error-rate spike (its _count: the calls)
     ):
         assert needed in by_metric, needed
     thresholds = [
-        rule["expr"] for rule in alert_rules() if "yibao_certificate_expiry_days" in rule["expr"]
+        rule["expr"] for rule in alert_rules() if "yibao_certificate_expiry_seconds" in rule["expr"]
     ]
-    assert any(expr.rstrip().endswith("< 30") for expr in thresholds)
+    assert any(expr.rstrip().endswith("< 30 * 86400") for expr in thresholds)
 
 
 @pytest.mark.parametrize(("where", "expr"), list(dashboard_queries()), ids=lambda v: str(v)[:40])
@@ -169,3 +187,175 @@ def test_the_dashboard_shows_every_metric_an_alert_watches() -> None:
         series_to_metric(s) for rule in alert_rules() for s in selected_metrics(rule["expr"])
     }
     assert alerted <= shown
+
+
+# ------------------------------------------------------------ the Prometheus Operator's objects
+
+
+def strict(schema: Any) -> Any:
+    """``schema`` refusing unknown fields, as ``kubectl apply`` with strict field validation."""
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+def crd_validator(kind: str) -> jsonschema.Draft202012Validator:
+    path = SCHEMAS / f"{kind.lower()}-monitoring.coreos.com-v1.json"
+    schema = strict(json.loads(path.read_text(encoding="utf-8")))
+    # (no check_schema: the CRDs' patterns are Go regular expressions, e.g. "^(?i)(abort|warn)?$",
+    # which Python's re refuses; only patterns of fields we set are ever evaluated)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def crd_errors(obj: dict[str, Any]) -> list[str]:
+    validator = crd_validator(obj["kind"])
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+@pytest.mark.parametrize("kind", ["PodMonitor", "PrometheusRule"])
+def test_the_operator_objects_are_valid_for_their_crd_schemas(
+    rendered: Rendered, kind: str
+) -> None:
+    obj = rendered.one(kind)
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+    assert crd_errors(obj) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        ("PodMonitor", ["spec", "podMetricEndpoints"], [{"port": "metrics"}]),  # misspelt
+        ("PodMonitor", ["spec", "podMetricsEndpoints", 0, "scheme"], "ftp"),
+        ("PrometheusRule", ["spec", "groups", 0, "rules", 0, "for"], "two minutes"),
+        ("PrometheusRule", ["spec", "groups", 0, "rules", 0, "expresion"], "up == 0"),
+    ],
+)
+def test_the_crd_schemas_refuse_a_broken_object(
+    prod: Rendered, kind: str, path: list[Any], value: Any
+) -> None:
+    obj = copy.deepcopy(prod.one(kind))
+    node: Any = obj
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert crd_errors(obj)
+
+
+def test_the_podmonitor_scrapes_the_sidecars_metrics_port_on_every_pod(rendered: Rendered) -> None:
+    monitor = rendered.one("PodMonitor")["spec"]
+    pod_labels = rendered.workload["spec"]["template"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert "namespaceSelector" not in monitor  # the PodMonitor's own namespace: the pods'
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    ports = {p["name"]: p["containerPort"] for p in rendered.container(SIDECAR)["ports"]}
+    listen = rendered.sidecar_config["telemetry"]["prometheus"]["listen"]
+    assert ports[endpoint["port"]] == int(listen.rpartition(":")[2])
+    assert endpoint.get("path", "/metrics") == "/metrics"
+    # nothing that would drop or overwrite the target labels the rules group by
+    assert not endpoint.get("honorLabels")
+    assert "relabelings" not in endpoint and "metricRelabelings" not in endpoint
+    assert "podTargetLabels" not in monitor and "jobLabel" not in monitor
+
+
+def _grouping_labels(node: Any) -> Iterator[tuple[str, list[str]]]:
+    modifier = getattr(node, "modifier", None)
+    if isinstance(node, promql_parser.AggregateExpr) and modifier is not None:
+        yield str(modifier.type), list(modifier.labels)
+    for attribute in ("lhs", "rhs", "expr", "args"):
+        child = getattr(node, attribute, None)
+        for item in child if isinstance(child, list) else [child]:
+            if isinstance(item, promql_parser.Expr):
+                yield from _grouping_labels(item)
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_each_alert_groups_by_labels_the_podmonitor_scrape_attaches(rule: dict[str, Any]) -> None:
+    grouped = list(_grouping_labels(promql_parser.parse(rule["expr"])))
+    assert grouped, "every alert aggregates (one alert per pod or namespace, not per series)"
+    attributes = {"certificate"}  # the metric's own label, documented in docs/metrics.md
+    for kind, labels in grouped:
+        assert "By" in kind, f"{rule['alert']}: group with by (...), not without"
+        assert "namespace" in labels, rule["alert"]
+        assert set(labels) <= SCRAPE_LABELS | attributes, rule["alert"]
+    summary = rule["annotations"]["summary"]
+    for label in re.findall(r"\$labels\.(\w+)", summary):
+        assert all(label in labels for _, labels in grouped), (rule["alert"], label)
+
+
+def test_the_dashboard_is_a_configmap_generated_from_its_json(rendered: Rendered) -> None:
+    (configmap,) = [
+        c
+        for c in rendered.of_kind("ConfigMap")
+        if c["metadata"]["name"] == "yibao-sidecar-dashboard"
+    ]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = configmap["data"].values()
+    assert json.loads(text) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def test_the_rendered_rules_are_the_rule_file(rendered: Rendered) -> None:
+    assert rendered.one("PrometheusRule")["spec"] == prometheus_rule()["spec"]
+
+
+# ------------------------------------------------------------------ promtool
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: Debian's prometheus package (scripts/bootstrap.sh)")
+    return found
+
+
+def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def write_rules(directory: Path, groups: list[dict[str, Any]]) -> None:
+    """The rule groups as a rule file, and the promtool tests beside it (they name rules.yaml)."""
+    without_annotations = copy.deepcopy(groups)
+    for group in without_annotations:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)  # promtool would compare them; check rules covers them
+    (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": without_annotations}))
+    shutil.copy(PROMTOOL_TESTS, directory / PROMTOOL_TESTS.name)
+
+
+def test_promtool_accepts_the_rules_annotations_included(tmp_path: Path) -> None:
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump({"groups": prometheus_rule()["spec"]["groups"]}))
+    result = run_promtool("check", "rules", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_alert_fires_on_sample_series_and_only_then(tmp_path: Path) -> None:
+    tests = yaml.safe_load(PROMTOOL_TESTS.read_text(encoding="utf-8"))
+    proven = {
+        case["alertname"]
+        for test in tests["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert proven == {rule["alert"] for rule in alert_rules()}  # every alert, the cert ones too
+    write_rules(tmp_path, prometheus_rule()["spec"]["groups"])
+    result = run_promtool("test", "rules", PROMTOOL_TESTS.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_tests_fail_when_an_alert_threshold_is_wrong(tmp_path: Path) -> None:
+    """The rules test can fail: a 20-day expiry threshold misses the 29-day certificate."""
+    groups = copy.deepcopy(prometheus_rule()["spec"]["groups"])
+    for group in groups:
+        for rule in group["rules"]:
+            rule["expr"] = rule["expr"].replace("< 30 * 86400", "< 20 * 86400")
+    write_rules(tmp_path, groups)
+    result = run_promtool("test", "rules", PROMTOOL_TESTS.name, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "YibaoSidecarCertificateExpiringSoon" in result.stdout + result.stderr

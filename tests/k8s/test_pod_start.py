@@ -9,9 +9,9 @@ then asked the same question: grpc.health.v1 ``Check`` for ``yibao.sidecar.start
 health port.
 
 Two values differ from the cluster, through the sidecar's documented environment overrides: the
-platform's address (a Service name there, the local simulator here) and the health port (8081
-there, a free port here, since other tests may run on this machine at the same time). The pod
-ordinal that the downward API provides is ``0``.
+platform's address (a Service name there, the local simulator here) and the health and metrics
+ports (8081 and 9464 there, free ports here, since other tests may run on this machine at the same
+time). The pod ordinal that the downward API provides is ``0``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -143,14 +144,15 @@ async def test_the_dev_pod_starts_as_its_manifests_say_and_passes_the_startup_pr
         assert done.returncode == 0, f"{name}: {done.stderr}"
     pin_copy = pod.volume_dir("hsm-pin") / "user.pin"
     stat = pin_copy.stat()
-    sidecar_user = dev.pod["securityContext"]["runAsUser"]
+    sidecar_user = dev.user_of(SIDECAR)
     assert (stat.st_uid, stat.st_mode & 0o777) == (sidecar_user, 0o600)
     assert not (pod.volume_dir("hsm-so-pin") / "so.pin").exists()  # deleted after init-token
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     overrides = {
         "YIBAO_SIDECAR__PLATFORM__URL": simulator.url.split("/fsi/")[0],
         "YIBAO_SIDECAR__SERVER__HEALTH_LISTEN": f"127.0.0.1:{port}",
+        "YIBAO_SIDECAR__TELEMETRY__PROMETHEUS__LISTEN": f"127.0.0.1:{metrics_port}",
     }
     process = pod.popen(SIDECAR, ENTRYPOINT, overrides)
     try:
@@ -171,6 +173,16 @@ async def test_the_dev_pod_starts_as_its_manifests_say_and_passes_the_startup_pr
             pod.run, IM, [sys.executable, "-c", IM_CLIENT], {"runAsUser": 10003}
         )
         assert intruder.stdout.split() == ["SERVING", "UNAUTHENTICATED"], intruder.stderr
+        # what the PodMonitor scrapes: the IM container's refused call, by its numeric status
+        async with httpx.AsyncClient() as client:
+            scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        refused_calls = [
+            line
+            for line in scraped.splitlines()
+            if line.startswith("rpc_server_call_duration_seconds_count{")
+            and 'rpc_grpc_status_code="3"' in line  # INVALID_ARGUMENT
+        ]
+        assert len(refused_calls) == 1 and refused_calls[0].endswith(" 1.0"), scraped
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=60)

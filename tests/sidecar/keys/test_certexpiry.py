@@ -93,7 +93,7 @@ def test_remaining_days_are_logged_with_their_urgency(capsys: pytest.CaptureFixt
     logging.getLogger().handlers.clear()
 
 
-def test_the_gauge_reports_days_left_per_certificate() -> None:
+def test_the_gauge_reports_seconds_left_per_certificate() -> None:
     reader = InMemoryMetricReader()
     certexpiry.CertificateWatch(
         [
@@ -106,6 +106,6 @@ def test_the_gauge_reports_days_left_per_certificate() -> None:
     data = reader.get_metrics_data()
     assert data is not None
     (metric,) = [m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics]
-    assert (metric.name, metric.unit) == ("yibao.certificate.expiry", "d")
+    assert (metric.name, metric.unit) == ("yibao.certificate.expiry", "s")
     points = {p.attributes["certificate"]: p.value for p in metric.data.data_points}
-    assert points == {"tls_client": 45.0, "signing": 29.25}
+    assert points == {"tls_client": 45 * 86_400, "signing": 29 * 86_400 + 6 * 3_600}
