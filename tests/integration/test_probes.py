@@ -6,13 +6,14 @@ import socket
 from pathlib import Path
 
 from sidecar.config import PlatformConfig
-from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.platform.curl_transport import CurlTransport
+from sidecar.platform.transport import ClientIdentity
 from sidecar.serving.probes import TunnelCheck
 from tests.integration.test_server import sidecar_process, write_config
 from yibao_devkit.simulator.server import RunningSimulator
 
 
-def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False) -> HttpsTransport:
+def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False) -> CurlTransport:
     pki = simulator.pki
     identity = (
         ClientIdentity(pki.other_client_cert, pki.other_client_key)
@@ -26,7 +27,7 @@ def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False
         client_key_file=identity.key_file,
         connect_timeout_seconds=2,
     )
-    return HttpsTransport(platform, client_tls_context(pki.ca_cert, identity))
+    return CurlTransport(platform, pki.ca_cert, identity)
 
 
 async def test_the_simulator_answers_the_probe_without_a_transaction(
