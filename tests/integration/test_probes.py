@@ -81,3 +81,21 @@ async def test_a_health_port_in_use_stops_start_up_with_one_line(
         stderr.splitlines()[-1] == f"yibao-sidecar: cannot start: cannot listen on 127.0.0.1:{port}"
     )
     assert not (short_dir / "sidecar.sock").exists()
+
+
+async def test_a_platform_key_file_of_another_certificate_stops_start_up_with_one_line(
+    simulator: RunningSimulator, short_dir: Path, tmp_path: Path
+) -> None:
+    """The tunnel's files are checked at start-up, not at the first handshake."""
+    pki = simulator.pki
+    config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+    config.write_text(config.read_text().replace(str(pki.client_key), str(pki.other_client_key)))
+    process = sidecar_process(config)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert stderr.strip() == (
+        "config: platform.ca_file/client_cert_file/client_key_file: unusable "
+        f"({pki.other_client_key} is not the key of {pki.client_cert})"
+    )
+    assert "PRIVATE KEY" not in stderr
+    assert not (short_dir / "sidecar.sock").exists()
