@@ -6,7 +6,8 @@ Run: ``.venv/bin/python benchmarks/bench_tunnel.py [--seconds S] [--concurrency 
 Starts the platform simulator as a SEPARATE process (its CPU is not this process's), plain JSON
 over mutual TLS, then measures in one run, for each transport and HTTP version:
 
-- ``httpx``: ``HttpsTransport`` (httpx + h2, Python's ``ssl``), the client key in a file;
+- ``httpx``: the BASELINE, a plain httpx + h2 client (Python's ``ssl``) defined here: the
+  sidecar's tunnel before libcurl replaced it (it lives on in benchmarks/ only), key in a file;
 - ``curl (file key)``: ``CurlTransport`` (pycurl on Debian's libcurl/OpenSSL), the same files;
 - ``curl (token key)``: an EC P-256 key generated non-extractable in a throw-away SoftHSM token,
   used through OpenSSL's pkcs11 engine (libengine-pkcs11-openssl), its certificate signed by the
@@ -41,7 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import datetime as dt  # noqa: E402
+import ssl  # noqa: E402
 
+import httpx  # noqa: E402
 from bench_protocol import Simulator, start_simulator  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -56,10 +59,9 @@ from sidecar.platform.curl_transport import CurlTransport  # noqa: E402
 from sidecar.platform.transport import (  # noqa: E402
     ClientIdentity,
     EngineKey,
-    HttpsTransport,
     Transport,
+    TransportError,
     TransportTimeout,
-    client_tls_context,
 )
 from tests.tls_pki import token_p256_key  # noqa: E402
 from yibao_devkit import devcerts  # noqa: E402
@@ -138,6 +140,38 @@ def token_client(work: Path, pki_dir: Path) -> TokenClient:
     return TokenClient(cert_path, EngineKey("pkcs11", uri, Pin(pin.reveal(), "benchmark"), conf))
 
 
+class HttpxBaseline:
+    """The baseline: httpx + h2 as the sidecar's tunnel used it (a bounded keep-alive pool, TLS
+    1.2+, the CA bundle, the client certificate and key file), without pinning or login."""
+
+    def __init__(self, url: str, ca: Path, cert: Path, key: Path, *, http2: bool) -> None:
+        tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls.load_cert_chain(certfile=cert, keyfile=key)
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+        self._url = url
+        self._client = httpx.AsyncClient(
+            verify=tls, http2=http2, limits=limits, follow_redirects=False, trust_env=False
+        )
+
+    async def post(self, body: bytes, *, timeout: float) -> bytes:
+        headers = {"content-type": "application/json; charset=utf-8"}
+        try:
+            response = await self._client.post(
+                self._url, content=body, headers=headers, timeout=timeout
+            )
+        except httpx.TimeoutException:
+            raise TransportTimeout("timed out", sent=True) from None
+        except httpx.TransportError as exc:
+            raise TransportError(type(exc).__name__, sent=True) from None
+        if response.status_code != 200:
+            raise TransportError(f"HTTP {response.status_code}", sent=True)
+        return response.content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 @dataclass
 class Row:
     transport: str
@@ -155,29 +189,30 @@ def factories(sim: Simulator, token: TokenClient) -> dict[str, Factory | None]:
     ca, cert, key = Path(s["ca_cert"]), Path(s["client_cert"]), Path(s["client_key"])
     identity = ClientIdentity(cert, key)
 
-    def config(http2: bool, transport: str) -> PlatformConfig:
+    def config(http2: bool) -> PlatformConfig:
         return PlatformConfig(
             url=f"{endpoint.scheme}://{endpoint.netloc}",
             path=endpoint.path,
             ca_file=ca,
             client_cert_file=cert,
             client_key_file=key,
-            transport=transport,  # type: ignore[arg-type]
             http2=http2,
         )
 
     def httpx_transport(http2: bool) -> Transport:
-        return HttpsTransport(config(http2, "httpx"), client_tls_context(ca, identity))
+        return HttpxBaseline(s["url"], ca, cert, key, http2=http2)
 
     def curl_file(http2: bool) -> Transport:
-        return CurlTransport(config(http2, "curl"), ca, identity)
+        return CurlTransport(config(http2), ca, identity)
 
     def curl_token(http2: bool) -> Transport:
-        return CurlTransport(
-            config(http2, "curl"), ca, ClientIdentity(token.cert, engine_key=token.key)
-        )
+        return CurlTransport(config(http2), ca, ClientIdentity(token.cert, engine_key=token.key))
 
-    return {"httpx": httpx_transport, "curl (file key)": curl_file, "curl (token key)": curl_token}
+    return {
+        "httpx (baseline)": httpx_transport,
+        "curl (file key)": curl_file,
+        "curl (token key)": curl_token,
+    }
 
 
 async def load(

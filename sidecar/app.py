@@ -72,7 +72,7 @@ from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator, MsgIds
 from sidecar.platform.msgid_lease import LeasedMsgIds, SlotLease
-from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.platform.transport import ClientIdentity, TlsFilesError, check_tls_files
 from sidecar.serving.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.serving.server import Server, serve_until_signalled
 from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
@@ -395,8 +395,8 @@ def _warnings(settings: Settings, prf: KeyedPrf) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTransport | CurlTransport:
-    """The tunnel; ``tls_key`` is the client identity whose key is in the HSM (curl only)."""
+def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> CurlTransport:
+    """The tunnel (libcurl); ``tls_key`` is the client identity whose key is in the HSM."""
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -409,15 +409,13 @@ def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTranspor
         identity = tls_key.identity
     else:
         identity = ClientIdentity(p.client_cert_file, p.client_key_file)
-    if p.transport == "curl":
-        return CurlTransport(p, p.ca_file, identity, login=_gateway_login(p.gateway_login))
     try:
-        tls = client_tls_context(p.ca_file, identity)
-    except ssl.SSLError as exc:
+        check_tls_files(p.ca_file, identity)
+    except TlsFilesError as exc:
         raise ConfigError(
-            f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc.reason})"
+            f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc})"
         ) from None
-    return HttpsTransport(p, tls, login=_gateway_login(p.gateway_login))
+    return CurlTransport(p, p.ca_file, identity, login=_gateway_login(p.gateway_login))
 
 
 def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys | None) -> KeyedPrf:

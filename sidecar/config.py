@@ -296,12 +296,13 @@ class PlatformConfig(_Section):
         None,
         pattern=r"^token:tls(/[0-9]{4}-[0-9]{2}(\.[0-9]+)?)?$",
         description='"token:tls": the newest tls/<version> key in the [hsm] token (or '
-        '"token:tls/<version>"), used through OpenSSL\'s pkcs11 engine; needs transport "curl"',
+        '"token:tls/<version>"), used through OpenSSL\'s pkcs11 engine',
     )
     timeout_seconds: float = Field(20.0, gt=0, le=120)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
-    transport: Literal["httpx", "curl"] = Field(
-        "httpx", description="the tunnel's HTTP client: httpx (default) or libcurl (pycurl)"
+    transport: Literal["curl"] = Field(
+        "curl",
+        description='the tunnel\'s HTTP client: "curl" (libcurl through pycurl), the only one',
     )
     http2: bool = True
     max_connections: int = Field(20, ge=1, le=1000)
@@ -316,12 +317,17 @@ class PlatformConfig(_Section):
                 'name the TLS client key one way: client_key = "token:tls" (the HSM) or '
                 "client_key_file (development), not both nor neither"
             )
-        if self.client_key is not None and self.transport == "httpx":
-            raise ValueError(
-                f'platform.client_key = "{self.client_key}" needs platform.transport = "curl": '
-                "the httpx transport cannot use a key held in the HSM"
-            )
         return self
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _curl_only(cls, value: object) -> object:
+        if value == "httpx":
+            raise ValueError(
+                'the httpx tunnel was removed: libcurl is the only one; set transport = "curl" '
+                "or delete the key"
+            )
+        return value
 
     @field_validator("pinned_server_keys")
     @classmethod

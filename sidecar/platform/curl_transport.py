@@ -1,7 +1,7 @@
 """The tunnel to the platform gateway on libcurl (pycurl), driven by the asyncio event loop.
 
-``CurlTransport`` is a ``Transport`` like ``HttpsTransport`` (``[platform] transport = "curl"``).
-libcurl brings what Python's ``ssl`` cannot: a TLS client key that stays in the HSM (OpenSSL's
+``CurlTransport`` is the sidecar's ``Transport`` (``[platform] transport = "curl"``, the only
+one). libcurl brings what Python's ``ssl`` cannot: a TLS client key that stays in the HSM (OpenSSL's
 ``pkcs11`` engine, ``EngineKey``), and SPKI pinning checked inside the handshake
 (CURLOPT_PINNEDPUBLICKEY), before any request byte. One multi handle is the keep-alive pool
 (HTTP/2 streams multiplexed on it, or HTTP/1.1 connections, at most ``max_connections`` to the
@@ -206,7 +206,7 @@ class CurlTransport:
 
     ``config`` is ``[platform]``: URL and path, HTTP/2 or HTTP/1.1, the pool's size, the connect
     timeout, the pinned server keys. ``identity`` the client certificate with its key file or its
-    HSM-held ``EngineKey``; ``login`` the access gateway's, as for ``HttpsTransport``.
+    HSM-held ``EngineKey``; ``login`` the access gateway's, from ``[platform.gateway_login]``.
     """
 
     def __init__(
@@ -312,7 +312,13 @@ class CurlTransport:
         return status, content
 
     async def probe(self, *, timeout: float) -> int:
-        """Whether the tunnel answers: a body-less GET of the endpoint (see HttpsTransport)."""
+        """Whether the tunnel answers: a body-less GET of the endpoint; the HTTP status.
+
+        It travels the same pool, TLS settings and pins as the transactions, so an answer proves
+        name resolution, the mutual TLS handshake and an HTTP exchange with the gateway. It sends
+        no envelope and signs nobody in; the endpoint answers a GET with 405 (or 401 in front of
+        an access gateway). ``TransportError`` when no HTTP answer arrived.
+        """
         try:
             status, _, _ = await self._pool.perform(self._request(self._url, None, {}, timeout))
         except CurlFailure as exc:

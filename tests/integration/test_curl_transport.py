@@ -17,9 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from hyperframe.frame import GoAwayFrame
 
 from sidecar.config import PlatformConfig
 from sidecar.platform.curl_transport import CurlTransport
@@ -185,14 +190,16 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 @contextlib.asynccontextmanager
-async def tls_server(pki: DevPki, handler: Handler, *, tls: bool = True) -> AsyncIterator[str]:
+async def tls_server(
+    pki: DevPki, handler: Handler, *, tls: bool = True, alpn: str = "http/1.1"
+) -> AsyncIterator[str]:
     """A hostile gateway on 127.0.0.1 with the simulator's certificate; its base URL."""
     context: ssl.SSLContext | None = None
     if tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
         context.load_cert_chain(pki.server_cert, pki.server_key)
         context.verify_mode = ssl.CERT_REQUIRED
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols([alpn])
     server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -331,3 +338,111 @@ async def test_gateway_login_and_relogin_after_401_over_curl(tmp_path: Path) -> 
     assert "gateway login failed: the token endpoint answered HTTP" in str(caught.value)
     assert "nope" not in str(caught.value)
     assert app.calls.total == 4  # three answered, one refused with 401 at the gateway
+
+
+class GoawayGateway:
+    """An HTTP/2 gateway that sends GOAWAY after ``max_requests`` on a connection, as nginx does.
+
+    ``finish`` True (nginx): the streams at or below the GOAWAY's last-stream-id are still
+    answered, newer ones are ignored (the client retries them elsewhere), then the connection
+    closes. ``finish`` False: those streams are never answered (hypercorn 0.18 on python-h2 does
+    this: h2's ``close_connection`` closes its state machine, the answers are then dropped).
+    """
+
+    def __init__(self, max_requests: int, *, finish: bool) -> None:
+        self.max_requests = max_requests
+        self.finish = finish
+        self.goaways = 0
+        self.answered = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        connection.initiate_connection()
+        writer.write(connection.data_to_send())
+        accepted: set[int] = set()
+        last: list[int] = []  # the GOAWAY's last-stream-id, once sent
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(stream_id: int) -> None:
+            await asyncio.sleep(0.001)  # let streams overlap on the connection
+            if last and not self.finish:
+                return
+            connection.send_headers(stream_id, [(b":status", b"200"), (b"content-length", b"2")])
+            connection.send_data(stream_id, b"{}", end_stream=True)
+            writer.write(connection.data_to_send())
+            self.answered += 1
+            accepted.discard(stream_id)
+            if last and not accepted:
+                writer.close()
+
+        with contextlib.suppress(ConnectionError, ssl.SSLError, h2.exceptions.ProtocolError):
+            while data := await reader.read(65536):
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        if last and event.stream_id > last[0]:
+                            continue  # refused by the GOAWAY
+                        accepted.add(event.stream_id)
+                        if len(accepted) + self.answered >= self.max_requests and not last:
+                            last.append(event.stream_id)
+                            writer.write(connection.data_to_send())
+                            frame = GoAwayFrame(0, last_stream_id=event.stream_id, error_code=0)
+                            writer.write(frame.serialize())
+                            self.goaways += 1
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id in accepted:
+                        task = asyncio.create_task(answer(event.stream_id))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                writer.write(connection.data_to_send())
+        for task in list(tasks):
+            task.cancel()
+        writer.close()
+
+
+async def test_goaway_after_n_requests_leaves_no_call_waiting(
+    simulator: RunningSimulator,
+) -> None:
+    """Regression (HTTP/2 GOAWAY stall): a gateway recycling connections every few requests;
+    every call ends, answered or with a clean error, long before its own 30 s deadline."""
+    gateway = GoawayGateway(max_requests=15, finish=True)
+    outcomes: list[bytes | TransportError] = []
+    pki = simulator.pki
+    async with (
+        tls_server(pki, gateway, alpn="h2") as url,
+        using(curl_to(url + "/fsi/", pki)) as transport,
+    ):
+
+        async def caller() -> None:
+            for _ in range(20):
+                try:
+                    outcomes.append(await transport.post(ENVELOPE, timeout=30))
+                except TransportError as exc:
+                    outcomes.append(exc)
+
+        # a stall would hold calls until their 30 s deadline: the 20 s guard fails the test
+        await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(8))), 20)
+        opened = transport.connections_opened()
+    assert len(outcomes) == 160
+    assert gateway.goaways >= 5 and opened >= 5  # connections were recycled over and over
+    answered = [o for o in outcomes if isinstance(o, bytes)]
+    assert answered and all(a == b"{}" for a in answered)
+    failed = [o for o in outcomes if isinstance(o, TransportError)]
+    assert all(o.sent and not isinstance(o, TransportTimeout) for o in failed)
+
+
+async def test_a_goaway_that_abandons_its_streams_ends_at_the_callers_deadline(
+    simulator: RunningSimulator,
+) -> None:
+    """A gateway that never answers the streams its GOAWAY covers: nothing to retry, the calls
+    end as timeouts (sent: they reached the gateway) at their own deadline, not later."""
+    gateway = GoawayGateway(max_requests=4, finish=False)
+    pki = simulator.pki
+    async with (
+        tls_server(pki, gateway, alpn="h2") as url,
+        using(curl_to(url + "/fsi/", pki)) as transport,
+    ):
+        calls = (transport.post(ENVELOPE, timeout=0.5) for _ in range(4))
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 60)
+    assert gateway.goaways == 1
+    assert all(isinstance(o, TransportTimeout) and o.sent for o in outcomes)

@@ -22,19 +22,19 @@ from tests.integration.test_server import SlowSimulator
 from yibao_devkit.simulator.population import Population
 from yibao_devkit.simulator.server import RunningSimulator, running_simulator
 
-TRANSPORT: list[str] = ["httpx"]
+HTTP2: list[bool] = [True]
 
 
-@pytest.fixture(autouse=True, params=["httpx", "curl"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every test here runs over both tunnels: ``[platform] transport`` httpx and curl."""
-    TRANSPORT[:] = [request.param]
-    return str(request.param)
+@pytest.fixture(autouse=True, params=[True, False], ids=["http2", "http1.1"])
+def http2(request: pytest.FixtureRequest) -> bool:
+    """Every sidecar built here by ``settings_for`` runs over both HTTP versions of the tunnel."""
+    HTTP2[:] = [bool(request.param)]
+    return bool(request.param)
 
 
 def settings_for(simulator: RunningSimulator, socket_dir: Path) -> Settings:
     settings = conftest.settings_for(simulator, socket_dir)
-    platform = settings.platform.model_copy(update={"transport": TRANSPORT[0]})
+    platform = settings.platform.model_copy(update={"http2": HTTP2[0]})
     return settings.model_copy(update={"platform": platform})
 
 

@@ -6,13 +6,14 @@ import socket
 from pathlib import Path
 
 from sidecar.config import PlatformConfig
-from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.platform.curl_transport import CurlTransport
+from sidecar.platform.transport import ClientIdentity
 from sidecar.serving.probes import TunnelCheck
 from tests.integration.test_server import sidecar_process, write_config
 from yibao_devkit.simulator.server import RunningSimulator
 
 
-def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False) -> HttpsTransport:
+def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False) -> CurlTransport:
     pki = simulator.pki
     identity = (
         ClientIdentity(pki.other_client_cert, pki.other_client_key)
@@ -26,7 +27,7 @@ def transport_to(url: str, simulator: RunningSimulator, *, foreign: bool = False
         client_key_file=identity.key_file,
         connect_timeout_seconds=2,
     )
-    return HttpsTransport(platform, client_tls_context(pki.ca_cert, identity))
+    return CurlTransport(platform, pki.ca_cert, identity)
 
 
 async def test_the_simulator_answers_the_probe_without_a_transaction(
@@ -79,4 +80,22 @@ async def test_a_health_port_in_use_stops_start_up_with_one_line(
     assert (
         stderr.splitlines()[-1] == f"yibao-sidecar: cannot start: cannot listen on 127.0.0.1:{port}"
     )
+    assert not (short_dir / "sidecar.sock").exists()
+
+
+async def test_a_platform_key_file_of_another_certificate_stops_start_up_with_one_line(
+    simulator: RunningSimulator, short_dir: Path, tmp_path: Path
+) -> None:
+    """The tunnel's files are checked at start-up, not at the first handshake."""
+    pki = simulator.pki
+    config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+    config.write_text(config.read_text().replace(str(pki.client_key), str(pki.other_client_key)))
+    process = sidecar_process(config)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert stderr.strip() == (
+        "config: platform.ca_file/client_cert_file/client_key_file: unusable "
+        f"({pki.other_client_key} is not the key of {pki.client_cert})"
+    )
+    assert "PRIVATE KEY" not in stderr
     assert not (short_dir / "sidecar.sock").exists()

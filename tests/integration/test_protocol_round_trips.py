@@ -16,11 +16,12 @@ import pytest
 from hsm.sm.sm2 import HostSm2Verifier, Sm2PublicKey
 from sidecar.config import InstitutionConfig, PlatformConfig
 from sidecar.platform.client import Operator, PlatformClient
+from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.msgid import MsgIdGenerator
 from sidecar.platform.sealing import EnvelopeSignature, MobilePayment, Plain, Sealing
 from sidecar.platform.security.scheme_a import SchemeA
 from sidecar.platform.security.scheme_b import SchemeB, SchemeBConfig
-from sidecar.platform.transport import ClientIdentity, HttpsTransport, client_tls_context
+from sidecar.platform.transport import ClientIdentity
 from tests.devkit.simulator.support import (
     fee_item,
     now_text,
@@ -65,7 +66,6 @@ async def link(
     app = PlatformSimulator(Population.generate(21, 30), security=security)
     async with running_simulator(app) as simulator:
         pki = simulator.pki
-        tls = client_tls_context(pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_key))
         platform = PlatformConfig(
             url=simulator.url,
             ca_file=pki.ca_cert,
@@ -74,7 +74,7 @@ async def link(
             timeout_seconds=10,
         )
         client = PlatformClient(
-            HttpsTransport(platform, tls),
+            CurlTransport(platform, pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_key)),
             MsgIdGenerator(app.institution_code),
             InstitutionConfig(code=app.institution_code, name="测试机构", division=app.division),
             platform,

@@ -62,11 +62,10 @@ def test_token_key_with_curl_transport_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("lines", "hsm", "fragments"),
     [
-        ('client_key = "token:tls"\n', True, ("platform.client_key", "platform.transport")),
         (
             'client_key = "token:tls"\ntransport = "httpx"\n',
             True,
-            ("httpx transport cannot use a key held in the HSM",),
+            ("platform.transport", "the httpx tunnel was removed"),
         ),
         (
             'client_key = "token:tls"\nclient_key_file = "k.pem"\ntransport = "curl"\n',

@@ -11,9 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from hsm.pin import Pin
-from sidecar.config import PlatformConfig
+from sidecar.config import ConfigError, PlatformConfig, load
 from sidecar.platform.curl_transport import curl_pins
-from sidecar.platform.transport import ClientIdentity, EngineKey
+from sidecar.platform.transport import ClientIdentity, EngineKey, TlsFilesError, check_tls_files
+from yibao_devkit import devcerts
+from yibao_devkit.devcerts import DevPki
 
 
 def test_pycurl_runs_on_debians_libcurl_with_openssl_3_and_nghttp2() -> None:
@@ -60,23 +62,61 @@ def test_an_engine_key_uri_may_not_carry_the_pin_and_never_prints_it() -> None:
     assert "s3cret-pin" not in repr(key)
 
 
-def test_an_httpx_context_cannot_take_an_engine_key(tmp_path: Path) -> None:
-    import ssl
-
-    engine = EngineKey("pkcs11", "pkcs11:object=tls", Pin("1234", "test"))
-    context = ssl.create_default_context()
-    with pytest.raises(ValueError, match="only with the curl transport"):
-        ClientIdentity(tmp_path / "c.pem", engine_key=engine).install(context)
-
-
-def test_the_transport_choice_is_validated(tmp_path: Path) -> None:
+def test_libcurl_is_the_tunnel_and_httpx_is_refused_with_what_to_do(tmp_path: Path) -> None:
     base = {
         "url": "https://gw.example",
         "ca_file": tmp_path / "ca.pem",
         "client_cert_file": tmp_path / "c.pem",
         "client_key_file": tmp_path / "k.pem",
     }
-    assert PlatformConfig.model_validate(base).transport == "httpx"  # nothing changes by default
+    assert PlatformConfig.model_validate(base).transport == "curl"  # the default
+    assert PlatformConfig.model_validate(base).http2 is True
     assert PlatformConfig.model_validate({**base, "transport": "curl"}).transport == "curl"
     with pytest.raises(ValidationError, match="transport"):
         PlatformConfig.model_validate({**base, "transport": "requests"})
+    config = tmp_path / "sidecar.toml"
+    config.write_text(
+        '[institution]\ncode = "H11010500001"\nname = "n"\ndivision = "110105"\n'
+        '[platform]\nurl = "https://gw.example"\nca_file = "ca.pem"\n'
+        'client_cert_file = "c.pem"\nclient_key_file = "k.pem"\ntransport = "httpx"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(config, environ={})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("config: platform.transport ")
+    assert (
+        'the httpx tunnel was removed: libcurl is the only one; set transport = "curl"' in message
+    )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return devcerts.generate(tmp_path_factory.mktemp("pki"))
+
+
+def test_matching_tls_files_pass_the_start_up_check(pki: DevPki) -> None:
+    check_tls_files(pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_key))
+    engine = EngineKey("pkcs11", "pkcs11:object=tls", Pin("1234", "test"))
+    check_tls_files(pki.ca_cert, ClientIdentity(pki.client_cert, engine_key=engine))
+
+
+def test_tls_files_that_cannot_work_stop_start_up_naming_the_file(
+    pki: DevPki, tmp_path: Path
+) -> None:
+    key_text = pki.client_key.read_text(encoding="ascii")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not PEM at all\n", encoding="ascii")
+    cases = [
+        (pki.ca_cert, ClientIdentity(pki.client_cert, pki.other_client_key), "is not the key of"),
+        (pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_cert), "unencrypted PEM private"),
+        (pki.ca_cert, ClientIdentity(pki.client_key, pki.client_key), "is not a PEM certificate"),
+        (garbage, ClientIdentity(pki.client_cert, pki.client_key), "bundle of PEM certificates"),
+        (pki.ca_cert, ClientIdentity(pki.client_cert, tmp_path / "absent"), "unencrypted PEM"),
+    ]
+    for ca, identity, fragment in cases:
+        with pytest.raises(TlsFilesError) as caught:
+            check_tls_files(ca, identity)
+        assert fragment in str(caught.value)
+        assert "PRIVATE KEY" not in str(caught.value) and key_text[40:80] not in str(caught.value)
