@@ -64,7 +64,7 @@ from sidecar.keys import certexpiry
 from sidecar.keys.fieldcrypt import FieldSealer, HostKeyWrapper
 from sidecar.keys.hsm_link import HsmLink, open_hsm
 from sidecar.keys.security_link import build_sealing
-from sidecar.keys.tls_key import TokenTlsKey, file_key_warning, token_tls_key
+from sidecar.keys.tls_key import TokenTlsKey, check_file_key, file_key_warning, token_tls_key
 from sidecar.observability import logs, telemetry, telemetry_export
 from sidecar.platform import msgid_lease
 from sidecar.platform.client import PlatformClient
@@ -408,6 +408,8 @@ def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> HttpsTranspor
     if tls_key is not None:
         identity = tls_key.identity
     else:
+        if p.client_key_file is not None:
+            check_file_key(p.client_cert_file, p.client_key_file)
         identity = ClientIdentity(p.client_cert_file, p.client_key_file)
     if p.transport == "curl":
         return CurlTransport(p, p.ca_file, identity, login=_gateway_login(p.gateway_login))
