@@ -228,6 +228,24 @@ class TlsKeyStore:
                 labels.add(label)
         return sorted(labels, key=lambda lb: version_key(lb.partition("/")[2]))
 
+    def engine_unreadable(self) -> list[str]:
+        """Labels of the token's private keys that are neither EC nor RSA (the SM2 keys).
+
+        libp11 0.4.12 (Debian 12's ``pkcs11`` engine) enumerates every private key of the token
+        before it matches the URI, and gives up at the first key type it does not know: with
+        one such key in the token it finds no key at all, whatever the URI says.
+        """
+
+        def run(ws: WorkerSession) -> list[str]:
+            found = []
+            for obj in ws.p11.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+                if _attr(obj, Attribute.KEY_TYPE) not in (KeyType.EC, KeyType.RSA):
+                    found.append(str(_attr(obj, Attribute.LABEL) or "(no label)"))
+            return sorted(found)
+
+        labels: list[str] = self._call(run)
+        return labels
+
     def versions(self) -> list[TlsKeyInfo]:
         result: list[TlsKeyInfo] = self._call(
             lambda ws: [self._info(ws, lb) for lb in self._labels(ws)]

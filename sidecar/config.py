@@ -361,6 +361,10 @@ class HsmConfig(_Section):
     profile: str = Field("softhsm-sm", description="mechanism profile, hsm/profiles/*.toml")
     user_pin_file: Path = Field(description="file holding the user PIN, mode 0600 or stricter")
     pool_size: int = Field(2, ge=1, le=64)
+    tls_token_label: str | None = Field(
+        None, min_length=1, max_length=32,
+        description="token of platform.client_key when not token_label (same module and PIN)",
+    )  # fmt: skip
 
 
 class OtlpConfig(_Section):

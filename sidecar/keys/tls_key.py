@@ -1,9 +1,12 @@
 """The platform tunnel's TLS client key in the HSM, turned into the transport's ``EngineKey``.
 
 ``[platform] client_key = "token:tls"`` (or ``"token:tls/<version>"``) names the newest (or that)
-``tls/<version>`` key that ``yibao-hsm keygen --purpose tls`` made in the ``[hsm]`` token. At
-start-up this module checks that the key obeys the TLS key policy (sign-only, non-extractable)
-and that ``client_cert_file`` certifies it, then builds what libcurl hands to OpenSSL:
+``tls/<version>`` key that ``yibao-hsm keygen --purpose tls`` made in the token ``[hsm]
+tls_token_label`` (same module and PIN file; default: the ``[hsm]`` token itself). Debian 12's
+libp11 (0.4.12) cannot find any key in a token that also holds a private key neither EC nor RSA
+(the SM2 signing key): start-up refuses that in one line. At start-up this module checks that the
+key obeys the TLS key policy (sign-only, non-extractable) and that ``client_cert_file`` certifies
+it, then builds what libcurl hands to OpenSSL:
 
 - the engine ``pkcs11`` (libp11, Debian ``libengine-pkcs11-openssl``);
 - a ``pkcs11:token=...;object=...;type=private`` URI, never with the PIN in it;
@@ -14,7 +17,9 @@ and that ``client_cert_file`` certifies it, then builds what libcurl hands to Op
   loaded into the process's OpenSSL here (:func:`load_engine_config`), so the transport only
   names the engine.
 
-Every failure is one line naming the keys at fault.
+A key file (development only) is checked against its certificate by the transport's start-up
+check (``sidecar.platform.transport.check_tls_files``): libcurl would read it only at the first
+handshake. Every failure is one line naming what is at fault.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ from asn1crypto import pem  # type: ignore[import-untyped]
 from hsm.errors import HsmError, MalformedInput
 from hsm.pin import read_pin_file
 from hsm.tlskey import (
+    TlsKeyInfo,
     TlsKeyStore,
     find_pkcs11_engine,
     openssl_engine_config,
     pkcs11_uri,
     spki_of_certificate,
 )
-from hsm.token import HsmToken
+from hsm.token import HsmToken, TokenConfig
 from sidecar.config import ConfigError, HsmConfig, PlatformConfig
 from sidecar.platform.openssl_conf import OpenSslConfigError, load_openssl_conf
 from sidecar.platform.transport import ClientIdentity, EngineKey
@@ -101,16 +107,18 @@ class TokenTlsKey:
 
 
 def token_tls_key(platform: PlatformConfig, hsm: HsmConfig, token: HsmToken) -> TokenTlsKey:
-    """The ``EngineKey`` identity of ``platform.client_key``, checked against the certificate."""
+    """The ``EngineKey`` identity of ``platform.client_key``, checked against the certificate.
+
+    The key is in ``[hsm] tls_token_label`` when set (a token of its own, opened here with the
+    same module and PIN file and closed again: the engine logs in itself), else in ``token``.
+    """
     if platform.client_key is None:
         raise ConfigError("config: platform.client_key is not set")
     wanted = platform.client_key.removeprefix("token:")
-    try:
-        info = TlsKeyStore(token).current(None if wanted == "tls" else wanted)
-    except HsmError as exc:
-        raise ConfigError(
-            f"config: platform.client_key: {exc} (yibao-hsm keygen --purpose tls)"
-        ) from None
+    if hsm.tls_token_label is None or hsm.tls_token_label == token.token_label:
+        info, label = _token_key(token, wanted)
+    else:
+        info, label = _own_token_key(hsm, hsm.tls_token_label, wanted)
     try:
         cert_spki = spki_of_certificate(_leaf_der(platform.client_cert_file))
     except MalformedInput as exc:
@@ -132,13 +140,51 @@ def token_tls_key(platform: PlatformConfig, hsm: HsmConfig, token: HsmToken) -> 
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(conf_text)
         load_engine_config(conf, str(hsm.module.resolve()))
-        key = EngineKey(ENGINE, pkcs11_uri(token.token_label, info.label), pin, conf)
+        key = EngineKey(ENGINE, pkcs11_uri(label, info.label), pin, conf)
         identity = ClientIdentity(platform.client_cert_file, engine_key=key)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     log.info("tls_key.token", extra={"key": info.label, "fingerprint": info.fingerprint[:16]})
     return TokenTlsKey(identity, info.label, info.fingerprint, directory)
+
+
+def _token_key(token: HsmToken, wanted: str) -> tuple[TlsKeyInfo, str]:
+    """The key ``wanted`` (``tls`` or ``tls/<version>``) of ``token``, if the engine can use it."""
+    store = TlsKeyStore(token)
+    try:
+        info = store.current(None if wanted == "tls" else wanted)
+        unreadable = store.engine_unreadable()
+    except HsmError as exc:
+        raise ConfigError(
+            f"config: platform.client_key: {exc} (yibao-hsm keygen --purpose tls)"
+        ) from None
+    if unreadable:
+        raise ConfigError(
+            f"config: platform.client_key: token {token.token_label!r} also holds "
+            f"{', '.join(unreadable)}, neither EC nor RSA, and the pkcs11 engine (libp11 0.4.12) "
+            "then finds no key: keep the TLS key in a token of its own (hsm.tls_token_label)"
+        )
+    return info, token.token_label
+
+
+def _own_token_key(hsm: HsmConfig, label: str, wanted: str) -> tuple[TlsKeyInfo, str]:
+    try:
+        token = HsmToken.open(
+            TokenConfig(
+                module=str(hsm.module),
+                token_label=label,
+                profile=hsm.profile,
+                user_pin_file=str(hsm.user_pin_file),
+                pool_size=1,
+            )
+        )
+    except HsmError as exc:
+        raise ConfigError(f"config: hsm.tls_token_label: {exc}") from None
+    try:
+        return _token_key(token, wanted)
+    finally:
+        token.close()
 
 
 def file_key_warning(platform: PlatformConfig, hsm: HsmConfig | None) -> str | None:
@@ -148,4 +194,9 @@ def file_key_warning(platform: PlatformConfig, hsm: HsmConfig | None) -> str | N
     return None
 
 
-__all__ = ["TokenTlsKey", "file_key_warning", "load_engine_config", "token_tls_key"]
+__all__ = [
+    "TokenTlsKey",
+    "file_key_warning",
+    "load_engine_config",
+    "token_tls_key",
+]

@@ -42,6 +42,21 @@ _NOT_SENT = frozenset(
     }
 )
 PINNING_MISMATCH = "the gateway's TLS key is not one of the pinned keys"
+# TLS alerts a server sends only while it refuses the handshake. With TLS 1.3 the client has
+# finished its side of the handshake and may already have written the request when the alert
+# arrives (libcurl then reports a receive error): the server never accepted the connection, so
+# never read a request from it.
+_HANDSHAKE_REFUSALS = (
+    "alert unknown ca",
+    "alert bad certificate",
+    "alert certificate required",
+    "alert certificate unknown",
+    "alert certificate expired",
+    "alert certificate revoked",
+    "alert unsupported certificate",
+    "alert access denied",
+    "alert handshake failure",
+)
 
 
 def curl_pins(hex_pins: tuple[str, ...]) -> str:
@@ -335,6 +350,8 @@ class CurlTransport:
 
 
 def _transport_error(exc: CurlFailure) -> TransportError:
+    if exc.sent and any(alert in str(exc).lower() for alert in _HANDSHAKE_REFUSALS):
+        exc = CurlFailure(exc.code, str(exc), sent=False)
     if exc.code == pycurl.E_OPERATION_TIMEDOUT:
         if exc.sent:
             return TransportTimeout("timed out waiting for the platform", sent=True)

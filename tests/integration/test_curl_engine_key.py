@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.openssl_conf import OpenSslConfigError
 from sidecar.platform.transport import ClientIdentity, EngineKey, TransportError
 from tests.hsm_fixtures import SoftHsmTokens
-from tests.tls_pki import token_p256_key
+from tests.tls_pki import make_ca, token_p256_key
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # certificates valid 2025-2036, no host clock
 
@@ -188,3 +191,50 @@ def test_a_missing_openssl_configuration_is_one_clear_error(
     key = EngineKey("pkcs11", "pkcs11:object=x", Pin("1", "t"), tmp_path / "absent.cnf")
     with pytest.raises(OpenSslConfigError, match=r"absent\.cnf is not a readable file"):
         transport("https://localhost:1", token_tls, key)
+
+
+@contextlib.contextmanager
+def refusing_server(pki: Path, trusted_ca: Path, log: Path) -> Iterator[str]:
+    """``openssl s_server`` trusting only ``trusted_ca`` for client certificates: a certificate
+    from another CA gets the TLS alert ``unknown_ca``, as an nginx gateway sends it (the
+    simulator's asyncio server closes without one). Its output goes to ``log``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-www"]
+    argv += ["-cert", str(pki / "server.pem"), "-key", str(pki / "server-key.pem")]
+    argv += ["-CAfile", str(trusted_ca), "-Verify", "1", "-verify_return_error"]
+    with log.open("w") as out:
+        server = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break  # listening (this empty connection is one s_server shrugs off)
+            time.sleep(0.05)
+        yield f"https://localhost:{port}"
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+async def test_a_gateway_refusing_the_token_certificate_with_an_alert_is_not_sent(
+    token_tls: TokenTls, tmp_path: Path
+) -> None:
+    _, other_ca = make_ca("a CA the client is not from", NOW)
+    trusted = tmp_path / "other-ca.pem"
+    trusted.write_bytes(_pem(other_ca))
+    log = tmp_path / "s_server.log"
+    with refusing_server(token_tls.directory, trusted, log) as url:
+        tunnel = transport(url, token_tls, token_tls.engine_key())
+        try:
+            with pytest.raises(TransportError) as caught:
+                await tunnel.post(b"{}", timeout=10)
+        finally:
+            await tunnel.aclose()
+    # With TLS 1.3 the request may already be written when the alert arrives; the gateway
+    # never accepted the connection, so it never read it: not sent, and the alert is the reason.
+    assert caught.value.sent is False
+    assert str(caught.value).startswith("cannot connect to the platform: ")
+    assert "alert unknown ca" in str(caught.value)
+    assert token_tls.pin not in str(caught.value)
+    assert "verify error" in log.read_text()  # the server refused the certificate itself

@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hsm.keys import KeyStore
 from hsm.tlskey import TlsKeyStore
+from hsm.token import HsmToken, TokenConfig
 from sidecar import config
 from sidecar.config import ConfigError, HsmConfig, PlatformConfig
 from sidecar.keys.tls_key import file_key_warning, token_tls_key
@@ -181,6 +183,75 @@ def test_token_without_tls_key_names_the_ceremony_step(
         token_tls_key(platform, hsm, token)
     assert "no tls key" in str(caught.value)
     assert "yibao-hsm keygen --purpose tls" in str(caught.value)
+
+
+def test_a_tls_key_beside_an_sm2_key_is_refused_naming_it(
+    softhsm_tokens: SoftHsmTokens, tmp_path: Path
+) -> None:
+    """libp11 0.4.12 finds no key in a token holding a key type it does not know (SM2)."""
+    shared = softhsm_tokens.make("yibao-tls-sm2", purposes=("sign",))
+    with shared.open(pool_size=1) as token:
+        public = serialization.load_der_public_key(TlsKeyStore(token).generate().spki_der)
+        platform, hsm = _sections(shared, _cert(tmp_path, public, "client.pem"))
+        with pytest.raises(ConfigError) as caught:
+            token_tls_key(platform, hsm, token)
+    message = str(caught.value)
+    assert "\n" not in message and "token 'yibao-tls-sm2' also holds sign/" in message
+    assert "hsm.tls_token_label" in message
+
+
+def test_the_tls_key_in_a_token_of_its_own(
+    tls_made: MadeToken, softhsm_tokens: SoftHsmTokens, tmp_path: Path
+) -> None:
+    """``[hsm] tls_token_label``: the key and the URI come from that token; the [hsm] token (with
+    its SM2 key) serves the rest with the same PIN file."""
+    from hsm.inittoken import init_token
+    from hsm.pin import Pin
+
+    pin = tls_made.user_pin_file.read_text().strip()
+    init_token(str(tls_made.lib), "yibao-tls-main", Pin("so-main-1", "so"), Pin(pin, "user"))
+    with tls_made.open(pool_size=1) as token:
+        public = serialization.load_der_public_key(TlsKeyStore(token).current().spki_der)
+    platform, _ = _sections(tls_made, _cert(tmp_path, public, "client.pem"))
+    hsm = HsmConfig(
+        module=tls_made.lib,
+        token_label="yibao-tls-main",
+        user_pin_file=tls_made.user_pin_file,
+        tls_token_label=tls_made.label,
+    )
+    main = HsmToken.open(
+        TokenConfig(
+            module=str(tls_made.lib),
+            token_label="yibao-tls-main",
+            user_pin_file=str(tls_made.user_pin_file),
+            pool_size=1,
+        )
+    )
+    try:
+        KeyStore(main).generate("sign")
+        link = token_tls_key(platform, hsm, main)
+    finally:
+        main.close()
+    key = link.identity.engine_key
+    assert key is not None
+    assert key.key_id == "pkcs11:token=yibao-side-tls;object=tls%2F2026-11;type=private"
+    link.close()
+    missing = hsm.model_copy(update={"tls_token_label": "no-such-tls"})
+    with main_token(tls_made) as other, pytest.raises(ConfigError) as caught:
+        token_tls_key(platform, missing, other)
+    assert str(caught.value).startswith("config: hsm.tls_token_label: ")
+    assert "no-such-tls" in str(caught.value) and pin not in str(caught.value)
+
+
+def main_token(made: MadeToken) -> HsmToken:
+    return HsmToken.open(
+        TokenConfig(
+            module=str(made.lib),
+            token_label="yibao-tls-main",
+            user_pin_file=str(made.user_pin_file),
+            pool_size=1,
+        )
+    )
 
 
 # ---------------------------------------------------------------------- through libcurl

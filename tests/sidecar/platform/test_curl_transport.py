@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pycurl
 import pytest
+from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from hsm.pin import Pin
@@ -108,15 +109,25 @@ def test_tls_files_that_cannot_work_stop_start_up_naming_the_file(
     key_text = pki.client_key.read_text(encoding="ascii")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not PEM at all\n", encoding="ascii")
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        serialization.load_pem_private_key(pki.client_key.read_bytes(), None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret-passphrase"),
+        )
+    )
     cases = [
         (pki.ca_cert, ClientIdentity(pki.client_cert, pki.other_client_key), "is not the key of"),
         (pki.ca_cert, ClientIdentity(pki.client_cert, pki.client_cert), "unencrypted PEM private"),
         (pki.ca_cert, ClientIdentity(pki.client_key, pki.client_key), "is not a PEM certificate"),
         (garbage, ClientIdentity(pki.client_cert, pki.client_key), "bundle of PEM certificates"),
         (pki.ca_cert, ClientIdentity(pki.client_cert, tmp_path / "absent"), "unencrypted PEM"),
+        (pki.ca_cert, ClientIdentity(pki.client_cert, encrypted), "unencrypted PEM private"),
     ]
     for ca, identity, fragment in cases:
         with pytest.raises(TlsFilesError) as caught:
             check_tls_files(ca, identity)
         assert fragment in str(caught.value)
+        assert "secret-passphrase" not in str(caught.value) and "\n" not in str(caught.value)
         assert "PRIVATE KEY" not in str(caught.value) and key_text[40:80] not in str(caught.value)
