@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import logging
 import sys
@@ -71,10 +72,19 @@ def _common(*, suppress: bool) -> _Parser:
     return common
 
 
+def _version() -> str:
+    try:  # the distribution that installed this command
+        return importlib.metadata.version("yibao-sidecar")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description=__doc__.splitlines()[0], parents=[_common(suppress=False)]
     )
+    # Top level only: after a command, --version is that command's key version (keygen, rotate).
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = _common(suppress=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
