@@ -12,7 +12,10 @@ log() { echo "bootstrap: $*" >&2; }
 # faketime: the demo test freezes every process's clock in the 16:00-24:00 UTC window.
 # libcurl4-openssl-dev (+ a C compiler): pycurl is built against Debian's libcurl and OpenSSL.
 # libengine-pkcs11-openssl: libp11's pkcs11 engine, so OpenSSL signs TLS handshakes with the token key.
-DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl)
+# postgresql: the server binaries (initdb, pg_ctl) and the `postgres` user; when no PostgreSQL is
+# configured or reachable, the test session runs a throw-away one with them (tests/postgres_server.py).
+DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl
+      postgresql)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
