@@ -67,7 +67,11 @@ def _run_plugin(name: str, entry: EntryPoint | None, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    command = cast(Callable[[list[str]], int], entry.load())
+    try:
+        command = cast(Callable[[list[str]], int], entry.load())
+    except ImportError as exc:  # e.g. a dependency outside its tested versions
+        print(f"yibao-sidecar: cannot load '{name}' ({entry.value}): {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return command(argv)
 
 

@@ -76,3 +76,23 @@ def test_keygen_version_still_names_the_key_version() -> None:
 
     args = build_parser().parse_args(["keygen", "--purpose", "sign", "--version", "2026-11"])
     assert args.version == "2026-11"
+
+
+def test_serve_refuses_an_untested_library_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hsm import versions
+    from tests.sidecar.test_config import MINIMAL
+
+    config = tmp_path / "sidecar.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+    real = versions.version
+    monkeypatch.setattr(
+        versions, "version", lambda n: "0.11.0" if n == "python-pkcs11" else real(n)
+    )
+    assert cli.main(["serve", "--config", str(config)]) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == (
+        "yibao-sidecar: cannot start: python-pkcs11 0.11.0 is outside the tested range "
+        ">=0.10,<0.11 (hsm/mechanisms.py adds vendor numbers to its Mechanism/KeyType enums); "
+        "install the version constraints.txt pins\n"
+    )
