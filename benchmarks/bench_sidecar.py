@@ -515,7 +515,8 @@ def key_ceremony(work: Path) -> tuple[str, Path, Path]:
         pins[who].touch(mode=0o600)
         pins[who].write_text(secrets.token_hex(8) + "\n")
     public_pem = work / "sidecar-sign.pem"
-    common = ["--module", lib, "--token-label", LABEL, "--user-pin-file", str(pins["user"])]
+    common = ["--module", lib, "--token-label", LABEL, "--profile", "softhsm-sm",
+              "--user-pin-file", str(pins["user"])]  # fmt: skip
     for command in (
         ["init-token", "--so-pin-file", str(pins["so"])],
         ["keygen", "--purpose", "sign"],

@@ -5,7 +5,10 @@ retire, check.  ``keygen``, ``csr`` and ``import-cert`` take ``--purpose tls`` f
 platform tunnel's TLS client key (:mod:`hsm.tlskey`); ``list`` and ``check`` cover it too.
 Common options (before or after the command): --module,
 --token-label, --profile, --user-pin-file, --config (TOML with the same keys:
-module, token_label, profile, user_pin_file, pool_size; options win), --json.
+module, token_label, profile, user_pin_file, pool_size; options win), --json, and --version
+(before any command: the installed distribution's version). The commands that change the token
+(init-token, keygen, import-cert, rotate, retire) need the profile named (--profile or
+``profile`` in --config); the read-only ones default to softhsm-sm.
 
 PINs come only from files (mode 0600 or stricter) or, for init-token, from an
 interactive prompt; never from argv or the environment.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import logging
 import sys
@@ -43,6 +47,11 @@ from hsm.tlskey import TLS_PURPOSE, TlsKeyInfo, TlsKeyStore
 from hsm.token import HsmToken, TokenConfig, missing_mechanisms
 
 PROG = "yibao-hsm"
+# Commands that create or change objects in the token: they never guess the vendor's mechanism
+# numbers (a ceremony that forgot --profile would otherwise key a production token with the
+# test profile's). Read-only commands fall back to READ_ONLY_PROFILE.
+TOKEN_CHANGING = frozenset({"init-token", "keygen", "import-cert", "rotate", "retire"})
+READ_ONLY_PROFILE = "softhsm-sm"
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_HSM, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
@@ -71,10 +80,19 @@ def _common(*, suppress: bool) -> _Parser:
     return common
 
 
+def _version() -> str:
+    try:  # the distribution that installed this command
+        return importlib.metadata.version("yibao-sidecar")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description=__doc__.splitlines()[0], parents=[_common(suppress=False)]
     )
+    # Top level only: after a command, --version is that command's key version (keygen, rotate).
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = _common(suppress=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -135,6 +153,14 @@ def _config(args: argparse.Namespace) -> TokenConfig:
         raise ConfigError("no PKCS#11 module given (--module or module= in --config)")
     if not label:
         raise ConfigError("no token label given (--token-label or token_label= in --config)")
+    profile = args.profile or doc.get("profile")
+    if not profile:
+        if args.command in TOKEN_CHANGING:
+            raise ConfigError(
+                f"{args.command} changes the token: name its vendor profile with --profile or "
+                f"profile= in --config ({', '.join(known_profiles())}, or a .toml file)"
+            )
+        profile = READ_ONLY_PROFILE
     pin_file = args.user_pin_file or doc.get("user_pin_file")
     pool = doc.get("pool_size", 1)
     if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
@@ -142,7 +168,7 @@ def _config(args: argparse.Namespace) -> TokenConfig:
     return TokenConfig(
         module=str(module),
         token_label=str(label),
-        profile=str(args.profile or doc.get("profile") or "softhsm-sm"),
+        profile=str(profile),
         user_pin_file=str(pin_file) if pin_file else None,
         pool_size=pool,
     )
@@ -408,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             format=f"{PROG}: %(message)s",
             stream=sys.stderr,
         )
+        if args.command in TOKEN_CHANGING:
+            _config(args)  # the profile and the token are named before any file is read
         return COMMANDS[args.command](args)
     except HsmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

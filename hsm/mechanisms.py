@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pkcs11 import KeyType, Mechanism
 
+from hsm import versions
 from hsm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def extend_int_enum(enum_cls: type[E], name: str, value: int) -> E:
     value = int(value)
     if not 0 <= value <= _MAX_ULONG:
         raise ConfigError(f"{name}={value:#x} does not fit a CK_ULONG")
+    versions.check("python-pkcs11")  # the enums' internals are what this relies on
     with _lock:
         by_value = enum_cls._value2member_map_.get(value)
         by_name = enum_cls._member_map_.get(name)

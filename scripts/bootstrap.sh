@@ -14,7 +14,10 @@ log() { echo "bootstrap: $*" >&2; }
 # libengine-pkcs11-openssl: libp11's pkcs11 engine, so OpenSSL signs TLS handshakes with the token key.
 # chromium: the audit report (yibao-audit verify --html) is tested in a real headless browser.
 # strace: the test that lists every file the sidecar opens (no TLS private key on disk in HSM mode).
-DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl chromium strace)
+# postgresql: the server binaries (initdb, pg_ctl) and the `postgres` user; when no PostgreSQL is
+# configured or reachable, the test session runs a throw-away one with them (tests/postgres_server.py).
+DEBS=(openssl nodejs npm ca-certificates faketime libcurl4-openssl-dev gcc libc6-dev libengine-pkcs11-openssl
+      chromium strace postgresql)
 missing=()
 # The generated-clients check (tests/clients) generates Go and Java from proto/ and compiles the Java.
 DEBS+=(protobuf-compiler protoc-gen-go protoc-gen-go-grpc libprotobuf-java default-jdk-headless)

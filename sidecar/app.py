@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from opentelemetry.metrics import Meter
 
+from hsm import versions
 from hsm.datakeys import DataKeys
 from hsm.errors import HsmError
 from sidecar import config
@@ -503,6 +504,10 @@ async def serve(config_path: Path) -> int:
     """``yibao-sidecar serve``: load, validate, build, run until SIGTERM, drain, close."""
     settings = config.load(config_path)
     logs.configure(settings.log.level)
+    try:
+        versions.check_all()  # libraries whose private parts hsm/ uses: only tested versions
+    except versions.UntestedVersion as exc:
+        raise StartupError(f"yibao-sidecar: cannot start: {exc}") from None
     sidecar = build(settings)
     try:
         await sidecar.prepare()

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import cast
 
@@ -32,12 +32,20 @@ DEVKIT_COMMANDS = {
 DEVKIT_DISTRIBUTION = "yibao-devkit"
 
 
+def _version() -> str:
+    try:  # the distribution that installed this command
+        return version("yibao-sidecar")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _plugins() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name != "serve"}
 
 
 def _parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yibao-sidecar", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC sidecar")
     serve.add_argument("--config", type=Path, required=True, help="TOML configuration file")
@@ -61,7 +69,11 @@ def _run_plugin(name: str, entry: EntryPoint | None, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    command = cast(Callable[[list[str]], int], entry.load())
+    try:
+        command = cast(Callable[[list[str]], int], entry.load())
+    except ImportError as exc:  # e.g. a dependency outside its tested versions
+        print(f"yibao-sidecar: cannot load '{name}' ({entry.value}): {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return command(argv)
 
 

@@ -12,13 +12,14 @@ message that says which ``*_file`` key to use instead.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -614,8 +615,19 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Setting
     for name, value in sorted(environ.items()):
         if name.startswith(ENV_PREFIX):
             keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+            dotted = ".".join(keys)
+            if not all(keys):
+                raise ConfigError(
+                    f"config: environment {name}: not a key; the form is "
+                    f"{ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}SERVER__SOCKET_PATH"
+                )
+            if value == "" and not _accepts_empty(keys):
+                raise ConfigError(
+                    f"config: {dotted} (from environment {name}): the variable is empty; "
+                    "unset it to keep the file's value or the default"
+                )
             _set_nested(data, keys, value)
-            origins[".".join(keys)] = f"environment {name}"
+            origins[dotted] = f"environment {name}"
     _refuse_inline_secrets(data, origins, path)
     try:
         return Settings.model_validate(data)
@@ -658,13 +670,65 @@ def _refuse_inline_secrets(
 
 
 def _one_line(exc: ValidationError, origins: Mapping[str, str], path: Path | None) -> str:
-    first = exc.errors()[0]
-    dotted = ".".join(str(part) for part in first["loc"]) or "(whole file)"
-    where = origins.get(dotted, str(path) if path else "defaults")
+    errors = exc.errors()
+    # A misspelt key also makes the real one "missing": the unknown key is the news.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(str(part) for part in first["loc"])
+    dotted = ".".join(loc) or "(whole file)"
+    where = _origin(dotted, origins, path)
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key"
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6) if loc else []
+        if close:
+            message += f" (did you mean {close[0]}?)"
     elif first["type"] == "missing":
         message = "required key is missing"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"config: {dotted} (from {where}): {message}{more}"
+
+
+def _origin(dotted: str, origins: Mapping[str, str], path: Path | None) -> str:
+    """Where ``dotted`` came from: its environment variable, the variable that made the section
+    (a misspelt section that only the environment names), else the file."""
+    if dotted in origins:
+        return origins[dotted]
+    below = sorted(origin for key, origin in origins.items() if key.startswith(dotted + "."))
+    if below:
+        return ", ".join(below)
+    return str(path) if path else "defaults"
+
+
+def _section_at(keys: Sequence[str]) -> type[BaseModel] | None:
+    """The section class that ``keys`` (e.g. ``("platform", "msgid")``) names, if any."""
+    model: type[BaseModel] = Settings
+    for key in keys:
+        field = model.model_fields.get(key)
+        if field is None:
+            return None
+        sections = [
+            arg
+            for arg in (field.annotation, *get_args(field.annotation))
+            if isinstance(arg, type) and issubclass(arg, BaseModel)
+        ]
+        if not sections:
+            return None
+        model = sections[0]
+    return model
+
+
+def _known_keys(keys: Sequence[str]) -> list[str]:
+    model = _section_at(keys)
+    return list(model.model_fields) if model is not None else []
+
+
+def _accepts_empty(keys: Sequence[str]) -> bool:
+    """Whether an empty environment value can mean something for this key: a text key (its
+    validator decides, e.g. an optional listen address or a region without a statement)."""
+    model = _section_at(keys[:-1])
+    field = model.model_fields.get(keys[-1]) if model is not None else None
+    if field is None:
+        return True  # an unknown key: validation names it
+    annotation = field.annotation
+    return annotation is str or str in get_args(annotation)

@@ -58,6 +58,8 @@ class Env:
                 "--user-pin-file",
                 str(pin_file or self.user_pin_file),
             ]
+            if "--profile" not in args:  # the token-changing commands need it named
+                argv += ["--profile", "softhsm-sm"]
         return subprocess.run(
             argv,
             capture_output=True,

@@ -138,7 +138,7 @@ def _key_ceremony(directory: Path, module: Path, say: Transcript) -> DemoHsm:
     os.environ["SOFTHSM2_CONF"] = str(conf)  # inherited by the sidecar process too
     so_pin = _secret_file(directory / "so.pin")  # the security officer's
     user_pin = _secret_file(directory / "user.pin")  # the operators' (the sidecar's)
-    common = ["--module", str(module), "--token-label", "yibao-demo",
+    common = ["--module", str(module), "--token-label", "yibao-demo", "--profile", "softhsm-sm",
               "--user-pin-file", str(user_pin)]  # fmt: skip
     _hsm(say, "init-token", *common, "--so-pin-file", str(so_pin))
     say.step("token 'yibao-demo' initialised; SO PIN and user PIN in separate 0600 files")
@@ -285,7 +285,7 @@ def _verify_audit_trail(workdir: Path, say: Transcript) -> None:
     say.title("audit trail: yibao-audit verify with the exported public key only")
     hsm_dir = workdir / "hsm"
     common = ["--module", str(_demo_module(workdir)), "--token-label", "yibao-demo",
-              "--user-pin-file", str(hsm_dir / "user.pin")]  # fmt: skip
+              "--profile", "softhsm-sm", "--user-pin-file", str(hsm_dir / "user.pin")]  # fmt: skip
     label = next(
         line.split()[0] for line in _hsm(say, "list", *common).splitlines()
         if line.startswith("audit/")

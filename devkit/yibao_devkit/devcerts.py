@@ -27,9 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CLIENT_COMMON_NAME = "yibao-sidecar-dev"
-VALIDITY = dt.timedelta(days=30)
+# A demo or integration environment lives for months: 397 days (the longest a public TLS leaf
+# may last) keeps the sidecar's certificate-expiry alert (< 30 days) quiet for a year.
+VALIDITY = dt.timedelta(days=397)
 BACKDATE = dt.timedelta(hours=1)  # tolerate clocks that are slightly behind
-REUSE_MARGIN = dt.timedelta(days=1)  # regenerate when less than this much validity remains
+# Reused files are regenerated before they come within the alert's 30 days, so a long-lived
+# dev cache never makes YibaoSidecarCertificateExpiringSoon fire.
+REUSE_MARGIN = dt.timedelta(days=31)
 
 _ORGANISATION = "yibao-sidecar development (NOT FOR PRODUCTION)"
 

@@ -8,7 +8,8 @@ never errors. Any mutating call for a subject (a registration here, a settlement
 revocation) calls :meth:`ReadCache.invalidate`, which drops every entry of that subject.
 
 A load that started before an invalidation does not store its answer afterwards (an epoch
-counter), so an answer read before a mutation cannot outlive it in the cache.
+counter), so an answer read before a mutation cannot outlive it in the cache. Expiry and the
+least-recently-used bound are cachetools' ``TTLCache`` (with the cache's own clock).
 
 Hits and misses are counted on ``yibao.cache.requests`` with attributes ``function`` and
 ``result`` (``hit`` / ``miss``); with ``ttl_seconds = 0`` the cache is off and counts nothing.
@@ -19,11 +20,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
+from cachetools import TTLCache
 from google.protobuf.message import Message
 from opentelemetry import metrics
 
@@ -43,10 +43,8 @@ class SubjectLike(Protocol):
     def certificate_number(self) -> str: ...
 
 
-@dataclass
-class _Entry:
+class _Entry(NamedTuple):
     subject: bytes
-    expires: float
     answer: Message
 
 
@@ -65,7 +63,10 @@ class ReadCache:
         self._max = config.max_entries
         self._key = key
         self._clock = clock
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        # TTLCache needs a positive ttl; with 0 the cache is off and this one stays empty.
+        self._entries: TTLCache[bytes, _Entry] = TTLCache(
+            maxsize=self._max, ttl=self._ttl or 1.0, timer=clock
+        )
         self._epoch = 0
         meter = meter or metrics.NoOpMeter("yibao-sidecar")
         self._requests = meter.create_counter(
@@ -77,6 +78,7 @@ class ReadCache:
         return self._ttl > 0
 
     def __len__(self) -> int:
+        self._entries.expire()  # expired entries leave on the next write; count only live ones
         return len(self._entries)
 
     async def read(
@@ -92,22 +94,15 @@ class ReadCache:
             return await load()
         subject_key = self.subject_key(subject)
         key = self._entry_key(function, tenant, subject_key, request)
-        now = self._clock()
-        entry = self._entries.get(key)
-        if entry is not None and entry.expires > now:
-            self._entries.move_to_end(key)
+        entry = self._entries.get(key)  # None once expired
+        if entry is not None:
             self._requests.add(1, {"function": function, "result": "hit"})
             return _copy(entry.answer)  # type: ignore[return-value]
-        if entry is not None:
-            del self._entries[key]
         self._requests.add(1, {"function": function, "result": "miss"})
         epoch = self._epoch
         answer = await load()
         if epoch == self._epoch:  # nothing was invalidated while it loaded
-            self._entries[key] = _Entry(subject_key, self._clock() + self._ttl, _copy(answer))
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            self._entries[key] = _Entry(subject_key, _copy(answer))  # evicts the least recent
         return answer
 
     def invalidate(self, subject: SubjectLike) -> int:
@@ -116,7 +111,7 @@ class ReadCache:
         subject_key = self.subject_key(subject)
         doomed = [key for key, entry in self._entries.items() if entry.subject == subject_key]
         for key in doomed:
-            del self._entries[key]
+            self._entries.pop(key, None)
         return len(doomed)
 
     def clear(self) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,21 +104,21 @@ class Server:
             ],
             self._server,
         )
-        front, socket = self._front, self._config.socket_path
-        _prepare_socket_path(socket)
-        self._bind(front.upstream if front else f"unix:{socket}")
+        front, socket_path = self._front, self._config.socket_path
+        _prepare_socket_path(socket_path)
+        self._bind(front.upstream if front else f"unix:{socket_path}")
         if self._config.tcp_listen:
             self.tcp_port = self._bind(self._config.tcp_listen, self._tcp_credentials)
         await self._server.start()
         if front is not None:
-            await front.start(socket)
-        os.chmod(socket, self._config.socket_mode)
+            await front.start(socket_path)
+        os.chmod(socket_path, self._config.socket_mode)
         for name in ("", *names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server.started",
             extra={
-                "socket": str(socket),
+                "socket": str(socket_path),
                 "tcp_port": self.tcp_port,
                 "tcp_mutual_tls": self._tcp_credentials is not None,
                 "access_control": front is not None,
@@ -149,8 +150,17 @@ class Server:
         await self._server.wait_for_termination()
 
 
+class SocketInUse(OSError):
+    """Something accepts connections on the socket path: another sidecar is serving there."""
+
+
 def _prepare_socket_path(path: Path) -> None:
-    """Remove a stale socket left by a killed predecessor; never remove anything else."""
+    """Remove a stale socket left by a killed predecessor; never a live one, nor anything else.
+
+    A socket file is stale when connecting to it is refused; if something accepts (or the probe
+    cannot tell), the path belongs to a running process and starting here would silently take
+    its callers away, so this start is refused instead.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.lstat().st_mode
@@ -158,7 +168,22 @@ def _prepare_socket_path(path: Path) -> None:
         return
     if not stat.S_ISSOCK(mode):
         raise FileExistsError(f"{path} exists and is not a socket")
-    path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)  # stale: nobody listens
+            return
+        except OSError as exc:
+            raise SocketInUse(
+                f"{path}: cannot tell whether another process serves on it "
+                f"({exc.strerror or exc}); not taking it over"
+            ) from None
+    raise SocketInUse(
+        f"{path}: another process is listening on it (a second sidecar?); stop it or set "
+        "a different server.socket_path"
+    )
 
 
 async def serve_until_signalled(

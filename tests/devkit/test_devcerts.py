@@ -73,7 +73,7 @@ def test_validity_and_algorithms(pki: DevPki) -> None:
     for path in (pki.ca_cert, pki.server_cert, pki.client_cert, pki.other_ca_cert):
         cert = load(path)
         assert cert.not_valid_before_utc < now - dt.timedelta(minutes=50)
-        assert dt.timedelta(days=29) < cert.not_valid_after_utc - now <= dt.timedelta(days=30)
+        assert dt.timedelta(days=396) < cert.not_valid_after_utc - now <= dt.timedelta(days=397)
         assert cert.signature_hash_algorithm is not None
         assert cert.signature_hash_algorithm.name == "sha256"
         assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
@@ -101,3 +101,15 @@ def test_generate_replaces_files_that_do_not_fit(tmp_path: Path) -> None:
     assert again.client_key.is_file()
     assert again.ca_cert.read_bytes() != wider_ca
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_files_nearing_the_expiry_alert_are_regenerated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devcerts, "VALIDITY", dt.timedelta(days=29))  # inside the alert's 30
+    old = devcerts.generate(tmp_path).client_cert.read_bytes()
+    monkeypatch.undo()
+    fresh = devcerts.generate(tmp_path)
+    assert fresh.client_cert.read_bytes() != old
+    left = load(fresh.client_cert).not_valid_after_utc - dt.datetime.now(dt.UTC)
+    assert left > dt.timedelta(days=396)

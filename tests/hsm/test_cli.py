@@ -291,10 +291,43 @@ def test_bad_inputs_one_line_each(cli_token: Env, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("init-token",),
+        ("keygen", "--purpose", "sign"),
+        ("rotate", "--purpose", "sign"),
+        ("retire", "--label", "sign/2001-01"),
+        ("import-cert", "--cert", "/nonexistent/cert.pem"),
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_command_that_changes_the_token_needs_the_profile_named(
+    cli_token: Env, command: tuple[str, ...]
+) -> None:
+    before = ok(cli_token.cli("list", "--json", label=LABEL))
+    argv = [*CLI, *command, "--module", str(cli_token.lib), "--token-label", LABEL,
+            "--user-pin-file", str(cli_token.user_pin_file)]  # fmt: skip
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=cli_token.env(), cwd=REPO, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    _one_line(proc, 2, f"{command[0]} changes the token", "--profile", "sansec-swpkcs11")
+    assert "softhsm-sm" in proc.stderr  # listed among the choices, never taken silently
+    assert ok(cli_token.cli("list", "--json", label=LABEL)) == before  # nothing was changed
+
+
+def test_read_only_commands_still_run_without_a_profile(cli_token: Env) -> None:
+    argv = [*CLI, "list", "--module", str(cli_token.lib), "--token-label", LABEL,
+            "--user-pin-file", str(cli_token.user_pin_file)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=cli_token.env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_config_file_supplies_the_common_options(cli_token: Env, tmp_path: Path) -> None:
     cfg = tmp_path / "hsm.toml"
     cfg.write_text(
-        f'module = "{cli_token.lib}"\ntoken_label = "{LABEL}"\n'
+        f'module = "{cli_token.lib}"\ntoken_label = "{LABEL}"\nprofile = "softhsm-sm"\n'
         f'user_pin_file = "{cli_token.user_pin_file}"\n'
     )
     proc = subprocess.run(

@@ -36,7 +36,7 @@ def cli(t: MadeToken, *args: str) -> subprocess.CompletedProcess[str]:
             *args,
             *("--module", str(t.lib), "--token-label", t.label),
             *("--user-pin-file", str(t.user_pin_file)),
-            *(("--profile", str(t.profile)) if t.profile else ()),
+            *("--profile", str(t.profile) if t.profile else "softhsm-sm"),
         ],
         capture_output=True,
         text=True,

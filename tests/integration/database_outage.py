@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from sidecar.config import StoreConfig
-from tests.store_fixtures import POSTGRES
+from tests.store_fixtures import postgres_dsn
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -37,9 +37,9 @@ class Outage:
 @contextlib.contextmanager
 def _admin() -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+        admin = psycopg.connect(postgres_dsn(), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for this test ({POSTGRES}): {exc}", pytrace=False)
+        pytest.fail(f"PostgreSQL is required for this test: {exc}", pytrace=False)
     with admin:
         yield admin
 
@@ -84,7 +84,7 @@ async def store_outage(backend: str, directory: Path) -> AsyncIterator[Outage]:
         async def reopen() -> None:
             admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
 
-        dsn = f"{POSTGRES} dbname={name}"  # the last dbname wins
+        dsn = f"{postgres_dsn()} dbname={name}"  # the last dbname wins
         config = StoreConfig(
             backend="postgresql", postgresql_dsn=dsn, pool_size=4, connect_timeout_seconds=1.0
         )

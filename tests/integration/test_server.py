@@ -351,6 +351,36 @@ async def test_an_unusable_socket_path_stops_start_up_with_one_line(
     assert "is not a socket" in stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
+async def test_a_second_sidecar_on_a_live_socket_refuses_and_leaves_the_first_serving(
+    simulator: RunningSimulator, short_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "sidecar.toml", simulator, short_dir)
+    socket_path = short_dir / "sidecar.sock"
+    first = sidecar_process(config)
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
+            await wait_serving(channel, first)
+            inode = socket_path.stat().st_ino
+            own_store = {"YIBAO_SIDECAR__STORE__SQLITE_PATH": str(tmp_path / "second" / "s.db")}
+            second = sidecar_process(config, own_store)
+            _, stderr = second.communicate(timeout=30)
+            assert second.returncode == 1
+            assert stderr.splitlines() == [
+                f"yibao-sidecar: cannot start: {socket_path}: another process is listening on "
+                "it (a second sidecar?); stop it or set a different server.socket_path"
+            ]
+            assert socket_path.stat().st_ino == inode  # not unlinked and re-bound
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+    assert first.returncode == 0
+
+
 async def test_an_unusable_store_stops_start_up_with_one_line(
     simulator: RunningSimulator, short_dir: Path, tmp_path: Path
 ) -> None:

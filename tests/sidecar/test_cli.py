@@ -3,7 +3,10 @@ kit through the `yibao_sidecar.commands` entry points, and without it they fail 
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
+import subprocess
+import sys
+from importlib.metadata import EntryPoint, version
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +59,40 @@ def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         cli.main(["frobnicate"])
     assert exit_info.value.code == cli.EXIT_USAGE
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["yibao-sidecar", "yibao-hsm", "yibao-audit"])
+def test_every_command_prints_the_distributions_version(command: str) -> None:
+    installed = Path(sys.executable).parent / command  # the console script pip made
+    proc = subprocess.run(
+        [str(installed), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == f"{command} {version('yibao-sidecar')}\n"
+
+
+def test_keygen_version_still_names_the_key_version() -> None:
+    from hsm.cli import build_parser
+
+    args = build_parser().parse_args(["keygen", "--purpose", "sign", "--version", "2026-11"])
+    assert args.version == "2026-11"
+
+
+def test_serve_refuses_an_untested_library_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hsm import versions
+    from tests.sidecar.test_config import MINIMAL
+
+    config = tmp_path / "sidecar.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+    real = versions.version
+    monkeypatch.setattr(
+        versions, "version", lambda n: "0.11.0" if n == "python-pkcs11" else real(n)
+    )
+    assert cli.main(["serve", "--config", str(config)]) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == (
+        "yibao-sidecar: cannot start: python-pkcs11 0.11.0 is outside the tested range "
+        ">=0.10,<0.11 (hsm/mechanisms.py adds vendor numbers to its Mechanism/KeyType enums); "
+        "install the version constraints.txt pins\n"
+    )

@@ -72,7 +72,8 @@ def test_a_regional_code_variant_is_configuration(tmp_path: Path) -> None:
         (
             "[server]\nmax_mesage_bytes = 1\n",
             {},
-            "config: server.max_mesage_bytes (from {path}): unknown key",
+            "config: server.max_mesage_bytes (from {path}): unknown key "
+            "(did you mean max_message_bytes?)",
         ),
         (
             "",
@@ -97,6 +98,83 @@ def test_bad_values_name_the_key(
         config.load(path, environ=environ)
     assert str(caught.value) == expected.format(path=path)
     assert "\n" not in str(caught.value)
+
+
+def test_a_misspelt_required_key_is_reported_as_unknown_not_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('division = "110105"', 'divison = "110105"'))
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert str(caught.value) == (
+        f"config: institution.divison (from {path}): unknown key (did you mean division?) "
+        "(and 1 more)"
+    )
+
+
+def test_a_misspelt_section_suggests_the_section(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "[sever]\nsocket_path = '/tmp/s.sock'\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert str(caught.value) == (f"config: sever (from {path}): unknown key (did you mean server?)")
+
+
+def test_a_key_nothing_resembles_gets_no_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "[server]\nzzz = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert str(caught.value) == f"config: server.zzz (from {path}): unknown key"
+
+
+def test_a_misspelt_env_key_and_section_name_the_variable_not_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={"YIBAO_SIDECAR__SERVER__SOKCET_PATH": "/tmp/s.sock"})
+    assert str(caught.value) == (
+        "config: server.sokcet_path (from environment YIBAO_SIDECAR__SERVER__SOKCET_PATH): "
+        "unknown key (did you mean socket_path?)"
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={"YIBAO_SIDECAR__SERVR__SOCKET_PATH": "/tmp/s.sock"})
+    assert str(caught.value) == (
+        "config: servr (from environment YIBAO_SIDECAR__SERVR__SOCKET_PATH): "
+        "unknown key (did you mean server?)"
+    )
+    assert str(path) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "YIBAO_SIDECAR__SERVER__SOCKET_PATH",
+        "YIBAO_SIDECAR__SERVER__MAX_MESSAGE_BYTES",
+        "YIBAO_SIDECAR__PAGING__TOKEN_KEY_FILE",
+    ],
+)
+def test_an_empty_env_override_is_one_clear_line(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, MINIMAL), environ={name: ""})
+    dotted = name.removeprefix("YIBAO_SIDECAR__").lower().replace("__", ".")
+    assert str(caught.value) == (
+        f"config: {dotted} (from environment {name}): the variable is empty; "
+        "unset it to keep the file's value or the default"
+    )
+
+
+def test_an_empty_env_override_of_a_text_key_is_a_value(tmp_path: Path) -> None:
+    environ = {
+        "YIBAO_SIDECAR__SERVER__TCP_LISTEN": "",  # optional listener: off
+        "YIBAO_SIDECAR__PLATFORM__TRANSACTIONS__ACCOUNT_STATEMENT": "",  # no statement here
+    }
+    settings = config.load(write(tmp_path, MINIMAL), environ=environ)
+    assert settings.server.tcp_listen is None
+    assert settings.platform.transactions.account_statement == ""
+
+
+@pytest.mark.parametrize(
+    "name", ["YIBAO_SIDECAR__", "YIBAO_SIDECAR__SERVER__", "YIBAO_SIDECAR____X"]
+)
+def test_an_env_name_without_a_key_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^config: environment {name}: not a key; the form"):
+        config.load(write(tmp_path, MINIMAL), environ={name: "x"})
 
 
 def test_missing_required_key(tmp_path: Path) -> None:

@@ -12,26 +12,52 @@ Holding every transport also lets fault drills drop a connection on purpose: the
 by sending the ASGI extension event :data:`~yibao_devkit.simulator.app.DROP_CONNECTION`, and
 :func:`_with_drop` aborts the transport the request arrived on (found by the peer address that
 Hypercorn puts in the scope's ``client``), so the client sees the connection reset with no answer.
+
+``TCPServer``, ``WorkerContext`` and ``Lifespan`` are Hypercorn internals, so this module refuses,
+in one line and before importing them, a Hypercorn outside the range it was tested with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from importlib.metadata import version
 from typing import Any, cast
 
-from hypercorn.asyncio.lifespan import Lifespan
-from hypercorn.asyncio.statsd import StatsdLogger
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.asyncio.worker_context import WorkerContext
-from hypercorn.config import Config
-from hypercorn.typing import ASGIFramework, LifespanState
-from hypercorn.utils import parse_socket_addr, wrap_app
+TESTED_HYPERCORN = ((0, 17), (0, 19))  # [lower, upper): devkit/pyproject.toml allows the same
 
-from yibao_devkit.simulator.app import (
+
+class UntestedHypercorn(ImportError):
+    """The installed Hypercorn is outside the range whose internals this module was tested with."""
+
+
+def check_hypercorn(installed: str) -> None:
+    match = re.match(r"\d+(?:\.\d+)*", installed)
+    release = tuple(int(part) for part in match.group(0).split(".")) if match else ()
+    lower, upper = TESTED_HYPERCORN
+    if not lower <= release < upper:
+        raise UntestedHypercorn(
+            f"hypercorn {installed} is outside the tested range >=0.17,<0.19 (the simulator's "
+            "hosting uses its TCPServer, WorkerContext and Lifespan internals); install the "
+            "version constraints.txt pins"
+        )
+
+
+check_hypercorn(version("hypercorn"))
+
+from hypercorn.asyncio.lifespan import Lifespan  # noqa: E402 - only once the version is checked
+from hypercorn.asyncio.statsd import StatsdLogger  # noqa: E402
+from hypercorn.asyncio.tcp_server import TCPServer  # noqa: E402
+from hypercorn.asyncio.worker_context import WorkerContext  # noqa: E402
+from hypercorn.config import Config  # noqa: E402
+from hypercorn.typing import ASGIFramework, LifespanState  # noqa: E402
+from hypercorn.utils import parse_socket_addr, wrap_app  # noqa: E402
+
+from yibao_devkit.simulator.app import (  # noqa: E402
     DROP_CONNECTION,
     Message,
     PlatformSimulator,

@@ -30,7 +30,7 @@ from sidecar.store.postgres import PostgresStore
 from sidecar.store.sqlite import SqliteStore
 from tests.audit_fixtures import AuditHsm
 from tests.sidecar.audit.conftest import audit_config
-from tests.store_fixtures import POSTGRES
+from tests.store_fixtures import postgres_dsn
 
 
 @dataclass
@@ -63,12 +63,12 @@ async def outage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     schema = f"t_{uuid.uuid4().hex[:12]}"
     role = f"r_{schema}"
     try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+        admin = psycopg.connect(postgres_dsn(), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for this test ({POSTGRES}): {exc}", pytrace=False)
+        pytest.fail(f"PostgreSQL is required for this test: {exc}", pytrace=False)
     admin.execute(f"CREATE ROLE {role} LOGIN")
     admin.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
-    dsn = f"{POSTGRES} user={role} options=-csearch_path={schema}"
+    dsn = f"{postgres_dsn()} user={role} options=-csearch_path={schema}"
     dsn = dsn.replace("user=postgres ", "")
     store = PostgresStore(dsn, pool_size=4, connect_timeout_seconds=1)
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sidecar.config import StoreConfig
 from sidecar.store import DuplicateKey, Migration, Store, StoreError, StoreUnavailable, open_store
 from sidecar.store.postgres import _pyformat
-from tests.store_fixtures import POSTGRES
+from tests.store_fixtures import postgres_dsn
 
 NOTES_V1 = Migration(
     "notes",
@@ -162,7 +162,7 @@ async def test_postgresql_recovers_after_its_connections_are_cut(postgres_schema
     store = open_store(StoreConfig(backend="postgresql", postgresql_dsn=postgres_schema))
     try:
         await store.migrate([NOTES_V1])
-        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
             cut = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = %s",
