@@ -89,11 +89,13 @@ class Journal:
         return fd, path
 
     def add(self, record: Record) -> None:
-        """Buffer a sealed record (in chain order); the running or next write takes it."""
+        """Buffer a sealed record (in chain order); the next ``sync`` writes it.
+
+        Nothing is written until someone syncs: a durable intent, or the writer before it ships
+        (after ``commit_delay_seconds``), so outcomes share the next intent's ``fdatasync``.
+        """
         self._buffer.append(encode(record))
         self._buffered = record.seq
-        if self._inflight is None and self._error is None:
-            self._inflight = asyncio.ensure_future(self._flush())
 
     async def sync(self, seq: int) -> None:
         """Return once position ``seq`` is on the volume (SpoolError if it cannot be written)."""

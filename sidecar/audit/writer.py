@@ -308,6 +308,8 @@ class AuditWriter:
         """
         journal = self.journal
         assert journal is not None
+        with contextlib.suppress(SpoolError):  # a broken journal: the next append refuses
+            await journal.sync(self.position)  # outcomes join the running write, if any
         async with self._seal_lock:
             durable = journal.durable
             cut = 0
