@@ -435,8 +435,13 @@ class AuditWriter:
     # ------------------------------------------------------------------ checkpoints
     async def _checkpoint_loop(self) -> None:
         while True:
+            # Not asyncio.wait_for: on 3.11 it returns normally when cancelled just as the event
+            # is set, and this task would then wait for the commit lock that ``close`` holds.
             with contextlib.suppress(TimeoutError):  # the interval passed, or enough records
-                await asyncio.wait_for(self._checkpoint_due.wait(), self._checkpoint_interval)
+                async with asyncio.timeout(self._checkpoint_interval):
+                    await self._checkpoint_due.wait()
+            if self._closed:  # ``close`` signs the final checkpoint itself
+                return
             self._checkpoint_due.clear()
             try:
                 await self.checkpoint()

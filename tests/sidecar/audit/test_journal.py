@@ -322,3 +322,21 @@ async def test_a_journal_file_is_deleted_once_the_store_holds_it(
     await trail.close()
     assert segments(tmp_path) == []
     assert len(await stored(migrated)) == 2001
+
+
+@pytest.mark.parametrize("durability", ["store", "journal"])
+async def test_close_does_not_hang_when_a_checkpoint_falls_due_as_it_stops(
+    migrated: Store, audit_hsm: AuditHsm, tmp_path: Path, durability: str
+) -> None:
+    """asyncio.wait_for (3.11) swallowed the stop's cancellation when the checkpoint fell due at
+    that moment; the checkpoint task then waited for the lock the stop held, forever."""
+    config = audit_config(tmp_path, durability=durability, checkpoint_every_records=1)
+    trail = await started(config, migrated, audit_hsm)
+    await trail.writer.flush()
+    await asyncio.sleep(0)
+    trail.writer._checkpoint_due.set()  # due now, and the stop comes before the task runs
+    closing = asyncio.create_task(trail.close())
+    done, _ = await asyncio.wait({closing}, timeout=60)  # a guard against the hang, not a timing
+    assert closing in done, "close() hangs"
+    reports = await verify_store(migrated, [audit_hsm.public_key])
+    assert all(r.ok for r in reports), [r.first for r in reports]
