@@ -476,4 +476,5 @@ class AuditWriter:
                         tx, self._signer, instance=self.instance, final=written, at=self._clock()
                     )
             self._checkpointed = self._stored
+            self._checkpoint_due.clear()  # what made it due (its own commit, too) is signed
             return True
