@@ -165,7 +165,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         if settings.audit is not None and hsm is not None:  # the settings demand [hsm]
             keys = audit_keys(hsm.token)
             trail = build_trail(settings.audit, store, keys)
-            observe_spool(meter, trail.writer.spool)
+            observe_spool(meter, trail.writer)
         # One pseudonym function for the trail, the consent ledger, settlements and offsite.
         prf = _pseudonym_prf(settings.consent, hsm, keys)
         pseudonymizer = KeyedDigests(prf)

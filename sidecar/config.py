@@ -507,6 +507,14 @@ class AuditConfig(_Section):
         1000, ge=1, le=1_000_000, description="also sign a checkpoint after this many records"
     )
     spool_dir: Path = Path("/var/lib/yibao/audit-spool")
+    durability: Literal["store", "journal"] = Field(
+        "store",
+        description="what a transaction intent waits for: a store commit, or the local journal's"
+        " group fdatasync in spool_dir (shipped to the store in the background)",
+    )
+    journal_segment_mib: int = Field(
+        16, ge=1, le=1024, description="size of a journal file (written over zeros, made ahead)"
+    )
     replay_interval_seconds: float = Field(1.0, gt=0, le=3600)
     commit_delay_seconds: float = Field(
         0.02, ge=0, le=1, description="outcomes wait this long to share a commit (group commit)"

@@ -129,6 +129,9 @@ class AuditFilter:
                 audit = pending.audit
                 if audit is None:  # refused by a guard, or the bytes did not decode
                     audit = await self._intent(call, pending, None, undecoded(call.body))
-                await self._trail.rpc_outcome(
-                    audit, status=status, reason=reason, error=error, answer=answer
-                )
+                try:
+                    await self._trail.rpc_outcome(
+                        audit, status=status, reason=reason, error=error, answer=answer
+                    )
+                except AuditUnavailable:  # the local spool or journal broke meanwhile
+                    raise errors.audit_unavailable() from None

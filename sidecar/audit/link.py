@@ -61,5 +61,7 @@ def build_trail(
         commit_delay=config.commit_delay_seconds,
         clock=clock,
         instance=instance or config.instance,
+        journal=config.durability == "journal",
+        journal_segment_bytes=config.journal_segment_mib << 20,
     )
     return AuditTrail(writer, keys.pseudonyms, instance or config.instance)

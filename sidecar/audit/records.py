@@ -148,3 +148,30 @@ def seal_record(
         prev_hash=prev_hash,
         hash=chain_hash(prev_hash, content, payload),
     )
+
+
+def seal_problem(record: Record) -> str | None:
+    """What is wrong with a record read back from a file (None: it is as it was sealed).
+
+    Its hash must recompute and its columns must repeat its content; whether it links to its
+    predecessor is for the caller, who knows the predecessor.
+    """
+    if chain_hash(record.prev_hash, record.content, record.payload) != record.hash:
+        return "its hash does not recompute (the line was changed)"
+    try:
+        fields = record.fields()
+    except ValueError:
+        return "its content is not a JSON object"
+    columns = {
+        "chain": record.chain,
+        "seq": record.seq,
+        "id": record.record_id,
+        "kind": record.kind,
+        "at": record.at,
+        "subject": record.subject,
+        "data_key": record.data_key,
+    }
+    for name, value in columns.items():
+        if fields.get(name) != value:
+            return f"its {name} disagrees with its content"
+    return None

@@ -2,14 +2,17 @@
 
 One file per chain in the spool directory (0700), one JSON line per record, appended and
 ``fsync``ed before ``append`` returns. Replay hands the records back in the order they were
-written; the file is emptied only after the store has committed all of them. A last line without
-its newline is a write the process did not live to finish (it was never acknowledged) and is
-ignored.
+written; the file is emptied only after the store has committed all of them. The journal
+(journal.py) writes the same lines. Lines at the end of a file that do not decode (a last line
+without its newline, or garbage a torn write left) are a write the process did not live to finish
+(it was never acknowledged) and are ignored; a damaged line with whole records after it is not a
+torn write, and ``read`` refuses the file (SpoolError naming the line).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -17,9 +20,10 @@ from pathlib import Path
 from sidecar.audit.records import Record
 
 SUFFIX = ".spool"
+log = logging.getLogger(__name__)
 
 
-def _name(chain: str) -> str:
+def file_name(chain: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", chain) + SUFFIX
 
 
@@ -47,7 +51,7 @@ class Spool:
 
     def __init__(self, directory: Path, chain: str) -> None:
         self.directory = directory
-        self.path = directory / _name(chain)
+        self.path = directory / file_name(chain)
         self._pending = 0
 
     @property
@@ -56,10 +60,7 @@ class Spool:
 
     def open(self) -> None:
         """Create the directory; count what an earlier run of this chain left (normally none)."""
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SpoolError(f"audit: spool directory {self.directory}: {exc.strerror}") from None
+        make_directory(self.directory)
         self._pending = len(read(self.path))
 
     def append(self, record: Record) -> None:
@@ -95,6 +96,16 @@ class Spool:
         self._pending = 0
 
 
+def make_directory(directory: Path) -> None:
+    """``[audit] spool_dir``, 0700 (SpoolError saying why it cannot be used)."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SpoolError(f"audit: spool_dir {directory} is not a directory") from None
+    except OSError as exc:
+        raise SpoolError(f"audit: spool_dir {directory} cannot be used: {exc.strerror}") from None
+
+
 def read(path: Path) -> list[Record]:
     try:
         data = path.read_bytes()
@@ -102,8 +113,25 @@ def read(path: Path) -> list[Record]:
         return []
     except OSError as exc:
         raise SpoolError(f"audit: cannot read the spool {path}: {exc.strerror}") from None
-    lines = data.split(b"\n")
-    return [decode(line) for line in lines[:-1] if line]  # the last piece is "" or torn
+    records: list[Record] = []
+    damaged = 0  # the first line that did not decode, while only such lines follow it
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):  # the last piece is "" or torn
+        if not line:
+            continue
+        try:
+            record = decode(line)
+        except (ValueError, KeyError, TypeError):
+            damaged = damaged or number
+            continue
+        if damaged:
+            raise SpoolError(
+                f"audit: {path} line {damaged} is damaged and whole records follow it: not a "
+                "torn write; the file is kept (move it aside after inspection to start)"
+            )
+        records.append(record)
+    if damaged:
+        log.warning("audit.torn_tail_ignored", extra={"file": path.name, "line": damaged})
+    return records
 
 
 def leftovers(directory: Path, except_path: Path | None = None) -> list[Path]:

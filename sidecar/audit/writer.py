@@ -17,6 +17,13 @@ transaction (group commit: one ``fsync`` for everything queued meanwhile). Rules
 * If the spool itself cannot be written the writer stops accepting records (fail closed).
 * A record queued but not yet committed is lost if the *process* dies (not if the store does):
   the chain then ends without its final checkpoint, which ``yibao-audit verify`` shows.
+* With ``journal=True`` every record is first written to the local journal (journal.py) and a
+  durable append returns once its line is ``fdatasync``ed there — one sync shared by every record
+  sealed meanwhile; the store gets journaled records in batches from the background committer.
+  A journal that cannot be written refuses everything from then on (nothing reaches the
+  platform); a store that cannot take them leaves them in the journal (and in memory, up to
+  ``MAX_UNSHIPPED`` records, then appends are refused) until it can; what a dead process left in
+  its journal is replayed at the next start like a spool.
 * Checkpoints: every ``checkpoint_interval`` seconds and as soon as ``checkpoint_every`` records
   were committed since the last one (so a crash leaves few records unsigned); ``close`` writes
   the *final* checkpoint and the registry's ``close`` entry in one transaction. ``start`` writes
@@ -34,7 +41,8 @@ from pathlib import Path
 
 from sidecar.audit import payloads
 from sidecar.audit.checkpoints import CHECKPOINT, FINAL, CheckpointSigner, write_checkpoint
-from sidecar.audit.records import GENESIS, Entry, Record, seal_record
+from sidecar.audit.journal import Journal
+from sidecar.audit.records import GENESIS, Entry, Record, seal_problem, seal_record
 from sidecar.audit.registry import instance_of, register_close, register_open
 from sidecar.audit.schema import INSERT_RECORD, insert_many
 from sidecar.audit.spool import Spool, SpoolError, leftovers, read
@@ -43,6 +51,9 @@ from sidecar.store.base import now_micros
 
 log = logging.getLogger(__name__)
 _ROWS_PER_INSERT = 64  # 11 parameters each: far below SQLite's and PostgreSQL's limits
+#: Journal mode: journaled records the store has not taken yet, kept in memory to ship; beyond
+#: this many (minutes of a store outage at full load) appends are refused.
+MAX_UNSHIPPED = 200_000
 
 
 def _refused(exc: Exception) -> None:
@@ -56,7 +67,7 @@ class AuditUnavailable(Exception):
 
 
 class SpoolConflict(StoreError):
-    """A spooled record's position holds a different record in the store."""
+    """A spooled record's position holds a different record in the store, or it was changed."""
 
 
 class AuditWriter:
@@ -74,12 +85,15 @@ class AuditWriter:
         checkpoint_every: int | None = None,
         commit_delay: float = 0.0,
         instance: str | None = None,
+        journal: bool = False,
+        journal_segment_bytes: int = 16 << 20,
     ) -> None:
         self.store = store
         self.chain = chain
         self.instance = instance or instance_of(chain)
         self._keys = keys
         self.spool = Spool(spool_dir, chain)
+        self.journal = Journal(spool_dir, chain, journal_segment_bytes) if journal else None
         self._signer = signer
         self._clock = clock
         self._replay_interval = replay_interval
@@ -99,6 +113,7 @@ class AuditWriter:
         self._kick = asyncio.Event()
         self._registered: dict[str, object] | None = None  # the registry's open entry
         self._closed = False
+        self._held = 0  # journal mode: records the store refused at the last try
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -109,11 +124,20 @@ class AuditWriter:
     # ------------------------------------------------------------------ life cycle
     async def start(self, first: Entry) -> Record:
         """Replay what earlier processes left in the spool directory, then begin the chain."""
-        self.spool.open()
-        for path in leftovers(self.spool.directory, self.spool.path):
-            await self._replay_records(read(path))
-            path.unlink()
-            log.info("audit.spool_replayed", extra={"file": path.name})
+        try:
+            self.spool.open()
+            for path in leftovers(self.spool.directory, self.spool.path):
+                records = read(path)
+                if any(instance_of(record.chain) != self.instance for record in records):
+                    log.warning("audit.spool_of_another_instance", extra={"file": path.name})
+                    continue  # another replica's: its own process replays it
+                await self._replay_records(records)
+                path.unlink()
+                log.info("audit.spool_replayed", extra={"file": path.name})
+            if self.journal is not None:
+                self.journal.open()
+        except (SpoolError, SpoolConflict) as exc:
+            raise AuditUnavailable(str(exc)) from None
         record = await self.append(await self._register(first), durable=True)
         self._tasks.append(asyncio.create_task(self._commit_loop()))
         self._tasks.append(asyncio.create_task(self._replay_loop()))
@@ -156,9 +180,14 @@ class AuditWriter:
                     await task
         self._tasks.clear()
         try:
+            if self.journal is not None:  # what it cannot take was refused: ship the rest
+                with contextlib.suppress(SpoolError):
+                    await self.journal.sync(self.position)
             await self.checkpoint(final=True)
-        except Exception as exc:  # the spool keeps what the store did not take
+        except Exception as exc:  # the spool (or journal) keeps what the store did not take
             log.error("audit.final_checkpoint_failed", extra={"error": type(exc).__name__})
+        if self.journal is not None:
+            await self.journal.close(self._stored)
 
     # ------------------------------------------------------------------ appending
     async def append(
@@ -167,6 +196,8 @@ class AuditWriter:
         """Seal and record ``entry``; see the module docstring for ``refusal`` and ``durable``."""
         if self._broken is not None:
             raise AuditUnavailable(self._broken)
+        if self.journal is not None:
+            return await self._append_journaled(entry, durable=durable or refusal is not None)
         async with self._seal_lock:
             record = await self._seal(entry)
             self._queue.append(record)
@@ -184,6 +215,40 @@ class AuditWriter:
                     refused = await self._seal(refusal)
                 self._spool([refused])
             raise AuditUnavailable("audit: the store cannot take the record")
+
+    async def _append_journaled(self, entry: Entry, *, durable: bool) -> Record:
+        """Journal mode: on the journal before a durable append returns; shipped later."""
+        journal = self.journal
+        assert journal is not None
+        if journal.error is not None:
+            self._broken = journal.error
+            raise AuditUnavailable(journal.error)
+        if len(self._queue) >= MAX_UNSHIPPED:
+            raise AuditUnavailable(
+                f"audit: the store has not taken the last {len(self._queue)} journaled records"
+            )
+        async with self._seal_lock:
+            record = await self._seal(entry)
+            self._queue.append(record)
+            journal.add(record)
+        self._kick.set()
+        if durable:
+            try:
+                await journal.sync(record.seq)
+            except SpoolError as exc:
+                self._broken = str(exc)
+                log.error("audit.journal_failed", extra={"chain": self.chain})
+                raise AuditUnavailable(str(exc)) from None
+        return record
+
+    @property
+    def unshipped(self) -> int:
+        """Records on the local volume because the store refused them (spool or journal).
+
+        In journal mode records are shipped a moment after they are journaled; they count here
+        only once the store refused them, so the gauge (and its alert) mean the same in both.
+        """
+        return self.spool.pending if self.journal is None else self._held
 
     async def flush(self) -> None:
         """Commit (or spool) everything queued so far."""
@@ -212,6 +277,9 @@ class AuditWriter:
 
     async def _commit(self) -> None:
         """Under the commit lock: the queue into the store, or into the spool."""
+        if self.journal is not None:
+            await self._ship()
+            return
         async with self._seal_lock:
             batch, self._queue = self._queue, []
         if not batch:
@@ -224,16 +292,50 @@ class AuditWriter:
                 self._spool(batch)
                 return
         try:
-            async with self.store.transaction() as tx:
-                for start in range(0, len(batch), _ROWS_PER_INSERT):
-                    chunk = batch[start : start + _ROWS_PER_INSERT]
-                    await tx.execute(*insert_many([record.as_row() for record in chunk]))
+            await self._insert(batch)
         except Exception as exc:  # whatever stops the write: the spool keeps the records
             _refused(exc)
             self._spool(batch)
             return
         self._stored, self._stored_hash = batch[-1].seq, batch[-1].hash
         self._note_stored()
+
+    async def _ship(self) -> None:
+        """Under the commit lock, journal mode: journaled records into the store, in one batch.
+
+        Only what is on the journal is shipped (a record the store holds is on the volume too);
+        if the store cannot take them they stay queued, and in the journal, for the next try.
+        """
+        journal = self.journal
+        assert journal is not None
+        with contextlib.suppress(SpoolError):  # a broken journal: the next append refuses
+            await journal.sync(self.position)  # outcomes join the running write, if any
+        async with self._seal_lock:
+            durable = journal.durable
+            cut = 0
+            while cut < len(self._queue) and self._queue[cut].seq <= durable:
+                cut += 1
+            batch, self._queue = self._queue[:cut], self._queue[cut:]
+        if not batch:
+            return
+        try:
+            await self._insert(batch)
+        except Exception as exc:  # the journal keeps them: try again with the next ship
+            _refused(exc)
+            async with self._seal_lock:
+                self._queue[:0] = batch
+                self._held = len(self._queue)
+            return
+        self._held = 0
+        self._stored, self._stored_hash = batch[-1].seq, batch[-1].hash
+        journal.release(self._stored)
+        self._note_stored()
+
+    async def _insert(self, batch: list[Record]) -> None:
+        async with self.store.transaction() as tx:
+            for start in range(0, len(batch), _ROWS_PER_INSERT):
+                chunk = batch[start : start + _ROWS_PER_INSERT]
+                await tx.execute(*insert_many([record.as_row() for record in chunk]))
 
     def _note_stored(self) -> None:
         """Wake the checkpoint task once ``checkpoint_every`` records await a signature."""
@@ -283,8 +385,30 @@ class AuditWriter:
         return len(records)
 
     async def _replay_records(self, records: list[Record]) -> None:
+        """Into the store, in order, once: each record as sealed and linked to its predecessor."""
         async with self.store.transaction() as tx:
+            previous: Record | None = None
             for record in records:
+                problem = seal_problem(record)
+                if problem is None and record.seq == 0:
+                    problem = None if record.prev_hash == GENESIS else "it does not link to GENESIS"
+                elif problem is None:
+                    if previous is not None and previous.chain == record.chain:
+                        before = previous.hash if previous.seq == record.seq - 1 else None
+                    else:
+                        row = await tx.fetch_one(
+                            "SELECT hash FROM audit_records WHERE chain = :chain AND seq = :seq",
+                            {"chain": record.chain, "seq": record.seq - 1},
+                        )
+                        before = bytes(row["hash"]) if row is not None else None
+                    if before != record.prev_hash:
+                        problem = "it does not link to the record before it"
+                if problem is not None:
+                    raise SpoolConflict(
+                        f"audit: record {record.seq} of chain {record.chain} in the local file "
+                        f"is not replayed: {problem}; the file is kept"
+                    )
+                previous = record
                 inserted = await tx.execute(
                     INSERT_RECORD + " ON CONFLICT (chain, seq) DO NOTHING", record.as_row()
                 )
@@ -311,8 +435,13 @@ class AuditWriter:
     # ------------------------------------------------------------------ checkpoints
     async def _checkpoint_loop(self) -> None:
         while True:
+            # Not asyncio.wait_for: on 3.11 it returns normally when cancelled just as the event
+            # is set, and this task would then wait for the commit lock that ``close`` holds.
             with contextlib.suppress(TimeoutError):  # the interval passed, or enough records
-                await asyncio.wait_for(self._checkpoint_due.wait(), self._checkpoint_interval)
+                async with asyncio.timeout(self._checkpoint_interval):
+                    await self._checkpoint_due.wait()
+            if self._closed:  # ``close`` signs the final checkpoint itself
+                return
             self._checkpoint_due.clear()
             try:
                 await self.checkpoint()
@@ -347,4 +476,5 @@ class AuditWriter:
                         tx, self._signer, instance=self.instance, final=written, at=self._clock()
                     )
             self._checkpointed = self._stored
+            self._checkpoint_due.clear()  # what made it due (its own commit, too) is signed
             return True

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import sqlite3
 import subprocess
@@ -521,3 +522,51 @@ def renamed(store: StoreConfig, table: str, away: str) -> Iterator[None]:
         yield
     finally:
         rename(away, table)
+
+
+async def test_no_journal_no_platform_call(
+    simulator: RunningSimulator,
+    population: Population,
+    short_dir: Path,
+    audit_hsm: AuditHsm,
+    store_config: StoreConfig,
+) -> None:
+    """``durability = "journal"``: the journal's volume stops taking writes under the running
+    sidecar (its file handle becomes read-only, as after an ext4 error remount): the RPC fails
+    UNAVAILABLE / AUDIT_UNAVAILABLE, every later one too, and the platform sees nothing."""
+    settings = settings_for(simulator, short_dir, audit_hsm)
+    assert settings.audit is not None
+    settings = settings.model_copy(
+        update={
+            "store": store_config,
+            "audit": settings.audit.model_copy(update={"durability": "journal"}),
+        }
+    )
+    employee = subject_of(population.examples().employee)
+    async with running_sidecar(settings) as running:
+        await consent_to(running.channel, [employee])
+        audit = running.sidecar.audit
+        assert audit is not None
+        journal = audit.writer.journal
+        assert journal is not None
+        [segment] = journal.segments()
+        read_only = os.open(segment, os.O_RDONLY)
+        os.dup2(read_only, journal._fd)  # the volume refuses every write from now on
+        os.close(read_only)
+        stub = gateway_grpc.InsuranceGatewayStub(running.channel)
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetEnrollment(
+                    gateway.GetEnrollmentRequest(subject=employee), metadata=TENANT_METADATA
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert details(caught.value)[0].reason == "AUDIT_UNAVAILABLE"
+        assert simulator.app.calls.total == 0  # not even the sign-in was sent
+    store = open_store(store_config)
+    try:
+        contents = await audit_contents(store)
+        [report] = await verify_store(store, [audit_hsm.public_key])
+    finally:
+        await store.close()
+    assert report.ok, report.first  # what was journaled before is in the store, chain closed
+    assert not [c for c in contents if c.get("rpc") == "GetEnrollment"]

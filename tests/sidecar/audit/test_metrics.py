@@ -37,7 +37,7 @@ async def test_the_gauge_counts_spooled_records_until_the_store_takes_them(
     await store.migrate(MIGRATIONS)
     trail = build_trail(audit_config(tmp_path), store, audit_hsm.keys)
     reader = InMemoryMetricReader()
-    observe_spool(MeterProvider(metric_readers=[reader]).get_meter("test"), trail.writer.spool)
+    observe_spool(MeterProvider(metric_readers=[reader]).get_meter("test"), trail.writer)
     await trail.start()
     try:
         assert spool_records(reader) == [0]
