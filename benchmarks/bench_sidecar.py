@@ -121,6 +121,9 @@ TARGETS: dict[str, Target] = {
         "highest sustained GetEnrollment rate, sidecar / direct", "x", 0.9, at_least=True
     ),
     "standin_ceiling": Target("sidecar's own ceiling, zero-cost platform stand-in", "req/s", None),
+    "eligibility_rate": Target(
+        "CheckEligibility at the rate: achieved / scheduled rate", "x", 0.97, at_least=True
+    ),
     "eligibility_in_deadline": Target(
         "CheckEligibility at the rate: calls done inside the caller's deadline", "%", 100.0, True
     ),
@@ -603,10 +606,10 @@ def print_comparison(
                 f"{'  added by ' + target:30}{'':8}{ms(s.p50 - d.p50):>9}{ms(s.p95 - d.p95):>9}"
                 f"{ms(s.p99 - d.p99):>9}"
             )
-        if "baseline" in med:
-            b, s = med["baseline"], med["sidecar"]
+        for other in targets[2:]:  # the A/B: each baseline or variant against this tree
+            b, s = med[other], med["sidecar"]
             print(
-                f"{'  sidecar / baseline':30}{s.result.rate / b.result.rate:8.2f}"
+                f"{'  sidecar / ' + other:30}{s.result.rate / b.result.rate:8.2f}"
                 f"{s.result.p50 / b.result.p50:9.2f}{s.result.p95 / b.result.p95:9.2f}"
                 f"{s.result.p99 / b.result.p99:9.2f}{s.sidecar_cpu / b.sidecar_cpu:13.2f}"
             )
@@ -702,7 +705,7 @@ http2 = {"true" if args.http2 else "false"}
 {transport}
 
 [platform.msgid]
-slots = 4       # 0 the sidecar, 1 the direct load generator, 2 the baseline, 3 the stand-in's
+slots = {4 + len(args.variant)}  # 0 sidecar, 1 direct, 2 baseline, 3 stand-in, 4+ variants
 
 [platform.resilience]
 breaker_failure_threshold = 1000
@@ -901,6 +904,10 @@ def main() -> None:
         "--baseline-env", metavar="K=V", action="append", default=[],
         help="A/B: the baseline sidecar's extra environment (repeatable)",
     )  # fmt: skip
+    ap.add_argument(
+        "--variant", metavar="NAME:K=V,...", action="append", default=[],
+        help="A/B: one more sidecar of this tree with that environment (repeatable)",
+    )  # fmt: skip
     ap.add_argument("--security", choices=("a", "plain"), default="a", help="message security")
     ap.add_argument("--transport", choices=("curl", "httpx"), default="curl")
     ap.add_argument("--http2", action="store_true", help="HTTP/2 to the platform, not HTTP/1.1")
@@ -971,6 +978,18 @@ def main() -> None:
                 )
             )
             print(f"baseline sidecar: {args.baseline or 'this tree'} {baseline_env or ''}")
+        for index, variant in enumerate(args.variant):
+            name, _, pairs = variant.partition(":")
+            if not name.isidentifier() or name in ("sidecar", "baseline", "standin"):
+                raise SystemExit(f"--variant: expected NAME:K=V[,K=V], not {variant!r}")
+            v_env = env_pairs(pairs.split(",") if pairs else [])
+            v_config, v_socket = write_config(work, name, sim_url, sim, keys, args)
+            sidecars.append(
+                stack.enter_context(
+                    started_sidecar(work, name, v_config, v_socket, slot=4 + index, env=v_env)
+                )
+            )
+            print(f"variant sidecar {name}: this tree with {v_env}")
         scheme = "scheme A, SoftHSM pool 2" if keys else "plain (mTLS only)"
         print(
             f"nproc={os.cpu_count()}  simulator pid {sim.process.pid}, sidecar pid "
@@ -1015,6 +1034,7 @@ def main() -> None:
         inside = sum(r.ok - r.late for r in checks)
         values["eligibility_in_deadline"] = 100.0 * inside / scheduled
         eligibility = medians[("sidecar", "CheckEligibility")].result
+        values["eligibility_rate"] = eligibility.rate / args.rate
         notes["eligibility_in_deadline"] = (
             f"({eligibility.rate:.1f}/s achieved, p99 {ms(eligibility.p99).strip()} ms)"
         )
