@@ -486,7 +486,8 @@ def run_phase(
         process.wait()
         raise RuntimeError(f"load generator failed before measuring ({target} {rpc}): {line}")
     cpu0 = sidecar.cpu()
-    spy = profiler(sidecar, args) if target == "sidecar" and args.profile else None
+    profiled = target == "sidecar" and sidecar.name == "sidecar" and args.profile
+    spy = profiler(sidecar, args) if profiled else None
     stop = threading.Event()
     sampler = None
     if sample is not None:
