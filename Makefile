@@ -12,7 +12,7 @@ help:
 	@echo "make test-quick - lint and the tests not marked slow (a few minutes less; not for CI)"
 	@echo "make proto  - regenerate sidecar/_proto from proto/"
 	@echo "make k8s-check - render, validate and check k8s/, lint the Containerfile, start the dev pod"
-	@echo "make bench  - GetEnrollment/CheckEligibility through the sidecar vs straight to the platform"
+	@echo "make bench  - issue 14 targets, PASS/MISS: sidecar vs direct, stand-in ceiling, RSS, soak (BENCH_ARGS=...)"
 	@echo "make bench-hsm - SM2 signing rates through the HSM pool vs a raw session, SM4, SM3"
 	@echo "make bench-protocol - 1101 round trips: scheme A with the HSM vs plain, and a breakdown"
 	@echo "make bench-tunnel - CPU per platform call and p50/p99: httpx vs libcurl, HTTP/2 and 1.1"

@@ -7,6 +7,7 @@ the key, so that ``yibao-sidecar serve`` stops with one line instead of a traceb
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -75,7 +76,7 @@ from sidecar.platform.msgid import MsgIdGenerator, MsgIds
 from sidecar.platform.msgid_lease import LeasedMsgIds, SlotLease
 from sidecar.platform.transport import ClientIdentity, TlsFilesError, check_tls_files
 from sidecar.serving.probes import HsmLoginCheck, Probes, TunnelCheck
-from sidecar.serving.server import Server, serve_until_signalled
+from sidecar.serving.server import Server, event_loop_factory, serve_until_signalled
 from sidecar.settlement import MIGRATIONS as SETTLEMENT_MIGRATIONS
 from sidecar.settlement.machine import Settlements
 from sidecar.settlement.records import SettlementRecords
@@ -500,9 +501,17 @@ def _mac_address() -> str:
     return ":".join(f"{(node >> shift) & 0xFF:02X}" for shift in range(40, -1, -8))
 
 
-async def serve(config_path: Path) -> int:
-    """``yibao-sidecar serve``: load, validate, build, run until SIGTERM, drain, close."""
+def run(config_path: Path) -> int:
+    """``yibao-sidecar serve`` on the event loop ``[server] event_loop`` names."""
     settings = config.load(config_path)
+    factory = event_loop_factory(settings.server.event_loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(serve(config_path, settings))
+
+
+async def serve(config_path: Path, settings: Settings | None = None) -> int:
+    """Load (unless given), validate, build, run until SIGTERM, drain, close."""
+    settings = settings if settings is not None else config.load(config_path)
     logs.configure(settings.log.level)
     try:
         versions.check_all()  # libraries whose private parts hsm/ uses: only tested versions

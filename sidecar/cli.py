@@ -12,7 +12,6 @@ line on standard error naming the problem).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
@@ -94,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar import app
 
         try:
-            return asyncio.run(app.serve(args.config))
+            return app.run(args.config)
         except app.StartupError as exc:
             print(exc, file=sys.stderr)
             return EXIT_FAILED

@@ -97,6 +97,9 @@ class ServerConfig(_Section):
     ] = None
     health_check_interval_seconds: float = Field(10.0, gt=0, le=3600)
     readiness_includes_platform: bool = False
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the event loop `serve` runs on (docs/performance.md: uvloop pays)"
+    )
 
     @field_validator("tcp_listen")
     @classmethod

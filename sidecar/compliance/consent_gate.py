@@ -118,4 +118,5 @@ class ConsentGate:
         if not active:
             raise consent_required(purpose)
         call.subject_pseudonym = pseudonym  # the servicer's, in its CallContext
+        call.subject = subject  # validated here: the servicer does not validate it again
         return await proceed(request)

@@ -16,7 +16,7 @@ from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
 from sidecar.config import OffsiteConfig
 from sidecar.domain import validation
 from sidecar.domain.codes import INSURANCE_TYPE_CODES
-from sidecar.domain.subjects import check_subject
+from sidecar.domain.subjects import Subject, check_subject
 from sidecar.errors import FieldViolation
 from sidecar.gateway import offsite_requests
 from sidecar.gateway.account import AccountQueries, account_query
@@ -76,9 +76,7 @@ class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
         request: gateway.GetEnrollmentRequest,
         call: CallContext,
     ) -> gateway.GetEnrollmentResponse:
-        subject, violations = check_subject(request.subject, request.HasField("subject"))
-        if subject is None:
-            raise errors.invalid_request(violations)
+        subject = call.subject or validated_subject(request)
         return await self._cache.read(
             "GetEnrollment",
             call.identified.tenant,
@@ -160,7 +158,7 @@ class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
     async def CheckEligibility(  # noqa: N802
         self, request: gateway.CheckEligibilityRequest, call: CallContext
     ) -> gateway.CheckEligibilityResponse:
-        question = eligibility_question(request)
+        question = eligibility_question(request, call.subject)
         return await self._cache.read(
             "CheckEligibility",
             call.identified.tenant,
@@ -170,9 +168,26 @@ class InsuranceGatewayService(_Servicer):  # type: ignore[misc]
         )
 
 
-def eligibility_question(request: gateway.CheckEligibilityRequest) -> EligibilityQuestion:
-    """The validated question, or INVALID_ARGUMENT naming every bad field."""
+def validated_subject(request: gateway.GetEnrollmentRequest) -> Subject:
+    """The request's subject, validated, or INVALID_ARGUMENT naming every bad field."""
     subject, violations = check_subject(request.subject, request.HasField("subject"))
+    if subject is None:
+        raise errors.invalid_request(violations)
+    return subject
+
+
+def eligibility_question(
+    request: gateway.CheckEligibilityRequest, checked: Subject | None = None
+) -> EligibilityQuestion:
+    """The validated question, or INVALID_ARGUMENT naming every bad field.
+
+    ``checked`` is the request's subject as the consent gate already validated it (the
+    ``CallContext``'s); without it the subject is validated here.
+    """
+    subject: Subject | None = checked
+    violations: list[FieldViolation] = []
+    if subject is None:
+        subject, violations = check_subject(request.subject, request.HasField("subject"))
     insurance = INSURANCE_TYPE_CODES.get(request.insurance_type)
     if insurance is None:
         violations.append(FieldViolation("insurance_type", "must be a known insurance type"))

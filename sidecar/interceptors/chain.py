@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 
 from sidecar import errors
 from sidecar.deadlines import NO_DEADLINE, Clock, Deadline
+from sidecar.domain.subjects import Subject
 from sidecar.interceptors.context import AccessDecision, CallContext, Caller, traceparent_trace_id
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Call:
     caller: Caller | None = None  # CallerIdentity
     access: AccessDecision | None = None  # AccessControl, allowed or refused
     subject_pseudonym: str | None = None  # ConsentGate
+    subject: Subject | None = None  # ConsentGate: the request's data subject, validated once
 
     @property
     def service(self) -> str:
@@ -77,6 +79,7 @@ class Call:
             caller=self.caller,
             access=self.access,
             subject_pseudonym=self.subject_pseudonym,
+            subject=self.subject,
         )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sidecar import errors
 from sidecar.deadlines import Deadline
+from sidecar.domain.subjects import Subject
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 TRACEPARENT_KEY = "traceparent"
@@ -43,7 +44,9 @@ class CallContext:
 
     ``caller`` is ``None`` only in a chain without ``CallerIdentity``; :attr:`identified` refuses
     such a call. ``subject_pseudonym`` is the consent gate's pseudonym of the request's data
-    subject (``None`` outside the gated service or without a valid subject).
+    subject and ``subject`` that subject as the gate validated it (both ``None`` outside the gated
+    service or without a valid subject): the servicer validates the subject only when the gate
+    did not, so a request's subject is checked once.
     """
 
     method: str  # "/yibao.gateway.v1.InsuranceGateway/GetEnrollment"
@@ -52,6 +55,7 @@ class CallContext:
     caller: Caller | None = None
     access: AccessDecision | None = None
     subject_pseudonym: str | None = None
+    subject: Subject | None = None
 
     @property
     def identified(self) -> Caller:

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sidecar._proto.yibao.gateway.v1 import consent_pb2 as consent
 from sidecar._proto.yibao.gateway.v1 import consent_pb2_grpc as consent_grpc
 from sidecar.config import ServerConfig
+from sidecar.domain.subjects import Subject
 from sidecar.interceptors.caller import CallerIdentity
 from sidecar.interceptors.chain import Call, FilterChain, Proceed
 from sidecar.interceptors.context import CallContext, Caller
@@ -48,8 +49,9 @@ class Recording(_Servicer):  # type: ignore[misc]
 
 
 async def pseudonym_of_request(call: Call, request: Message, proceed: Proceed) -> Message:
-    """Stands in for the consent gate: the subject's pseudonym, set on the call."""
+    """Stands in for the consent gate: the subject's pseudonym and subject, set on the call."""
     call.subject_pseudonym = "p-" + getattr(request, "request_id")  # noqa: B009
+    call.subject = Subject("01", getattr(request, "request_id"), "")  # noqa: B009
     return await proceed(request)
 
 
@@ -119,6 +121,7 @@ async def test_each_call_gets_its_own_context_however_calls_interleave(
         assert call.method == f"/{SERVICE}/GrantConsent" and call.rpc == "GrantConsent"
         assert call.trace_id == f"{index + 1:032x}"  # the server span continues the caller's
         assert call.subject_pseudonym == f"p-r{index}"
+        assert call.subject == Subject("01", f"r{index}", "")
         assert call.access is None  # no access control in this chain
         at = call.deadline.at
         if index % 3 == 0:

@@ -162,6 +162,41 @@ async def test_consent_is_per_tenant_and_matches_on_the_document_not_the_name(
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_the_gate_validates_the_subject_once_and_the_servicer_uses_that_subject(
+    gated: RunningSidecar, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.compliance import consent_gate
+    from sidecar.domain import subjects
+    from sidecar.gateway import service
+
+    checks: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        checks.append(str(args[0].certificate_number))
+        return subjects.check_subject(*args, **kwargs)
+
+    monkeypatch.setattr(consent_gate, "check_subject", counted)
+    monkeypatch.setattr(service, "check_subject", counted)
+    person = population.examples().employee
+    await grant_consent(gated.channel, subject_of(person))
+    checks.clear()
+    answer = await call_enrollment(gated, subject_of(person))
+    assert answer.person.certificate_number == person.certno  # the gate's subject was asked for
+    assert checks == [person.certno]  # once, by the gate
+
+    # A subject the gate cannot validate is passed on; the servicer names every bad field.
+    bad = subject_of(person)
+    bad.certificate_number = person.certno[:-1] + ("0" if person.certno[-1] != "0" else "1")
+    bad.name = ""
+    checks.clear()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call_enrollment(gated, bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, violations = details(refused.value)
+    assert {field for field, _ in violations} == {"subject.certificate_number", "subject.name"}
+    assert len(checks) == 2  # the gate's, then the servicer's for the violations
+
+
 # Grant, list, revoke ---------------------------------------------------------------------------
 
 
