@@ -2,8 +2,8 @@
 
 Non-zero means the audit store has not taken them yet: records in the spool, or, with
 ``durability = "journal"``, journaled records not yet shipped (a few, briefly, is normal there).
-The alert ``YibaoSidecarAuditSpoolNotEmpty`` (k8s/components/monitoring/) watches it. The count is of this
-process's chain; files that earlier processes left are replayed before the chain starts.
+The alert ``YibaoSidecarAuditSpoolNotEmpty`` (k8s/components/monitoring/) watches it. The count
+is of this process's chain; files that earlier processes left are replayed before the chain starts.
 """
 
 from __future__ import annotations
