@@ -18,12 +18,8 @@ key, then measures, in one run:
    of the input plus decrypt of the output, and the plain HTTP round trip.
 
 Each phase uses a fresh ``PlatformClient`` (connection and sign-in) and calls 1101 with
-``retry_safe=True`` as the sidecar does; the circuit breaker threshold is raised so that the
-burst of failures when the simulator closes an HTTP/2 connection after 1000 requests cannot stop
-a measurement. Failed posts are counted and reported. The platform link is the sidecar's own
-tunnel, ``CurlTransport`` (libcurl). Over HTTP/2 the simulator's GOAWAY after 1000 requests is
-defective (Hypercorn never answers the streams it still covers, docs/performance.md): the calls
-in flight then wait for their 20 s timeout and are retried; ``--http1`` measures without it.
+``retry_safe=True`` as the sidecar does; failed posts are counted and reported. The platform link
+is the sidecar's own tunnel, ``CurlTransport`` (libcurl); ``--http1`` measures over HTTP/1.1.
 
 Both simulators get SIGTERM when the benchmark ends, also on errors and on SIGTERM/Ctrl-C.
 """

@@ -183,9 +183,13 @@ def mutual_tls_config(
     config.alpn_protocols = ["h2", "http/1.1"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
-    # Behave like the nginx gateways in front of the platform: idle connections live 75 s and
-    # carry up to 1000 requests (hypercorn's own 5 s idle limit would cut clients' pooled
-    # connections under them, which no real gateway does).
+    # Behave like the nginx gateways in front of the platform: idle connections live 75 s
+    # (hypercorn's own 5 s idle limit would cut clients' pooled connections under them, which no
+    # real gateway does). No cap on requests per connection: nginx answers the streams its GOAWAY
+    # still covers, but hypercorn's cap (keep_alive_max_requests) locks the HTTP/2 connection
+    # after its GOAWAY and drops those answers, so the client waits out its deadline for them.
+    # The transport's handling of a real GOAWAY is tested against a gateway that does what nginx
+    # does (tests/integration/test_curl_transport.py).
     config.keep_alive_timeout = 75.0
-    config.keep_alive_max_requests = 1000
+    config.keep_alive_max_requests = 2**62
     return config
