@@ -26,7 +26,7 @@ import socket
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sidecar.access.peer import UnixPeer, peer_credentials
 
@@ -127,6 +127,9 @@ class _Pipe:
         self.name: str | None = None
         self.downstream: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
+        # What the caller sent before the upstream was connected: uvloop may deliver the first
+        # bytes although connection_made paused reading.
+        self.early: list[bytes] = []
         self._closed = False
 
     def close(self) -> None:
@@ -160,6 +163,8 @@ class _Pipe:
             transport.close()
             return
         self.upstream = transport
+        transport.writelines(self.early)
+        self.early.clear()
         assert self.downstream is not None
         self.downstream.resume_reading()
 
@@ -177,6 +182,10 @@ class _Half(asyncio.Protocol):
         other = self._other()
         if other is not None:
             other.write(data)
+        else:  # the caller's first bytes, before the upstream exists: hold them, read no more
+            self.pipe.early.append(data)
+            if self.pipe.downstream is not None:
+                self.pipe.downstream.pause_reading()
 
     def eof_received(self) -> bool:
         self.pipe.close()
@@ -205,7 +214,8 @@ class _Downstream(_Half):
         return self.pipe.upstream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A duck-typed stream transport: uvloop's are not subclasses of asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
         self.pipe.downstream = transport
         transport.pause_reading()  # nothing is forwarded before the upstream exists
         sock = transport.get_extra_info("socket")

@@ -1,13 +1,15 @@
 """``serve`` on either event loop ([server] event_loop): the whole sidecar works on each.
 
 The sidecar runs as its own process (``python -m sidecar serve``), so the loop is the one the
-command chose: grpc.aio's server, the filter chain with the consent gate and its store, the
-platform call through either transport (libcurl drives its sockets through the loop's readers
-and writers), and the drain on SIGTERM.
+command chose: the peer-credential front accepting on the socket (its transports are the loop's),
+grpc.aio's server, the filter chain with access control and the consent gate and its store, the
+platform call through libcurl over HTTP/2 and HTTP/1.1 (curl drives its sockets through the loop's
+readers and writers), and the drain on SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -29,18 +31,24 @@ def loaded_libraries(pid: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transport", ["httpx", "curl"])
+@pytest.mark.parametrize("http2", ["1", "0"])
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 async def test_the_sidecar_serves_and_drains_on_each_event_loop(
     loop: str,
-    transport: str,
+    http2: str,
     simulator: RunningSimulator,
     population: Population,
     short_dir: Path,
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path / "sidecar.toml", simulator, short_dir, f'event_loop = "{loop}"')
-    env = {"YIBAO_SIDECAR__PLATFORM__TRANSPORT": transport, "YIBAO_SIDECAR__PLATFORM__HTTP2": "0"}
+    policy = tmp_path / "access.toml"
+    policy.write_text(
+        f'[[caller]]\nname = "im"\nunix_uids = [{os.getuid()}]\ntenants = ["*"]\nrpcs = ["*"]\n'
+    )
+    with config.open("a") as toml:
+        toml.write(f'\n[access]\npolicy_file = "{policy}"\nprivate_socket_parent = "{short_dir}"\n')
+    env = {"YIBAO_SIDECAR__PLATFORM__HTTP2": http2}
     process = sidecar_process(config, env)
     people = [population.examples().employee, population.examples().resident]
     try:
@@ -60,3 +68,5 @@ async def test_the_sidecar_serves_and_drains_on_each_event_loop(
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
+    assert '"access_control": true' in stderr  # the calls above went through the front
+    assert '"level": "error"' not in stderr, stderr

@@ -1,16 +1,19 @@
 """The certificate-expiry alerts fire on the sidecar's own scrape output, and the dev PKI's don't.
 
-The rules in k8s/monitoring compare the gauge the sidecar exports (sidecar/keys/certexpiry.py)
-with a number of days. Here a certificate that expires in a few days (made in the test) goes
-through the real exposition (the OpenTelemetry Prometheus reader, as ``[telemetry.prometheus]``
-serves it), and each expiry rule's comparison is evaluated on the scraped samples: it must fire.
-The development PKI's client certificate (what ``make demo`` and a sandbox run with) must not
-make any of them fire, for as long as the dev kit reuses it.
+The rules in k8s/components/monitoring compare the gauge the sidecar exports
+(sidecar/keys/certexpiry.py, seconds left) with a number of days written in seconds. Here a
+certificate that expires in a few days (made in the test) goes through the real exposition (the
+OpenTelemetry Prometheus reader, as ``[telemetry.prometheus]`` serves it), and each expiry rule's
+comparison is evaluated on the scraped samples: it must fire. The development PKI's client
+certificate (what ``make demo`` and a sandbox run with) must not make any of them fire, for as
+long as the dev kit reuses it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import operator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +70,29 @@ def scrape(client_cert: Path) -> str:
         provider.shutdown()
 
 
+ARITHMETIC: dict[str, Callable[[float, float], float]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+}
+
+
+def constant(node: Any) -> float:
+    """A threshold written as constant arithmetic (``30 * 86400``), evaluated as Prometheus does."""
+    if isinstance(node, promql_parser.NumberLiteral):
+        return float(node.val)
+    if isinstance(node, promql_parser.ParenExpr):
+        return constant(node.expr)
+    assert isinstance(node, promql_parser.BinaryExpr), f"not a constant: {node}"
+    return ARITHMETIC[str(node.op)](constant(node.lhs), constant(node.rhs))
+
+
 def fires(expr: str, exposition: str) -> bool:
     """``<aggregation>(<gauge>) < N`` evaluated on the scraped samples of one pod."""
     tree = promql_parser.parse(expr)
-    assert isinstance(tree, promql_parser.BinaryExpr), expr
-    assert str(tree.op) == "<" and isinstance(tree.rhs, promql_parser.NumberLiteral), expr
+    assert isinstance(tree, promql_parser.BinaryExpr) and str(tree.op) == "<", expr
+    threshold = constant(tree.rhs)
     (metric,) = selected_metrics(expr)
     values = [
         sample.value
@@ -80,7 +101,7 @@ def fires(expr: str, exposition: str) -> bool:
         if sample.name == metric
     ]
     assert values, f"the sidecar exports no {metric}: the rule watches nothing"
-    return min(values) < tree.rhs.val
+    return min(values) < threshold
 
 
 @pytest.mark.parametrize("days", [5.0, -1.0])  # about to expire; already expired
@@ -104,5 +125,5 @@ def test_the_development_pki_does_not_fire_them(tmp_path: Path) -> None:
     for rule in expiry_rules():
         assert not fires(rule["expr"], exposition), rule["alert"]
     # ... nor when the cache is reused just before regeneration (devcerts.REUSE_MARGIN)
-    thresholds = [promql_parser.parse(rule["expr"]).rhs.val for rule in expiry_rules()]
-    assert dt.timedelta(days=max(thresholds)) < devcerts.REUSE_MARGIN
+    thresholds = [constant(promql_parser.parse(rule["expr"]).rhs) for rule in expiry_rules()]
+    assert dt.timedelta(seconds=max(thresholds)) < devcerts.REUSE_MARGIN
