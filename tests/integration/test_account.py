@@ -28,7 +28,8 @@ def book(simulator: RunningSimulator, person: Person, count: int, start: int = 0
     reversals); booking them directly keeps these tests about paging, not settling.
     """
     accounts = simulator.app.state.accounts
-    base = dt.datetime.now(BEIJING) - dt.timedelta(hours=2)
+    # On today's Beijing date whatever the hour (two hours back crossed midnight before 02:00)
+    base = dt.datetime.combine(today(), dt.time(0, 0), tzinfo=BEIJING)
     amounts = []
     for index in range(start, start + count):
         amount = -(100 + index)
