@@ -73,6 +73,58 @@ def _timeout(rpc: Rpc[Any, Any], options: CallOptions) -> float:
     return timeout
 
 
+@dataclass(frozen=True)
+class _Attempts:
+    """One call's deadline, metadata and retry decision, shared by both clients' loops."""
+
+    rpc: Rpc[Any, Any]
+    metadata: tuple[tuple[str, str], ...]
+    request_id: str
+    deadline: float
+    retry: RetryPolicy
+    clock: Callable[[], float]
+
+    @classmethod
+    def plan(
+        cls,
+        rpc: Rpc[Any, Any],
+        request: Message,
+        options: CallOptions,
+        caller: CallerIdentity,
+        retry: RetryPolicy,
+        clock: Callable[[], float],
+    ) -> _Attempts:
+        if not isinstance(request, rpc.request):
+            raise TypeError(f"{rpc.name} takes a {rpc.request.__name__}")
+        return cls(
+            rpc=rpc,
+            metadata=caller.metadata(options),
+            request_id=rpcs.request_id_of(request),
+            deadline=clock() + _timeout(rpc, options),
+            retry=retry,
+            clock=clock,
+        )
+
+    def timeout(self) -> float:
+        """What is left of the deadline for the next attempt."""
+        return max(self.deadline - self.clock(), 0.001)
+
+    def delay_after(self, failure: grpc.RpcError, attempt: int) -> float:
+        """Seconds to wait before the next attempt; raises the typed error if there is none."""
+        error = from_rpc_error(failure, method=self.rpc.path, attempts=attempt)
+        delay = next_delay(
+            self.retry,
+            error,
+            attempt=attempt,
+            read_only=self.rpc.read_only,
+            request_id=self.request_id,
+            remaining=self.deadline - self.clock(),
+        )
+        if delay is None:
+            raise error from failure
+        return delay
+
+
 class Client:
     """Synchronous client of InsuranceGateway and ConsentService over one channel."""
 
@@ -103,8 +155,7 @@ class Client:
 
     def call(self, rpc: Rpc[Req, Resp], request: Req, options: CallOptions) -> Resp:
         """One RPC with deadline and retries; the typed methods below all come here."""
-        if not isinstance(request, rpc.request):
-            raise TypeError(f"{rpc.name} takes a {rpc.request.__name__}")
+        attempts = _Attempts.plan(rpc, request, options, self.caller, self.retry, self._clock)
         stub = self._stubs.get(rpc.path)
         if stub is None:
             stub = self._stubs[rpc.path] = self.channel.unary_unary(
@@ -112,31 +163,14 @@ class Client:
                 request_serializer=rpc.request.SerializeToString,
                 response_deserializer=rpc.response.FromString,
             )
-        deadline = self._clock() + _timeout(rpc, options)
-        metadata = self.caller.metadata(options)
-        request_id = rpcs.request_id_of(request)
         attempt = 0
         while True:
             attempt += 1
             try:
-                answer: Resp = stub(
-                    request, timeout=max(deadline - self._clock(), 0.001), metadata=metadata
-                )
+                answer: Resp = stub(request, timeout=attempts.timeout(), metadata=attempts.metadata)
                 return answer
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc, method=rpc.path, attempts=attempt)
-                cause: BaseException = exc
-            delay = next_delay(
-                self.retry,
-                error,
-                attempt=attempt,
-                read_only=rpc.read_only,
-                request_id=request_id,
-                remaining=deadline - self._clock(),
-            )
-            if delay is None:
-                raise error from cause
-            self._sleep(delay)
+            except grpc.RpcError as failure:
+                self._sleep(attempts.delay_after(failure, attempt))
 
     # InsuranceGateway
     def get_enrollment(
@@ -229,8 +263,7 @@ class AsyncClient:
 
     async def call(self, rpc: Rpc[Req, Resp], request: Req, options: CallOptions) -> Resp:
         """One RPC with deadline and retries; the typed methods below all come here."""
-        if not isinstance(request, rpc.request):
-            raise TypeError(f"{rpc.name} takes a {rpc.request.__name__}")
+        attempts = _Attempts.plan(rpc, request, options, self.caller, self.retry, self._clock)
         stub = self._stubs.get(rpc.path)
         if stub is None:
             stub = self._stubs[rpc.path] = self.channel.unary_unary(
@@ -238,31 +271,16 @@ class AsyncClient:
                 request_serializer=rpc.request.SerializeToString,
                 response_deserializer=rpc.response.FromString,
             )
-        deadline = self._clock() + _timeout(rpc, options)
-        metadata = self.caller.metadata(options)
-        request_id = rpcs.request_id_of(request)
         attempt = 0
         while True:
             attempt += 1
             try:
                 answer: Resp = await stub(
-                    request, timeout=max(deadline - self._clock(), 0.001), metadata=metadata
+                    request, timeout=attempts.timeout(), metadata=attempts.metadata
                 )
                 return answer
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc, method=rpc.path, attempts=attempt)
-                cause: BaseException = exc
-            delay = next_delay(
-                self.retry,
-                error,
-                attempt=attempt,
-                read_only=rpc.read_only,
-                request_id=request_id,
-                remaining=deadline - self._clock(),
-            )
-            if delay is None:
-                raise error from cause
-            await asyncio.sleep(delay)
+            except grpc.RpcError as failure:
+                await asyncio.sleep(attempts.delay_after(failure, attempt))
 
     # InsuranceGateway
     async def get_enrollment(
