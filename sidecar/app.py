@@ -13,6 +13,7 @@ import hmac
 import logging
 import secrets
 import ssl
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ from sidecar.platform.curl_transport import CurlTransport
 from sidecar.platform.gateway_login import GatewayLogin, NoLogin, OAuth2PasswordLogin
 from sidecar.platform.msgid import MsgIdGenerator, MsgIds
 from sidecar.platform.msgid_lease import LeasedMsgIds, SlotLease
+from sidecar.platform.tls_key_faults import KeyFaults
 from sidecar.platform.transport import ClientIdentity, TlsFilesError, check_tls_files
 from sidecar.serving.probes import HsmLoginCheck, Probes, TunnelCheck
 from sidecar.serving.server import Server, event_loop_factory, serve_until_signalled
@@ -159,6 +161,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
     lease, msgids = _msgids(settings, store)
     hsm: HsmLink | None = None
     tls_key: TokenTlsKey | None = None
+    key_faults: KeyFaults | None = None
     trail: AuditTrail | None = None
     try:
         hsm = open_hsm(settings.hsm, user_id) if settings.hsm is not None else None
@@ -178,7 +181,8 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
         )
         if settings.platform.client_key is not None and settings.hsm and hsm:  # settings demand
             tls_key = token_tls_key(settings.platform, settings.hsm, hsm.token)
-        transport = _transport(settings, tls_key)
+            key_faults = KeyFaults(time.monotonic)  # the tunnel records, the probes read
+        transport = _transport(settings, tls_key, key_faults)
         platform = PlatformClient(
             transport,
             msgids,
@@ -280,6 +284,7 @@ def build(settings: Settings, observability: telemetry.Telemetry | None = None) 
             settings.server,
             hsm=HsmLoginCheck(hsm.token) if hsm else None,
             platform=TunnelCheck(transport, settings.platform.connect_timeout_seconds),
+            tls_key=key_faults,
             meter=meter,
         )
     return Sidecar(
@@ -397,8 +402,11 @@ def _warnings(settings: Settings, prf: KeyedPrf) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> CurlTransport:
-    """The tunnel (libcurl); ``tls_key`` is the client identity whose key is in the HSM."""
+def _transport(
+    settings: Settings, tls_key: TokenTlsKey | None, key_faults: KeyFaults | None
+) -> CurlTransport:
+    """The tunnel (libcurl); ``tls_key`` is the client identity whose key is in the HSM, and
+    ``key_faults`` where the tunnel records that key's failures."""
     p = settings.platform
     for key, path in (
         ("platform.ca_file", p.ca_file),
@@ -417,7 +425,9 @@ def _transport(settings: Settings, tls_key: TokenTlsKey | None) -> CurlTransport
         raise ConfigError(
             f"config: platform.ca_file/client_cert_file/client_key_file: unusable ({exc})"
         ) from None
-    return CurlTransport(p, p.ca_file, identity, login=_gateway_login(p.gateway_login))
+    return CurlTransport(
+        p, p.ca_file, identity, login=_gateway_login(p.gateway_login), key_faults=key_faults
+    )
 
 
 def _pseudonym_prf(config: ConsentConfig, hsm: HsmLink | None, keys: AuditKeys | None) -> KeyedPrf:

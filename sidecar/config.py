@@ -97,6 +97,13 @@ class ServerConfig(_Section):
     ] = None
     health_check_interval_seconds: float = Field(10.0, gt=0, le=3600)
     readiness_includes_platform: bool = False
+    tls_key_unusable_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="liveness NOT_SERVING (the kubelet restarts the container) once the TLS key "
+        "in the token has failed every new handshake this long (docs/hsm.md, Session faults)",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="the event loop `serve` runs on (docs/performance.md: uvloop pays)"
     )

@@ -7,12 +7,18 @@ one). libcurl brings what Python's ``ssl`` cannot: a TLS client key that stays i
 (HTTP/2 streams multiplexed on it, or HTTP/1.1 connections, at most ``max_connections`` to the
 gateway); its sockets and timer are watched by the event loop (CURLMOPT_SOCKETFUNCTION and
 TIMERFUNCTION with ``add_reader``/``add_writer``/``call_later``): no thread per request.
+
+With a key in the token, a handshake that fails because of the key (:func:`tls_key_fault`) is
+recorded in ``KeyFaults`` and a request on a new connection clears it; TLS session resumption is
+off for that key, so that every new connection is a full handshake signed in the token and a
+resumed session can neither hide a lost key nor pass for a working one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import pycurl
 from sidecar.config import PlatformConfig
 from sidecar.platform.gateway_login import FormPostError, GatewayLogin, GatewayLoginError, NoLogin
 from sidecar.platform.openssl_conf import load_openssl_conf
+from sidecar.platform.tls_key_faults import KeyFaults
 from sidecar.platform.transport import ClientIdentity, TransportError, TransportTimeout
 
 # Failures that happen before the request is written: connecting, the TLS handshake (which
@@ -59,6 +66,42 @@ _HANDSHAKE_REFUSALS = (
 )
 
 
+# The TLS key's own failures, as libcurl reports them for a key held by OpenSSL's pkcs11 engine
+# (libp11). The handshake's signature refused by the token: an OpenSSL error of one of libp11's
+# error libraries, "PKCS#11 module" (the CKR_ code's text), "pkcs11 engine" or "libp11"; a token
+# that vanished gives "OpenSSL/3.0.19: error:41800082:PKCS#11 module::Object handle invalid"
+# (CURLE_SSL_CONNECT_ERROR). The key not loaded at all (token absent at the first load, login
+# refused): curl's own fixed texts (CURLE_SSL_CERTPROBLEM). Nothing else (refused, timed out,
+# DNS, the gateway's alerts, pinning) says anything about the key.
+_LIBP11_ERROR = re.compile(
+    r"(?:PKCS#11 module|pkcs11 engine|libp11)::([^:\n]{1,80})", re.IGNORECASE
+)
+_KEY_NOT_LOADED = frozenset(
+    {
+        "failed to load private key from crypto engine",
+        "unable to set private key",
+        "crypto engine not set, can't load private key",
+    }
+)
+
+
+def tls_key_fault(code: int, message: str) -> tuple[str, str] | None:
+    """What a failed transfer says about an engine-held TLS key: ``(reason, error)`` or None.
+
+    ``reason`` is ``"pkcs11"`` or ``"key_load"``; ``error`` is the library's fixed text (the
+    PKCS#11 return code's name, or curl's message), which never carries the PIN, URI or key.
+    """
+    if code not in (pycurl.E_SSL_CONNECT_ERROR, pycurl.E_SSL_CERTPROBLEM):
+        return None
+    found = _LIBP11_ERROR.search(message)
+    if found is not None:
+        return "pkcs11", found.group(1).strip()
+    text = message.strip()
+    if code == pycurl.E_SSL_CERTPROBLEM and text in _KEY_NOT_LOADED:
+        return "key_load", text
+    return None
+
+
 def curl_pins(hex_pins: tuple[str, ...]) -> str:
     """``[platform] pinned_server_keys`` (SHA-256 hex of the SPKI) as CURLOPT_PINNEDPUBLICKEY."""
     return ";".join(
@@ -84,11 +127,22 @@ class _Exchange:
         self.chunks: list[bytes] = []
 
 
+# Told of every finished transfer: whether it opened a new connection, and its error if any.
+Finished = Callable[[bool, tuple[int, str] | None], None]
+
+
 class CurlPool:
     """A libcurl multi handle on the running event loop, with reused easy handles."""
 
-    def __init__(self, configure: Callable[[pycurl.Curl], None], max_connections: int) -> None:
+    def __init__(
+        self,
+        configure: Callable[[pycurl.Curl], None],
+        max_connections: int,
+        *,
+        on_finished: Finished | None = None,
+    ) -> None:
         self._configure = configure
+        self._on_finished = on_finished
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
@@ -178,7 +232,10 @@ class CurlPool:
     def _finish(self, handle: pycurl.Curl, error: tuple[int, str] | None) -> None:
         exchange = self._running.pop(handle, None)
         self._multi.remove_handle(handle)
-        self.connects += int(handle.getinfo(pycurl.NUM_CONNECTS))
+        connects = int(handle.getinfo(pycurl.NUM_CONNECTS))
+        self.connects += connects
+        if self._on_finished is not None:
+            self._on_finished(connects > 0, error)
         if exchange is None or exchange.future.done():
             return
         if error is None:
@@ -221,7 +278,9 @@ class CurlTransport:
 
     ``config`` is ``[platform]``: URL and path, HTTP/2 or HTTP/1.1, the pool's size, the connect
     timeout, the pinned server keys. ``identity`` the client certificate with its key file or its
-    HSM-held ``EngineKey``; ``login`` the access gateway's, from ``[platform.gateway_login]``.
+    HSM-held ``EngineKey``; ``login`` the access gateway's, from ``[platform.gateway_login]``;
+    ``key_faults`` where an ``EngineKey``'s failures and recoveries are recorded (ignored with a
+    key file).
     """
 
     def __init__(
@@ -231,6 +290,7 @@ class CurlTransport:
         identity: ClientIdentity,
         *,
         login: GatewayLogin | None = None,
+        key_faults: KeyFaults | None = None,
     ) -> None:
         self._url = config.url.rstrip("/") + config.path
         self._login = login or NoLogin()
@@ -242,7 +302,9 @@ class CurlTransport:
         engine = identity.engine_key
         if engine is not None and engine.openssl_conf is not None:
             load_openssl_conf(engine.openssl_conf)
-        self._pool = CurlPool(self._configure, config.max_connections)
+        self._key_faults = key_faults if engine is not None else None
+        observe = self._observe_key if self._key_faults is not None else None
+        self._pool = CurlPool(self._configure, config.max_connections, on_finished=observe)
 
     def _configure(self, handle: pycurl.Curl) -> None:
         """What every transfer shares: TLS, the identity, the pins, HTTP version, no proxies."""
@@ -268,11 +330,28 @@ class CurlTransport:
             handle.setopt(pycurl.SSLKEYTYPE, "ENG")
             handle.setopt(pycurl.SSLKEY, engine.key_id)
             handle.setopt(pycurl.KEYPASSWD, engine.pin.reveal())
+            # Every new connection signs in the token: a resumed session needs no key, so it
+            # would hide a lost key and clear its fault (docs/hsm.md, "Session faults").
+            handle.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
         elif self._identity.key_file is not None:
             handle.setopt(pycurl.SSLKEY, str(self._identity.key_file))
             handle.setopt(pycurl.SSLKEYTYPE, "PEM")
         if self._pins is not None:
             handle.setopt(pycurl.PINNEDPUBLICKEY, self._pins)
+
+    def _observe_key(self, new_connection: bool, error: tuple[int, str] | None) -> None:
+        """A transfer finished: record a failure of the token's key, or its success on a new
+        connection (a pooled connection proves nothing: it needs no signature)."""
+        faults = self._key_faults
+        if faults is None:
+            return
+        if error is None:
+            if new_connection:
+                faults.usable()
+            return
+        fault = tls_key_fault(*error)
+        if fault is not None:
+            faults.unusable(*fault)
 
     def _request(
         self, url: str, body: bytes | None, headers: dict[str, str], timeout: float

@@ -9,14 +9,22 @@ probe asks for its own service name:
                            is configured) and the platform tunnel answered; stays SERVING
 ``yibao.sidecar.readiness``  SERVING while the HSM login holds, re-checked every
                            ``server.health_check_interval_seconds`` (and the tunnel, if
-                           ``server.readiness_includes_platform``); NOT_SERVING from SIGTERM on
+                           ``server.readiness_includes_platform``), and the TLS key in the token
+                           is usable; NOT_SERVING from SIGTERM on
 ``yibao.sidecar.liveness``  SERVING while the event loop answers: the answer is the proof, since
-                           the health service runs on the same loop as everything else
+                           the health service runs on the same loop as everything else; NOT_SERVING
+                           once the TLS key in the token has been unusable for
+                           ``server.tls_key_unusable_seconds``
 ``""``                     the same as readiness
 =========================  ==================================================================
 
 The checks are plain async callables returning ``True`` when healthy, so tests can hand in
-fakes; the real ones are :class:`HsmLoginCheck` and :class:`TunnelCheck`.
+fakes; the real ones are :class:`HsmLoginCheck` and :class:`TunnelCheck`. The TLS key's state
+comes from the tunnel itself (``KeyFaults``, sidecar/platform/tls_key_faults.py): libp11 never
+recovers a key whose token vanished, so only a new process helps. Its changes are published at
+once, not at the next round of checks: readiness turns NOT_SERVING as soon as a handshake fails
+because of the key (the pod can open no new platform connection), liveness when the fault has
+lasted ``tls_key_unusable_seconds``, and the kubelet restarts the container.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pkcs11 import exceptions as p11e
 from hsm.errors import HsmError, LoginError
 from hsm.token import HsmToken, WorkerSession, session_handle
 from sidecar.config import ServerConfig
+from sidecar.platform.tls_key_faults import KeyFault, KeyFaults
 from sidecar.platform.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,8 @@ SERVICE_NAMES = (STARTUP, READINESS, LIVENESS)
 
 # Until start-up has passed, checks repeat this often (the kubelet's startupProbe polls too).
 STARTUP_RETRY_SECONDS = 1.0
+# Never wake more often than this for the TLS key's liveness deadline (rounding of the clock).
+_MIN_WAIT_SECONDS = 0.01
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -119,7 +130,9 @@ class Probes:
     """The health listener and the loop that keeps its three service names true.
 
     ``config`` is ``[server]`` as pydantic validated it: ``health_listen`` (which must be set),
-    ``health_check_interval_seconds``, ``readiness_includes_platform``.
+    ``health_check_interval_seconds``, ``readiness_includes_platform``,
+    ``tls_key_unusable_seconds``. ``tls_key`` is the tunnel's record of the TLS key in the token
+    (``None`` with a key file, which has no such fault).
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class Probes:
         *,
         hsm: Check | None,
         platform: Check,
+        tls_key: KeyFaults | None = None,
         meter: metrics.Meter | None = None,
     ) -> None:
         if config.health_listen is None:
@@ -137,6 +151,10 @@ class Probes:
         self._platform = platform
         self._interval = config.health_check_interval_seconds
         self._readiness_includes_platform = config.readiness_includes_platform
+        self._tls_key = tls_key
+        self._tls_key_unusable_seconds = config.tls_key_unusable_seconds
+        self._wake = asyncio.Event()  # the TLS key's state changed: publish before the next round
+        self._live = True
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         # grpc-stubs has no type for the asyncio health servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -157,6 +175,13 @@ class Probes:
             callbacks=[self._observe_platform],
             description="1 while the platform tunnel answers (as last checked by the probes)",
         )
+        if tls_key is not None:
+            meter.create_observable_gauge(
+                "yibao.tls_key.usable",
+                callbacks=[self._observe_tls_key],
+                description="1 while the platform TLS key in the token signs new handshakes",
+            )
+            tls_key.subscribe(self._tls_key_changed)
 
     async def start(self) -> None:
         """Listen at once, NOT_SERVING except liveness, and start checking."""
@@ -197,9 +222,26 @@ class Probes:
             self._started = True
             await self.health.set(STARTUP, _SERVING)
             log.info("probes.startup_passed")
-        ready = self._started and hsm_ok and (platform_ok or not self._readiness_includes_platform)
+        await self.publish()
+
+    async def publish(self) -> None:
+        """Set readiness and liveness from the last checks' answers and the TLS key's state."""
+        if self._draining:
+            return
+        key_usable = self._tls_key is None or self._tls_key.fault is None
+        platform_ok = bool(self.platform_ok) or not self._readiness_includes_platform
+        ready = self._started and bool(self.hsm_ok) and platform_ok and key_usable
         for name in ("", READINESS):
             await self.health.set(name, _SERVING if ready else _NOT_SERVING)
+        unusable_for = self._tls_key.unusable_for() if self._tls_key is not None else None
+        live = unusable_for is None or unusable_for < self._tls_key_unusable_seconds
+        if live is not self._live:
+            self._live = live
+            await self.health.set(LIVENESS, _SERVING if live else _NOT_SERVING)
+            if unusable_for is not None and not live:  # the kubelet restarts the container
+                log.error(
+                    "probes.tls_key_restart", extra={"unusable_seconds": round(unusable_for, 1)}
+                )
 
     async def _run(self) -> None:
         while True:
@@ -207,7 +249,39 @@ class Probes:
                 await self.check_once()
             except Exception as exc:  # a probe must never die silently; the next round retries
                 log.error("probes.check_failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(self._interval if self._started else STARTUP_RETRY_SECONDS)
+            await self._until_next_round(self._interval if self._started else STARTUP_RETRY_SECONDS)
+
+    async def _until_next_round(self, seconds: float) -> None:
+        """Wait ``seconds``; meanwhile publish at once when the TLS key's state changes, and
+        when its fault reaches ``tls_key_unusable_seconds``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            wait = left
+            unusable_for = self._tls_key.unusable_for() if self._tls_key is not None else None
+            if self._live and unusable_for is not None:  # wake when liveness must turn
+                due = self._tls_key_unusable_seconds - unusable_for
+                wait = min(wait, max(due, _MIN_WAIT_SECONDS))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            if not self._wake.is_set() and wait >= left:
+                return  # the round is due: check_once publishes
+            try:
+                await self.publish()
+            except Exception as exc:  # as for a round of checks: log, carry on
+                log.error("probes.check_failed", extra={"error": type(exc).__name__})
+
+    def _tls_key_changed(self, fault: KeyFault | None) -> None:
+        """The tunnel's record of the TLS key changed: log it and publish without waiting."""
+        if fault is not None:
+            log.warning(
+                "probes.tls_key_unusable", extra={"reason": fault.reason, "error": fault.error}
+            )
+        else:
+            log.info("probes.tls_key_usable_again")
+        self._wake.set()
 
     async def _stop_checking(self) -> None:
         task, self._task = self._task, None
@@ -229,3 +303,8 @@ class Probes:
 
     def _observe_platform(self, _: CallbackOptions) -> list[Observation]:
         return [] if self.platform_ok is None else [Observation(int(self.platform_ok))]
+
+    def _observe_tls_key(self, _: CallbackOptions) -> list[Observation]:
+        if self._tls_key is None:
+            return []
+        return [Observation(int(self._tls_key.fault is None))]

@@ -13,7 +13,8 @@ Also here: every other start-up refusal of the TLS identity (one line, no PIN), 
 refusing a client certificate from another CA (UNAVAILABLE, not sent), and the token vanishing
 while connections are pooled (what libp11 really does: pooled connections keep working, new
 handshakes fail at once with UNAVAILABLE, and the process does not recover by itself when the
-token returns: the readiness probe says so and a restart heals it).
+token returns: readiness turns NOT_SERVING at once, liveness after ``[server]
+tls_key_unusable_seconds``, and the restart the kubelet then makes heals it).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from hsm.tlskey import TlsKeyStore
 from hsm.token import HsmToken, TokenConfig
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2 as gateway
 from sidecar._proto.yibao.gateway.v1 import gateway_pb2_grpc as gateway_grpc
-from sidecar.serving.probes import READINESS
+from sidecar.serving.probes import LIVENESS, READINESS
 from tests.hsm_fixtures import MadeToken, SoftHsmTokens
 from tests.integration.conftest import TENANT_METADATA, pseudonym_key_file
 from tests.integration.consent_support import consent_to, subject_of
@@ -457,8 +458,11 @@ class Cutter:
 
 @contextlib.contextmanager
 def token_away(directory: Path) -> Iterator[None]:
-    """SoftHSM's directory of one token moved away (as a pulled token), always put back."""
-    away = directory.with_name(directory.name + ".away")
+    """SoftHSM's directory of one token moved away (as a pulled token), always put back.
+
+    Out of SoftHSM's token directory, not renamed inside it: a process started meanwhile would
+    find the token under its new name (SoftHSM takes every subdirectory for a token)."""
+    away = directory.parent.parent / (directory.name + ".away")
     directory.rename(away)
     try:
         yield
@@ -466,21 +470,21 @@ def token_away(directory: Path) -> Iterator[None]:
         away.rename(directory)
 
 
-async def readiness(port: int) -> int:
+async def health(port: int, service: str = READINESS) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         answer = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=READINESS), timeout=5
+            health_pb2.HealthCheckRequest(service=service), timeout=5
         )
     return int(answer.status)
 
 
-async def until_readiness(port: int, wanted: int) -> None:
+async def until_health(port: int, wanted: int, service: str = READINESS) -> None:
     for _ in range(200):
-        if await readiness(port) == wanted:
+        if await health(port, service) == wanted:
             return
         await asyncio.sleep(0.1)
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(wanted)  # type: ignore[arg-type]
-    pytest.fail(f"readiness never became {name}")
+    pytest.fail(f"{service} never became {name}")
 
 
 def free_port() -> int:
@@ -491,8 +495,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+UNUSABLE_SECONDS = 2.0  # [server] tls_key_unusable_seconds here (30 by default)
+
+
 @pytest.mark.slow
-async def test_a_vanished_token_fails_new_handshakes_cleanly_and_a_restart_heals(
+async def test_a_vanished_token_fails_new_handshakes_turns_the_probes_and_a_restart_heals(
     tls_tokens: TlsTokens, short_dir: Path, tmp_path: Path
 ) -> None:
     serving_status = health_pb2.HealthCheckResponse.SERVING
@@ -503,7 +510,7 @@ async def test_a_vanished_token_fails_new_handshakes_cleanly_and_a_restart_heals
     ):
         cutter = Cutter(int(base_url(simulator).rsplit(":", 1)[1]))
         port = await cutter.start()
-        health = free_port()
+        probes = free_port()
         config = sidecar_config(
             tmp_path / "sidecar.toml",
             short_dir,
@@ -511,34 +518,57 @@ async def test_a_vanished_token_fails_new_handshakes_cleanly_and_a_restart_heals
             hsm=tls_tokens.hsm(),
             simulator=simulator,
             server={
-                "health_listen": f"127.0.0.1:{health}",
-                "health_check_interval_seconds": 0.2,
-                "readiness_includes_platform": True,
+                "health_listen": f"127.0.0.1:{probes}",
+                # No round of checks during the test: only the tunnel's record of the key
+                # moves readiness and liveness. Readiness leaves the platform out, as in prod.
+                "health_check_interval_seconds": 3600,
+                "tls_key_unusable_seconds": UNUSABLE_SECONDS,
             },
         )
         env = tls_tokens.main.env()
+        loop = asyncio.get_running_loop()
         try:
             async with serving(config, env) as process:
                 await consent(process.channel, simulator)
                 await enrollment(process.channel, simulator)
-                await until_readiness(health, serving_status)
+                await until_health(probes, serving_status)
                 with token_away(tls_tokens.tls_dir):
                     # The pooled, already authenticated connection needs no signature.
                     assert (await enrollment(process.channel, simulator)).enrollments
+                    assert await health(probes) == serving_status
+                    # A connection to another gateway: a full handshake, signed in the token.
                     await cutter.switch(int(base_url(other).rsplit(":", 1)[1]))
                     with pytest.raises(grpc.aio.AioRpcError) as caught:
                         await enrollment(process.channel, simulator)  # deadline 20 s
-                    await until_readiness(health, not_serving)
+                    failed = loop.time()
+                    # The pod can open no new platform connection: out of the Service at once,
+                    # but alive until the fault has lasted tls_key_unusable_seconds.
+                    await until_health(probes, not_serving)
+                    assert await health(probes, LIVENESS) == serving_status
+                    assert loop.time() - failed < UNUSABLE_SECONDS / 2
                 # Back on disk: libp11 still holds the vanished object's handle in this process.
                 cutter.cut()
                 with pytest.raises(grpc.aio.AioRpcError) as still:
                     await enrollment(process.channel, simulator)
-                assert await readiness(health) == not_serving
-                stderr = stop(process)
-            # What the orchestrator does when the readiness probe keeps failing: a restart.
+                await until_health(probes, not_serving, LIVENESS)
+                unusable = loop.time() - failed
+                assert UNUSABLE_SECONDS - 0.5 <= unusable <= UNUSABLE_SECONDS + 3, unusable
+                assert await health(probes) == not_serving
+                stderr = stop(process)  # what the kubelet does when liveness keeps failing
+            # Restarted while the token is still away: one line at start-up, exit 2; the
+            # kubelet's back-off restarts it again later.
+            with token_away(tls_tokens.tls_dir):
+                refused = sidecar_process(config, env)
+                _, refusal = await asyncio.to_thread(refused.communicate, timeout=120)
+            assert refused.returncode == 2, refusal
+            lines = [line for line in refusal.splitlines() if not line.startswith('{"time"')]
+            assert len(lines) == 1 and "hsm.tls_token_label" in lines[0], refusal
+            assert tls_tokens.pin not in refusal
+            # Restarted once the token is back: it loads the key afresh and serves again.
             async with serving(config, env) as process:
                 assert (await enrollment(process.channel, simulator)).enrollments
-                await until_readiness(health, serving_status)
+                await until_health(probes, serving_status)
+                assert await health(probes, LIVENESS) == serving_status
                 stderr += stop(process)
         finally:
             cutter.close()
@@ -549,5 +579,10 @@ async def test_a_vanished_token_fails_new_handshakes_cleanly_and_a_restart_heals
         assert message.startswith("the insurance platform is unreachable: cannot connect"), message
         assert "PKCS#11" in message, message  # the reason names the HSM
         assert tls_tokens.pin not in message
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    keyed = [e for e in events if str(e.get("event", "")).startswith("probes.tls_key")]
+    assert [e["event"] for e in keyed] == ["probes.tls_key_unusable", "probes.tls_key_restart"]
+    assert (keyed[0]["reason"], keyed[0]["error"]) == ("pkcs11", "Object handle invalid")
     assert tls_tokens.pin not in stderr
+    assert "pkcs11:" not in "".join(json.dumps(e) for e in keyed)  # no URI in the events
     assert "PlatformUnreachable (sent)" not in stderr

@@ -233,6 +233,29 @@ def test_egress_goes_only_to_the_platform_dns_postgresql_telemetry_and_the_hsm(
     assert ports == EGRESS_PORTS[rendered.overlay]
 
 
+# docs/operations.md: a TLS key lost for good restarts the sidecar within a minute of the first
+# new handshake that failed (then the stop: the drain).
+TLS_KEY_RESTART_SECONDS = 60
+
+
+def test_a_tls_key_lost_for_good_restarts_the_sidecar_within_a_minute(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    """Liveness turns NOT_SERVING once the key in the token has failed for
+    ``tls_key_unusable_seconds``; the kubelet restarts after ``failureThreshold`` failed probes
+    ``periodSeconds`` apart, the first within one period: at most the sum."""
+    path = tmp_path / "sidecar.toml"
+    path.write_text(rendered.sidecar_toml, encoding="utf-8")
+    env = {e["name"]: "0" for e in rendered.container(SIDECAR)["env"] if "valueFrom" in e}
+    server = config.load(path, environ=env).server
+    liveness = rendered.container(SIDECAR)["livenessProbe"]
+    worst = (
+        server.tls_key_unusable_seconds + liveness["periodSeconds"] * liveness["failureThreshold"]
+    )
+    assert worst <= TLS_KEY_RESTART_SECONDS
+    assert liveness["timeoutSeconds"] < liveness["periodSeconds"]
+
+
 def test_a_disruption_budget_covers_the_pods(rendered: Rendered) -> None:
     budget = rendered.one("PodDisruptionBudget")["spec"]
     labels = rendered.workload["spec"]["template"]["metadata"]["labels"]

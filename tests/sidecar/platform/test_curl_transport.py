@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from hsm.pin import Pin
 from sidecar.config import ConfigError, PlatformConfig, load
-from sidecar.platform.curl_transport import curl_pins
+from sidecar.platform.curl_transport import curl_pins, tls_key_fault
 from sidecar.platform.transport import ClientIdentity, EngineKey, TlsFilesError, check_tls_files
 from yibao_devkit import devcerts
 from yibao_devkit.devcerts import DevPki
@@ -44,6 +44,43 @@ def test_hex_pins_become_curls_sha256_base64_list() -> None:
         "sha256//" + base64.b64encode(bytes.fromhex(other)).decode(),
     ]
     assert curl_pins((pin.upper(), other)) == ";".join(expected)
+
+
+# What libcurl 7.88 / OpenSSL 3 say (the error buffer), as the integration tests see it.
+SSL = "OpenSSL/3.0.19: error:"
+VANISHED = SSL + "41800082:PKCS#11 module::Object handle invalid"  # the token moved away
+NOT_LOADED = "failed to load private key from crypto engine"  # no token at the first load, bad PIN
+NOT_SET = "unable to set private key"
+NOT_KEY_FAULTS = [
+    (pycurl.E_SSL_CONNECT_ERROR, SSL + "0A000418:SSL routines::tlsv1 alert unknown ca"),
+    (
+        pycurl.E_RECV_ERROR,
+        "OpenSSL SSL_read: " + SSL + "0A000412:SSL routines::alert bad certificate",
+    ),
+    (pycurl.E_COULDNT_CONNECT, "Failed to connect to 127.0.0.1 port 9: Couldn't connect to server"),
+    (pycurl.E_OPERATION_TIMEDOUT, "Connection timed out after 2001 milliseconds"),
+    (pycurl.E_COULDNT_RESOLVE_HOST, "Could not resolve host: gateway.invalid"),
+    (pycurl.E_SSL_PINNEDPUBKEYNOTMATCH, "SSL: public key does not match pinned public key"),
+    (pycurl.E_PEER_FAILED_VERIFICATION, "SSL certificate problem: unable to get local issuer"),
+    (pycurl.E_SSL_CERTPROBLEM, "could not load PEM client certificate from /x/client.pem, ..."),
+    (pycurl.E_SSL_CERTPROBLEM, "unable to set private key file: '/x/key.pem' type PEM"),
+    (pycurl.E_SEND_ERROR, VANISHED),  # not the handshake: not the key's
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "fault"),
+    [
+        (pycurl.E_SSL_CONNECT_ERROR, VANISHED, ("pkcs11", "Object handle invalid")),
+        (pycurl.E_SSL_CERTPROBLEM, NOT_LOADED, ("key_load", NOT_LOADED)),
+        (pycurl.E_SSL_CERTPROBLEM, NOT_SET, ("key_load", NOT_SET)),
+        *[(code, message, None) for code, message in NOT_KEY_FAULTS],
+    ],
+)
+def test_only_the_engine_keys_own_failures_are_tls_key_faults(
+    code: int, message: str, fault: tuple[str, str] | None
+) -> None:
+    assert tls_key_fault(code, message) == fault
 
 
 def test_an_identity_has_exactly_one_key(tmp_path: Path) -> None:

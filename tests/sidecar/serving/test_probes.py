@@ -2,13 +2,19 @@
 
 The checks are stand-ins here (flags the test sets); the real ones are tested against SoftHSM
 (tests/sidecar/serving/test_probe_login.py) and the simulator (tests/integration/test_probes.py).
-The health service itself is real: each status is read the way the kubelet reads it, over gRPC.
+The TLS key's record is the real ``KeyFaults`` on a fake clock; the tunnel that feeds it is tested
+in tests/integration/test_tls_key_faults.py. The health service itself is real: each status is
+read the way the kubelet reads it, over gRPC.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +23,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.config import ServerConfig
+from sidecar.platform.tls_key_faults import KeyFaults
 from sidecar.platform.transport import TransportError, TransportTimeout
 from sidecar.serving.probes import LIVENESS, READINESS, STARTUP, Probes, TunnelCheck
 
@@ -37,11 +44,20 @@ class Flags:
 
 
 @dataclass
+class Clock:
+    now: float = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class Running:
     probes: Probes
     flags: Flags
     channel: grpc.aio.Channel
     reader: InMemoryMetricReader
+    faults: KeyFaults = field(default_factory=KeyFaults)
 
     async def status(self, service: str) -> int:
         stub = health_pb2_grpc.HealthStub(self.channel)
@@ -63,7 +79,11 @@ class Running:
 
 
 async def running_probes(
-    *, with_hsm: bool = True, readiness_includes_platform: bool = False
+    *,
+    with_hsm: bool = True,
+    readiness_includes_platform: bool = False,
+    tls_key: KeyFaults | None = None,
+    tls_key_unusable_seconds: float = 30.0,
 ) -> AsyncIterator[Running]:
     flags = Flags()
     reader = InMemoryMetricReader()
@@ -72,18 +92,20 @@ async def running_probes(
         # the loop's first round runs at start; the tests drive later rounds
         health_check_interval_seconds=3600,
         readiness_includes_platform=readiness_includes_platform,
+        tls_key_unusable_seconds=tls_key_unusable_seconds,
     )
     probes = Probes(
         server,
         hsm=flags.hsm_check if with_hsm else None,
         platform=flags.platform_check,
+        tls_key=tls_key,
         meter=MeterProvider(metric_readers=[reader]).get_meter("test"),
     )
     flags.hsm = flags.platform = False  # the loop's first round must not pass start-up
     await probes.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{probes.port}") as channel:
-            yield Running(probes, flags, channel, reader)
+            yield Running(probes, flags, channel, reader, tls_key or KeyFaults())
     finally:
         await probes.stop()
 
@@ -206,3 +228,126 @@ class FakeTransport:
 )
 async def test_the_tunnel_check_counts_answers_below_500(answer: int | Exception, ok: bool) -> None:
     assert await TunnelCheck(FakeTransport(answer), timeout=1.0)() is ok
+
+
+# -- the TLS key in the token ------------------------------------------------------------------
+async def until(running: Running, service: str, wanted: int, seconds: float = 3.0) -> None:
+    """Poll the health service until ``service`` is ``wanted`` (the probes' own loop acts)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await running.status(service) == wanted:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"{service} never became {wanted} on its own")
+
+
+async def started_with_tls_key(clock: Clock, **options: Any) -> AsyncIterator[Running]:
+    async for running in running_probes(tls_key=KeyFaults(clock), **options):
+        running.flags.hsm = running.flags.platform = True
+        await running.probes.check_once()
+        assert set((await running.statuses()).values()) == {SERVING}
+        yield running
+
+
+@pytest.mark.parametrize("readiness_includes_platform", [False, True])
+async def test_a_tls_key_fault_takes_readiness_away_at_once_but_not_liveness(
+    readiness_includes_platform: bool,
+) -> None:
+    """No round of checks in between: the tunnel's record alone moves readiness."""
+    clock = Clock()
+    async for running in started_with_tls_key(
+        clock, readiness_includes_platform=readiness_includes_platform
+    ):
+        assert running.gauges()["yibao.tls_key.usable"] == 1
+        running.faults.unusable("pkcs11", "Object handle invalid")
+        await until(running, READINESS, NOT_SERVING)
+        assert await running.status("") == NOT_SERVING
+        assert await running.status(LIVENESS) == SERVING
+        assert await running.status(STARTUP) == SERVING
+        assert running.gauges()["yibao.tls_key.usable"] == 0
+        await running.probes.check_once()  # the other checks pass: still not ready
+        assert await running.status(READINESS) == NOT_SERVING
+
+
+async def test_liveness_fails_once_the_fault_has_lasted_tls_key_unusable_seconds() -> None:
+    clock = Clock()
+    async for running in started_with_tls_key(clock, tls_key_unusable_seconds=30.0):
+        running.faults.unusable("pkcs11", "Object handle invalid")
+        clock.now += 29.9
+        await running.probes.publish()
+        assert await running.status(LIVENESS) == SERVING
+        running.faults.unusable("pkcs11", "Object handle invalid")  # a later failure: same start
+        clock.now += 0.1
+        await running.probes.publish()
+        assert await running.status(LIVENESS) == NOT_SERVING
+        assert await running.status(READINESS) == NOT_SERVING
+        clock.now += 3600
+        await running.probes.check_once()
+        assert await running.status(LIVENESS) == NOT_SERVING  # until the kubelet restarts it
+
+
+async def test_a_new_handshake_that_succeeds_makes_both_serve_again() -> None:
+    clock = Clock()
+    async for running in started_with_tls_key(clock, tls_key_unusable_seconds=30.0):
+        running.faults.unusable("pkcs11", "Object handle invalid")
+        clock.now += 31
+        await running.probes.publish()
+        assert await running.status(LIVENESS) == NOT_SERVING
+        running.faults.usable()
+        await running.probes.publish()
+        assert set((await running.statuses()).values()) == {SERVING}
+        assert running.gauges()["yibao.tls_key.usable"] == 1
+
+
+async def test_the_probes_own_loop_turns_liveness_when_the_fault_is_due() -> None:
+    """The loop wakes for the deadline itself (the round of checks is an hour away)."""
+    async for running in running_probes(tls_key=KeyFaults(), tls_key_unusable_seconds=0.3):
+        running.flags.hsm = running.flags.platform = True
+        await running.probes.check_once()
+        began = time.monotonic()
+        running.faults.unusable("pkcs11", "Object handle invalid")
+        await until(running, LIVENESS, NOT_SERVING)
+        assert time.monotonic() - began >= 0.3
+
+
+async def test_each_tls_key_transition_is_logged_once_without_secrets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    async for running in started_with_tls_key(clock, tls_key_unusable_seconds=30.0):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sidecar.serving.probes"):
+            running.faults.unusable("pkcs11", "Object handle invalid")
+            running.faults.unusable("pkcs11", "Object handle invalid")
+            await running.probes.publish()
+            clock.now += 30
+            await running.probes.publish()
+            await running.probes.publish()
+            running.faults.usable()
+            await running.probes.publish()
+        events = [r for r in caplog.records if r.getMessage().startswith("probes.tls_key")]
+        assert [r.getMessage() for r in events] == [
+            "probes.tls_key_unusable",
+            "probes.tls_key_restart",
+            "probes.tls_key_usable_again",
+        ]
+        assert (events[0].reason, events[0].error) == ("pkcs11", "Object handle invalid")
+        assert events[1].unusable_seconds == 30.0
+        assert all("pkcs11:" not in str(r.__dict__) for r in events)  # no URI
+
+
+async def test_draining_keeps_liveness_whatever_the_tls_key_says() -> None:
+    clock = Clock()
+    async for running in started_with_tls_key(clock, tls_key_unusable_seconds=30.0):
+        await running.probes.draining()
+        running.faults.unusable("pkcs11", "Object handle invalid")
+        clock.now += 60
+        await running.probes.publish()
+        assert await running.status(LIVENESS) == SERVING  # the drain is not cut short
+        assert await running.status(READINESS) == NOT_SERVING
+
+
+async def test_with_a_key_file_there_is_no_tls_key_state(running: Running) -> None:
+    running.flags.hsm = running.flags.platform = True
+    await running.probes.check_once()
+    assert "yibao.tls_key.usable" not in running.gauges()
